@@ -1,0 +1,74 @@
+"The demo end to end through babycry-run (papermill over the stage notebooks), babycry-predict on its model, and resume."
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from babycry.core import RunPaths
+from babycry.pipeline import STAGE_NOTEBOOKS, main
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    "Run `babycry-run --demo --name e2e` from a scratch directory (a few minutes on two CPU cores)."
+    work = tmp_path_factory.mktemp("e2e")
+    old = os.getcwd(); os.chdir(work)
+    try: rc = main(["--demo", "--name", "e2e"])
+    finally: os.chdir(old)
+    assert rc == 0, "babycry-run --demo failed: see the executed notebooks under runs/e2e/notebooks"
+    return work/"runs"/"e2e"
+
+
+def test_demo_writes_evaluation_card_and_notebooks(demo_run):
+    rp = RunPaths(demo_run)
+    m = json.loads((rp.eval/"metrics.json").read_text())
+    assert m["model"] == "phase2" and m["test"]["n"] > 0
+    for k in ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr_macro", "ece"): assert k in m["test"]
+    for k in ("accuracy", "f1_macro"): assert m["ci"][k]["low"] <= m["ci"][k]["point"] <= m["ci"][k]["high"]
+    assert m["ci"]["resample"] in ("group", "clip") and len(m["progression"]) == 3
+    for f in ("confusion_counts.png", "confusion_normalized.png", "reliability.png", "roc.png", "done.json"): assert (rp.eval/f).exists()
+    card = (rp.model("phase2")/"README.md").read_text()
+    assert card.startswith("---\n") and "pipeline_tag: audio-classification" in card
+    for section in ("## Intended use", "## Out-of-scope use", "## Data and splits", "## Training procedure",
+                    "## Results", "## Limitations and bias", "## Hardware and training time"): assert section in card
+    for nb in STAGE_NOTEBOOKS: assert (rp.notebooks/f"{nb}.ipynb").exists(), nb
+    assert json.loads((demo_run/"pipeline.json").read_text())["demo"] is True
+
+
+def _predict_cmd():
+    exe = shutil.which("babycry-predict")
+    return [exe] if exe else [sys.executable, "-c", "import sys; from babycry.inference import main; sys.exit(main())"]
+
+
+def test_predict_cli_on_a_clip_and_a_corrupt_file(demo_run, tmp_path):
+    rp = RunPaths(demo_run)
+    man = pd.read_csv(rp.manifest, keep_default_na=False)
+    clip = Path(man.loc[man.status == "ok", "path"].iloc[0])
+    if not clip.is_absolute(): clip = demo_run.parent.parent/clip
+    bad = tmp_path/"corrupt.wav"; bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    ok = subprocess.run(_predict_cmd() + [str(rp.model("phase2")), str(clip), "--json"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    res = json.loads(ok.stdout)[0]
+    classes = json.loads((rp.class_removal/"labels.json").read_text())["classes"]
+    assert res["label"] in classes and abs(sum(res["probs"].values()) - 1) < 1e-4
+    both = subprocess.run(_predict_cmd() + [str(rp.model("phase2")), str(bad), str(clip)], capture_output=True, text=True)
+    assert both.returncode == 1                                   # one file failed ...
+    assert "corrupt.wav" in both.stderr and "ERROR" in both.stderr  # ... with a message naming it ...
+    assert str(clip) in both.stdout                               # ... and the other still got its answer
+
+
+def test_second_run_skips_finished_stages(demo_run, capsys):
+    before = (RunPaths(demo_run).eval/"metrics.json").stat().st_mtime_ns
+    assert main(["--run-dir", str(demo_run)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished earlier, skipped") == len(STAGE_NOTEBOOKS), out
+    assert (RunPaths(demo_run).eval/"metrics.json").stat().st_mtime_ns == before
+    assert "accuracy" in out and "macro-F1" in out
+
+
+def test_new_run_never_lands_on_an_old_one(demo_run, capsys):
+    old = os.getcwd(); os.chdir(demo_run.parent.parent)
+    try: assert main(["--demo", "--name", "e2e", "--dry-run"]) == 0
+    finally: os.chdir(old)
+    assert "runs/e2e-2" in capsys.readouterr().out

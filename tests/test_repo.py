@@ -1,0 +1,56 @@
+"Repository hygiene: what CI runs is what the README says, the packaging is sane, notebooks are clean and in sync."
+import configparser, json, re, shutil, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands():
+    return re.findall(r"```(?:sh|bash)?\n(.*?)\n```", (ROOT/"README.md").read_text(), re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT/".ci/run").read_text().strip().splitlines()
+    assert "pip install torch==2.13.0" in ci, ".ci/run must install the CPU torch wheel first"
+    readme = [c.strip() for c in _readme_commands()]
+    test_cmd = ci[-1].strip()
+    assert test_cmd in readme, f"the last line of .ci/run ({test_cmd!r}) is not a README command: {readme}"
+
+
+def test_setup_py_has_no_pkg_resources():
+    assert "pkg_resources" not in (ROOT/"setup.py").read_text().replace("without pkg_resources", "")
+
+
+def test_settings_pins_and_tags():
+    cfg = configparser.ConfigParser(delimiters=["="]); cfg.read(ROOT/"settings.ini")
+    d = cfg["DEFAULT"]
+    assert d["allowed_cell_metadata_keys"].strip() == "tags", "papermill needs cell tags kept by nbdev_clean"
+    dev = d["dev_requirements"].split()
+    for pin in ["nbdev==2.4.14", "fastcore<2", "execnb<0.2", "ghapi<2"]: assert pin in dev
+    assert not any(r == "torch" for r in d["requirements"].split()), "a bare torch requirement pulls CUDA wheels"
+
+
+def test_every_numbered_notebook_has_one_parameters_cell():
+    nbs = sorted((ROOT/"nbs").glob("0[0-7]_*.ipynb"))
+    assert len(nbs) == 8, [n.name for n in nbs]
+    for nb in nbs:
+        cells = json.loads(nb.read_text())["cells"]
+        params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(params) == 1, f"{nb.name}: {len(params)} parameters cells"
+        src = "".join(params[0]["source"])
+        assert "data_dir" in src and "run_dir" in src, f"{nb.name}: parameters must include data_dir and run_dir"
+
+
+def test_notebooks_clean_and_library_in_sync(tmp_path):
+    "nbdev_export + nbdev_clean on a copy of the repo change nothing."
+    work = tmp_path/"repo"
+    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".git", "runs", "_docs", "_proc", "*.egg-info", "__pycache__", ".nbsrc", "benchmarks"))
+    for cmd in ("nbdev_export", "nbdev_clean"):
+        subprocess.run([str(Path(sys.executable).parent/cmd)], cwd=work, check=True, capture_output=True)
+    changed = []
+    for sub in ("nbs", "babycry"):
+        for f in (work/sub).rglob("*"):
+            if f.is_file() and "__pycache__" not in f.parts:
+                orig = ROOT/f.relative_to(work)
+                if not orig.exists() or orig.read_bytes() != f.read_bytes(): changed.append(str(f.relative_to(work)))
+    assert not changed, f"run nbdev_export and nbdev_clean, then commit: {changed}"

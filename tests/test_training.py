@@ -1,0 +1,72 @@
+"The training recipe on the demo corpus with the tiny backbone: the test split is never read, runs resume and extend."
+import os, shutil
+from pathlib import Path
+
+import numpy as np, pandas as pd, pytest
+
+from babycry.core import RunPaths, load_json, is_done
+from babycry.data import run_data_stage
+from babycry.train import run_phase1
+from babycry.class_removal import run_class_removal
+from babycry import phase2 as p2
+from babycry.phase2 import run_phase2
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    "A run directory with the data stage done and the test cache replaced by something unreadable."
+    rd = tmp_path_factory.mktemp("runs")/"train"
+    run_data_stage(None, rd, seed=0)
+    rp = RunPaths(rd)
+    for ext in ("npy",):
+        (rp.cache/f"test.{ext}").rename(rp.cache/f"test.{ext}.hidden")
+        (rp.cache/f"test.{ext}").write_bytes(b"the training stages must never open the test audio")
+        os.chmod(rp.cache/f"test.{ext}", 0)
+    return rd
+
+
+def test_phase1_fast_path_never_reads_test(run):
+    res = run_phase1(run, backbone="tiny", epochs=4, patience=3)
+    rp = RunPaths(run)
+    assert is_done(rp.phase1) and (rp.model("phase1")/"config.json").exists()
+    h = load_json(rp.history("phase1"))
+    assert 1 <= len(h["epochs"]) <= 4 and {"train_loss", "eval_loss", "eval_macro_f1", "lr"} <= set(h["epochs"][-1])
+    assert (rp.phase1/"training_curves.png").exists() and (rp.phase1/"valid_confusion.png").exists()
+    assert res["precision"] == "fp32"
+    # the same command again has nothing to do
+    assert run_phase1(run, backbone="tiny", epochs=4, patience=3)["params"]["epochs"] == 4
+
+
+def test_class_removal(run):
+    res = run_class_removal(run, "hungry")
+    assert "hungry" not in res["classes"] and len(res["classes"]) == 6
+    rows = pd.read_csv(RunPaths(run).class_removal/"train.csv")
+    assert "hungry" not in set(rows.label) and "index" in rows
+    with pytest.raises(ValueError, match="not among this run's classes"):
+        run_class_removal(run, "hungy", overwrite=True)
+
+
+def test_phase2_resumes_after_interruption_and_extends(run, monkeypatch):
+    rp = RunPaths(run)
+    # a Kaggle session that dies after the second epoch
+    orig = p2.fit.__globals__["HistoryCallback"].on_evaluate
+    def dying(self, args, state, control, **kw):
+        orig(self, args, state, control, **kw)
+        if round(state.epoch) == 2: raise KeyboardInterrupt("session died")
+    monkeypatch.setattr(p2.fit.__globals__["HistoryCallback"], "on_evaluate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_phase2(run, epochs=3, patience=5)
+    monkeypatch.undo()
+    assert not is_done(rp.phase2) and list((rp.phase2/"checkpoints").glob("checkpoint-*"))
+    # the same command resumes from the last checkpoint instead of starting over
+    res = run_phase2(run, epochs=3, patience=5)
+    h = load_json(rp.history("phase2"))
+    assert [r["epoch"] for r in h["epochs"]] == [1, 2, 3]
+    assert is_done(rp.phase2) and res["epochs_run"] == 3
+    # more epochs later: continue from the best checkpoint, keep the first run's files
+    res2 = run_phase2(run, epochs=5)
+    assert (rp.phase2/"checkpoints.upto3").is_dir() and (rp.phase2/"done.upto3.json").exists()
+    assert load_json(rp.phase2/"done.json")["params"]["patience"] == 10
+    h2 = load_json(rp.history("phase2"))
+    assert h2["epochs"][-1]["epoch"] <= 5 and h2["epochs"][-1]["epoch"] > res["best_epoch"]
+    assert (rp.model("phase2")/"config.json").exists()
