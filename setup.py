@@ -25,6 +25,18 @@ console_scripts = cfg.get('console_scripts', '').split()
 
 def _version_key(v): return tuple(int(x) for x in v.split('.'))
 
+from setuptools.command.build_py import build_py
+from pathlib import Path
+import shutil
+
+class build_py_with_notebooks(build_py):
+    "Ship the stage notebooks inside the package (babycry/nbs/), so babycry-run works from a wheel too."
+    def run(self):
+        super().run()
+        dest = Path(self.build_lib)/cfg['lib_path']/'nbs'
+        dest.mkdir(parents=True, exist_ok=True)
+        for nb in sorted(Path(cfg.get('nbs_path', 'nbs')).glob('0[0-9]_*.ipynb')): shutil.copy2(nb, dest/nb.name)
+
 setuptools.setup(
     name=cfg['lib_name'],
     license=lic[0],
@@ -45,6 +57,7 @@ setuptools.setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     zip_safe=False,
+    cmdclass={'build_py': build_py_with_notebooks},
     entry_points={
         'console_scripts': console_scripts,
         'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d'],
