@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #c12ae73b
+# %% ../nbs/index.ipynb #5b0c6aa1
 def __getattr__(name):
     "Lazy attributes: `babycry.predict` imports `babycry.inference` (and torch) only when it is first used."
     if name == "predict":
