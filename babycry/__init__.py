@@ -7,8 +7,10 @@ __version__ = "0.1.0"
 __all__ = []
 
 # %% ../nbs/index.ipynb #5b0c6aa1
+from . import modeling_babycry   # registers the babycry architecture with transformers' Auto classes and pipeline()
+
 def __getattr__(name):
-    "Lazy attributes: `babycry.predict` imports `babycry.inference` (and torch) only when it is first used."
+    "Lazy attributes: `babycry.predict` imports `babycry.inference` only when it is first used."
     if name == "predict":
         from .inference import predict
         return predict

@@ -19,11 +19,11 @@ from .core import (CLASSES, SAMPLE_RATE, CLIP_SAMPLES, DataConfig, RunPaths, ato
 # %% auto #0
 __all__ = ['CLASS_VOICES', 'DAC_TAGS', 'AV_CODECS', 'DEMO_RATES', 'DEMO_SHARE', 'AUDIO_EXTS', 'KNOWN_LABELS', 'DAC_RE',
            'AUG_NAME_RE', 'LAYOUT_HELP', 'MIN_SECONDS', 'SILENCE_DBFS', 'QUIET_DBFS', 'SPLITS', 'CACHE_VERSION',
-           'MANIFEST_COLUMNS', 'synth_cry', 'write_av', 'make_demo_corpus', 'parse_dac_name', 'file_md5', 'discover',
-           'AudioDecodeError', 'read_audio', 'resample', 'load_audio', 'envelope', 'similar_pairs', 'cramers_v',
-           'probe_file', 'parallel_map', 'audit_files', 'audit_table', 'split_groups', 'check_split', 'fix_length',
-           'clip_windows', 'add_noise', 'pitch_shift', 'time_stretch', 'gain', 'time_shift', 'augment', 'item_rng',
-           'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir', 'run_data_stage',
+           'MANIFEST_COLUMNS', 'synth_cry', 'write_av', 'make_demo_corpus', 'parse_dac_name', 'file_md5', 'walk_files',
+           'discover', 'AudioDecodeError', 'read_audio', 'resample', 'load_audio', 'envelope', 'similar_pairs',
+           'cramers_v', 'probe_file', 'parallel_map', 'audit_files', 'audit_table', 'split_groups', 'check_split',
+           'fix_length', 'clip_windows', 'add_noise', 'pitch_shift', 'time_stretch', 'gain', 'time_shift', 'augment',
+           'item_rng', 'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir', 'run_data_stage',
            'plot_class_counts', 'plot_examples', 'explorer']
 
 # %% ../nbs/01_data.ipynb #24973583
@@ -173,13 +173,23 @@ def _group(rel: Path, dac: dict | None) -> str:
         if normalize_label(p) in KNOWN_LABELS and i + 1 < len(parents): return "/".join(parents[:i + 2])
     return "file:" + rel.as_posix()
 
+def walk_files(root) -> list:
+    "Every file under `root`, hidden ones left out, following symbolic links to folders (each real folder once)."
+    root, out, seen = Path(root), [], set()
+    for d, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen: dirs[:] = []; continue                      # a link back up the tree, or a second link to one folder
+        seen.add(real)
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        out += [Path(d)/f for f in files if not f.startswith(".") and os.path.isfile(os.path.join(d, f))]
+    return sorted(out)
+
 def discover(data_dir) -> pd.DataFrame:
     "One row per audio file under `data_dir`: path, label, group, folder_label, tag_label, name_augmented, md5."
     root = Path(data_dir) if data_dir is not None else None
     if root is None or not root.is_dir():
         raise FileNotFoundError(f"data_dir {str(data_dir)!r} is not a folder. {LAYOUT_HELP}")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTS
-                   and not any(s.startswith(".") for s in p.relative_to(root).parts))
+    paths = [p for p in walk_files(root) if p.suffix.lower() in AUDIO_EXTS]
     if not paths: raise ValueError(f"No audio files found under {root}. {LAYOUT_HELP}")
     rows = []
     for p in paths:

@@ -278,10 +278,15 @@ def write_model_card(model_dir, metrics: dict, run_dir) -> Path:
     Classes: {', '.join(f'`{c}`' for c in t['classes'])}. Data: {metrics['dataset']}.
 
     ```python
-    import babycry.model                  # registers the architecture with transformers' Auto classes
+    # with transformers alone: the folder carries its code (modeling_babycry.py, named by auto_map in config.json)
     from transformers import pipeline
+    clf = pipeline("audio-classification", model="path/to/this/folder", trust_remote_code=True)
+    clf("cry.wav")
+
+    # with babycry installed: `import babycry` registers the architecture, so no remote code is run
+    import babycry
     clf = pipeline("audio-classification", model="path/to/this/folder")
-    # or: from babycry.inference import predict; predict("cry.wav", "path/to/this/folder")
+    # or, any length and format, scored in 3 s windows: babycry.predict("cry.m4a", "path/to/this/folder")
     ```
 
     ## Intended use

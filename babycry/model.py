@@ -9,29 +9,20 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch import nn
+from fastcore.basics import patch
 from transformers import (AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification, HubertConfig,
                           PretrainedConfig, PreTrainedModel, Wav2Vec2FeatureExtractor)
-from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from .core import CLASSES, CLIP_SAMPLES, DEFAULT_BACKBONE, SAMPLE_RATE
+from .modeling_babycry import *
 
 # %% auto #0
-__all__ = ['SUPPORTED_BACKBONES', 'FEATURE_EXTRACTOR_DEFAULTS', 'POOLINGS', 'HEADS', 'tiny_config', 'backbone_config',
-           'backbone_feature_extractor', 'AttentionPool', 'Pooler', 'make_head', 'BabyCryConfig',
-           'BabyCryForAudioClassification', 'feature_extractor_for', 'save_classifier', 'freeze_backbone',
-           'freeze_for_phase2', 'param_summary', 'transfer_backbone']
+__all__ = ['SUPPORTED_BACKBONES', 'backbone_config', 'backbone_feature_extractor', 'feature_extractor_for', 'save_classifier',
+           'freeze_backbone', 'freeze_for_phase2', 'param_summary', 'transfer_backbone']
 
 # %% ../nbs/03_model.ipynb #475f039a
 SUPPORTED_BACKBONES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")
 
-def tiny_config(**kwargs) -> HubertConfig:
-    "A small HuBERT configuration (hidden 64, 2 layers, 16-channel convolutions) for offline tests and the demo."
-    args = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, conv_dim=(16,)*7,
-                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, layerdrop=0.0)
-    return HubertConfig(**{**args, **kwargs})
 
 # %% ../nbs/03_model.ipynb #7322ed08
 def _unreachable(name, err) -> OSError:
@@ -61,9 +52,6 @@ def backbone_config(name=DEFAULT_BACKBONE) -> PretrainedConfig:
     return cfg
 
 # %% ../nbs/03_model.ipynb #d89bbffd
-FEATURE_EXTRACTOR_DEFAULTS = dict(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
-                                  return_attention_mask=False)   # facebook/hubert-base-ls960's preprocessor_config.json
-
 def backbone_feature_extractor(name=DEFAULT_BACKBONE) -> Wav2Vec2FeatureExtractor:
     "The feature extractor of backbone `name` (hubert-base's settings for 'tiny' or a folder without one)."
     if str(name) == "tiny": return Wav2Vec2FeatureExtractor(**FEATURE_EXTRACTOR_DEFAULTS)
@@ -80,118 +68,10 @@ def backbone_feature_extractor(name=DEFAULT_BACKBONE) -> Wav2Vec2FeatureExtracto
 def _fe_settings(fe) -> dict:
     return {k: getattr(fe, k) for k in FEATURE_EXTRACTOR_DEFAULTS}
 
-# %% ../nbs/03_model.ipynb #ece27b23
-def _choose_attention(cfg: PretrainedConfig) -> PretrainedConfig:
-    "Ask for SDPA attention when the backbone class supports it, eager otherwise (an explicit other choice is kept)."
-    if cfg._attn_implementation in (None, "sdpa"):
-        cfg._attn_implementation = "sdpa" if getattr(MODEL_MAPPING[type(cfg)], "_supports_sdpa", False) else "eager"
-    return cfg
-
-# %% ../nbs/03_model.ipynb #04a7b517
-POOLINGS = ("mean", "max", "attention")
-
-class AttentionPool(nn.Module):
-    "Attention pooling over time: an MLP scores each frame; the softmax of the scores weights the mean."
-    def __init__(self, hidden_size: int):
-        super().__init__()
-        self.score = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, 1))
-    def forward(self, h):                          # [..., T, H] -> [..., H]
-        return (self.score(h).softmax(-2) * h).sum(-2)
-
-class Pooler(nn.Module):
-    "Frames -> one vector per clip: mean, max or attention over time, optionally over a learnable mix of all layers."
-    def __init__(self, hidden_size: int, num_layers: int, pooling: str = "mean", weighted_layers: bool = False):
-        super().__init__()
-        if pooling not in POOLINGS: raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
-        self.pooling, self.weighted_layers = pooling, weighted_layers
-        self.layer_weights = nn.Parameter(torch.zeros(num_layers + 1)) if weighted_layers else None
-        self.attention = AttentionPool(hidden_size) if pooling == "attention" else None
-
-    def features(self, h):
-        "The parameter-free, cacheable part: pool over time for mean/max; keep the frames for attention."
-        if self.pooling == "mean": return h.mean(-2)
-        if self.pooling == "max": return h.amax(-2)
-        return h
-
-    def forward(self, f):
-        "The learnable part: mix the layers (dim 1) if weighted, then attention-pool over time."
-        if self.layer_weights is not None:
-            w = self.layer_weights.softmax(0)
-            f = (w.view(-1, *[1]*(f.dim() - 2)) * f).sum(1)
-        return self.attention(f) if self.attention is not None else f
-
-# %% ../nbs/03_model.ipynb #ecc04aca
-HEADS = {
-    "simple":   dict(dims=(256, 128), dropout=(0.3, 0.3), norm=False, act=nn.ReLU),
-    "improved": dict(dims=(512, 256, 128), dropout=(0.45, 0.45, 0.36), norm=True, act=nn.GELU),
-}
-
-def make_head(name: str, hidden_size: int, num_labels: int) -> nn.Sequential:
-    "The recipe's MLP head `name` ('simple' or 'improved') from `hidden_size` to `num_labels` logits."
-    if name not in HEADS: raise ValueError(f"head must be one of {tuple(HEADS)}, not {name!r}.")
-    spec, layers, d = HEADS[name], [], hidden_size
-    for width, p in zip(spec["dims"], spec["dropout"]):
-        layers += [nn.Linear(d, width)] + ([nn.LayerNorm(width)] if spec["norm"] else []) + [spec["act"](), nn.Dropout(p)]
-        d = width
-    return nn.Sequential(*layers, nn.Linear(d, num_labels))
-
-# %% ../nbs/03_model.ipynb #dc0abe2d
-class BabyCryConfig(PretrainedConfig):
-    "Configuration of a babycry classifier: the backbone's config, the pooling, the head, the labels, the input settings."
-    model_type = "babycry"
-    sub_configs = {"backbone_config": AutoConfig}
-
-    def __init__(self, backbone_config=None, head="simple", pooling="mean", weighted_layers=False, backbone_name="tiny",
-                 feature_extractor=None, label_smoothing=0.0, **kwargs):
-        if backbone_config is None: backbone_config = tiny_config()
-        elif isinstance(backbone_config, dict): backbone_config = AutoConfig.for_model(**backbone_config)
-        if head not in HEADS: raise ValueError(f"head must be one of {tuple(HEADS)}, not {head!r}.")
-        if pooling not in POOLINGS: raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
-        self.backbone_config, self.head, self.pooling, self.weighted_layers = backbone_config, head, pooling, bool(weighted_layers)
-        self.backbone_name, self.label_smoothing = str(backbone_name), float(label_smoothing)
-        self.feature_extractor = dict(feature_extractor or FEATURE_EXTRACTOR_DEFAULTS)
-        super().__init__(**kwargs)
-
-# %% ../nbs/03_model.ipynb #91fd0553
-class BabyCryForAudioClassification(PreTrainedModel):
-    "Speech backbone + pooling + MLP head, as a transformers audio-classification model."
-    config_class = BabyCryConfig
-    base_model_prefix = "backbone"
-    main_input_name = "input_values"
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
-
-    def __init__(self, config: BabyCryConfig):
-        super().__init__(config)
-        bcfg = _choose_attention(config.backbone_config)
-        self.backbone = AutoModel.from_config(bcfg)
-        self.pooler = Pooler(bcfg.hidden_size, bcfg.num_hidden_layers, config.pooling, config.weighted_layers)
-        self.head = make_head(config.head, bcfg.hidden_size, config.num_labels)
-        self.post_init()
-
-    def _init_weights(self, module):
-        "PyTorch's default init for the head and pooling (the backbone initialises itself); equal layer weights."
-        if isinstance(module, (nn.Linear, nn.LayerNorm)): module.reset_parameters()
-        elif isinstance(module, Pooler) and module.layer_weights is not None: nn.init.zeros_(module.layer_weights)
-
-    def backbone_features(self, input_values, attention_mask=None):
-        "What the pooling needs: [B,H] (mean/max), [B,L+1,H] (weighted layers), [B,T,H] or [B,L+1,T,H] (attention)."
-        out = self.backbone(input_values, attention_mask=attention_mask, output_hidden_states=self.config.weighted_layers)
-        h = torch.stack(out.hidden_states, 1) if self.config.weighted_layers else out.last_hidden_state
-        return self.pooler.features(h)
-
-    def logits_from_features(self, features):
-        "Logits from `backbone_features` output: the learnable pooling, then the head."
-        return self.head(self.pooler(features))
-
-    def forward(self, input_values, attention_mask=None, labels=None):
-        "Logits for a batch of waveforms [B, T]; cross-entropy loss too when `labels` are given."
-        logits = self.logits_from_features(self.backbone_features(input_values, attention_mask))
-        loss = None if labels is None else F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
-
-    @classmethod
-    def from_backbone(cls, backbone=DEFAULT_BACKBONE, labels=CLASSES, head="simple", pooling="mean", weighted_layers=False, **kwargs):
+# %% ../nbs/03_model.ipynb #2816ae46
+@patch(cls_method=True)
+def from_backbone(cls: BabyCryForAudioClassification, backbone=DEFAULT_BACKBONE, labels=CLASSES, head="simple", pooling="mean",
+                  weighted_layers=False, **kwargs):
         "A classifier on `backbone` ('tiny', hub name or local folder) with its pretrained weights and a fresh head."
         classes = list(getattr(labels, "classes", labels))
         config = BabyCryConfig(backbone_config=backbone_config(backbone), head=head, pooling=pooling, weighted_layers=weighted_layers,
@@ -202,16 +82,6 @@ class BabyCryForAudioClassification(PreTrainedModel):
             model.backbone.load_state_dict(AutoModel.from_pretrained(str(backbone)).state_dict())
         return model
 
-# %% ../nbs/03_model.ipynb #a8c84bb0
-def _register():
-    "Make AutoConfig, AutoModelForAudioClassification, AutoFeatureExtractor and pipeline() know babycry models."
-    from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
-    AutoConfig.register(BabyCryConfig.model_type, BabyCryConfig, exist_ok=True)
-    AutoModelForAudioClassification.register(BabyCryConfig, BabyCryForAudioClassification, exist_ok=True)
-    AutoFeatureExtractor.register(BabyCryConfig, Wav2Vec2FeatureExtractor, exist_ok=True)
-    MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES.setdefault(BabyCryConfig.model_type, BabyCryForAudioClassification.__name__)
-
-_register()
 
 # %% ../nbs/03_model.ipynb #368503b0
 def feature_extractor_for(model) -> Wav2Vec2FeatureExtractor:

@@ -13,7 +13,7 @@ from .core import *
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_DIRS', 'STAGE_ALIASES', 'DEMO_PARAMS', 'FULL_PARAMS', 'stage_name', 'parse_value',
            'split_params', 'notebook_params', 'declared_params', 'notebook_dirs', 'find_notebooks', 'stage_record',
            'stage_status', 'record_stage', 'plan', 'format_plan', 'StageFailed', 'run_stage', 'summary', 'run_pipeline',
-           'resolve_settings', 'main']
+           'merge_settings', 'resolve_settings', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #33b71549
 STAGE_NOTEBOOKS = ("01_data", "02_dataset", "03_model", "04_phase1", "05_class_removal", "06_phase2", "07_evaluation")
@@ -217,13 +217,25 @@ def _parser():
     ap.add_argument("--nbs-dir", default=None, help="folder with the stage notebooks (default: found automatically)")
     return ap
 
+def merge_settings(saved: dict, given: dict) -> dict:
+    "A resumed run's settings: the saved ones, with the parameters `given` now overriding theirs by name, the change logged."
+    if given["demo"] and not saved["demo"]: raise ValueError("this run directory holds a run on real data: use a new run for --demo")
+    if given["data_dir"] and str(Path(given["data_dir"]).resolve()) != str(Path(saved["data_dir"] or "").resolve()):
+        raise ValueError(f"this run directory was made from --data-dir {saved['data_dir']}, not {given['data_dir']}: "
+                         "start a new run for another corpus (its splits and cache belong to the old one)")
+    if not given["parameters"]: return saved
+    params = {k: v for k, v in saved["parameters"]} | {k: v for k, v in given["parameters"]}
+    change = dict(time=datetime.datetime.now().isoformat(timespec="seconds"), parameters=given["parameters"],
+                  before=saved["parameters"])
+    return {**saved, "parameters": [list(kv) for kv in params.items()], "changes": saved.get("changes", []) + [change]}
+
 def resolve_settings(a) -> tuple[Path, dict, dict]:
-    "Run directory, notebook parameters and the settings to record, from parsed arguments (reusing a resumed run's)."
-    given = dict(demo=a.demo, data_dir=a.data_dir, parameters=[list(p) for p in a.parameter])
+    "Run directory, notebook parameters and the settings to record, from parsed arguments (a resumed run's are the base)."
+    given = dict(demo=a.demo, data_dir=a.data_dir and str(Path(a.data_dir).expanduser().resolve()),
+                 parameters=[list(p) for p in a.parameter])
     if a.run_dir:
         run_dir = Path(a.run_dir)
-        saved = run_dir/"pipeline.json"
-        if saved.exists() and not (a.demo or a.data_dir or a.parameter): given = load_json(saved)
+        if (run_dir/"pipeline.json").exists(): given = merge_settings(load_json(run_dir/"pipeline.json"), given)
     else: run_dir = new_run_dir(a.runs, a.name)
     params = dict(DEMO_PARAMS if given["demo"] else FULL_PARAMS)
     if not given["demo"] and given["data_dir"]: params["data_dir"] = given["data_dir"]
