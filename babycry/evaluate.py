@@ -280,7 +280,8 @@ def write_model_card(model_dir, metrics: dict, run_dir) -> Path:
     ```python
     # with transformers alone: the folder carries its code (modeling_babycry.py, named by auto_map in config.json)
     from transformers import pipeline
-    clf = pipeline("audio-classification", model="path/to/this/folder", trust_remote_code=True)
+    clf = pipeline("audio-classification", model="path/to/this/folder", feature_extractor="path/to/this/folder",
+                   trust_remote_code=True)
     clf("cry.wav")
 
     # with babycry installed: `import babycry` registers the architecture, so no remote code is run
