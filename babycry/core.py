@@ -137,6 +137,8 @@ def atomic_write(path, mode="w", **kwargs):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)                        # mkstemp makes 0600; the file gets the usual permissions
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f

@@ -222,13 +222,17 @@ def read_audio(path) -> tuple[np.ndarray, int]:
     if not path.exists(): raise FileNotFoundError(f"{path} does not exist")
     if path.stat().st_size == 0: raise AudioDecodeError(f"{path}: file is empty (0 bytes)")
     short = lambda e: str(e).replace(f"Error opening {str(path)!r}: ", "").replace(f": {str(path)!r}", "").strip()
-    try: return sf.read(path, dtype="float32", always_2d=True)
-    except Exception as e: sf_err = short(e)
-    try: x, sr = _read_av(path)
+    try: x, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:
-        raise AudioDecodeError(f"{path}: cannot decode (soundfile: {sf_err}; PyAV: {short(e)}). "
-                               "Re-encode it (e.g. to wav) or remove it.") from None
+        sf_err = short(e)
+        try: x, sr = _read_av(path)
+        except Exception as e:
+            raise AudioDecodeError(f"{path}: cannot decode (soundfile: {sf_err}; PyAV: {short(e)}). "
+                                   "Re-encode it (e.g. to wav) or remove it.") from None
     if len(x) == 0: raise AudioDecodeError(f"{path}: no audio samples")
+    bad = int(x.size - np.isfinite(x).sum())
+    if bad: raise AudioDecodeError(f"{path}: {bad} of {x.size} samples are NaN or infinite (a broken float file): "
+                                   "re-export it or remove it.")
     return x, sr
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:

@@ -12,8 +12,8 @@ import numpy as np
 from .core import CLIP_SAMPLES, SAMPLE_RATE, get_device
 
 # %% auto #0
-__all__ = ['sliding_windows', 'load_input', 'load_model', 'window_probs', 'fast_model', 'predict', 'main', 'probability_bars',
-           'upload_demo']
+__all__ = ['MIN_SECONDS_WARN', 'SILENT_DBFS', 'sliding_windows', 'load_input', 'load_model', 'window_probs', 'fast_model',
+           'input_warning', 'predict', 'expand_inputs', 'main', 'probability_bars', 'upload_demo']
 
 # %% ../nbs/08_inference.ipynb #c9324fd5
 def sliding_windows(x: np.ndarray, n: int = CLIP_SAMPLES, hop: int = CLIP_SAMPLES // 2) -> np.ndarray:
@@ -35,6 +35,7 @@ def load_input(audio, sr: int | None = None) -> np.ndarray:
         from babycry.data import load_audio
         return load_audio(audio, sr=SAMPLE_RATE)
     x = np.asarray(audio, dtype=np.float32)
+    if not np.isfinite(x).all(): raise ValueError(f"the array holds {int(x.size - np.isfinite(x).sum())} NaN or infinite samples")
     if x.ndim == 2: x = x.mean(axis=0 if x.shape[0] < x.shape[1] else 1)   # channels first or last
     if sr and sr != SAMPLE_RATE:
         from babycry.data import resample
@@ -88,15 +89,25 @@ def fast_model(model_dir, device=None):
     return _load_fast_cached(str(Path(model_dir).resolve()), meta.stat().st_mtime_ns)   # a new export is picked up
 
 # %% ../nbs/08_inference.ipynb #406a8aec
+MIN_SECONDS_WARN, SILENT_DBFS = 1.0, -60.0
+
+def input_warning(x: np.ndarray) -> str:
+    "'' for a usable 16 kHz clip, else why its answer deserves little trust (too short, or silent)."
+    if len(x) < MIN_SECONDS_WARN * SAMPLE_RATE:
+        return f"only {len(x) / SAMPLE_RATE:.2f} s of audio (< {MIN_SECONDS_WARN:g} s): padded with silence, the answer is unreliable"
+    if 20 * np.log10(np.abs(x).max() + 1e-12) < SILENT_DBFS: return f"silent (peak below {SILENT_DBFS:g} dBFS): there is no cry to classify"
+    return ""
+
 def _predict_one(audio, model, fe, sr=None, hop_seconds=1.5, batch_size=16, fast=None) -> dict:
     x = load_input(audio, sr)
     if len(x) == 0: raise ValueError(f"{audio if isinstance(audio, (str, Path)) else 'the array'} holds no audio")
     w = sliding_windows(x, CLIP_SAMPLES, max(1, int(round(hop_seconds * SAMPLE_RATE))))
     p = window_probs(model, w, fe, batch_size, fast).mean(0)
+    if not np.isfinite(p).all(): raise ValueError("the model's output is NaN or infinite: its weights are broken; retrain it")
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     probs = {id2label[i]: float(p[i]) for i in range(len(p))}
     return dict(label=id2label[int(p.argmax())], probs=probs, n_windows=len(w),
-                duration_s=round(len(x) / SAMPLE_RATE, 3))
+                duration_s=round(len(x) / SAMPLE_RATE, 3), warning=input_warning(x))
 
 def predict(audio, model_dir, sr: int | None = None, hop_seconds: float = 1.5, batch_size: int = 16,
             device=None, errors: str = "raise", use_fast: bool = True):
@@ -118,14 +129,25 @@ def predict(audio, model_dir, sr: int | None = None, hop_seconds: float = 1.5, b
 # %% ../nbs/08_inference.ipynb #88169025
 def _format(r: dict) -> str:
     if r.get("error"): return f"{r['file']}: ERROR {r['error']}"
+    warn = f"  WARNING: {r['warning']}" if r.get("warning") else ""
     top = sorted(r["probs"].items(), key=lambda kv: -kv[1])
-    return f"{r['file']}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + f"; {r['n_windows']} window(s))"
+    return f"{r['file']}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + f"; {r['n_windows']} window(s))" + warn
+
+def expand_inputs(files) -> list:
+    "The audio files to score: files as given, folders replaced by the audio files under them (recursively, links followed)."
+    from babycry.data import AUDIO_EXTS, walk_files
+    out = []
+    for f in map(Path, files):
+        if not f.is_dir(): out.append(f); continue
+        found = [p for p in walk_files(f) if p.suffix.lower() in AUDIO_EXTS]
+        out += found or [f]                                    # an empty folder stays, and gets an error entry
+    return out
 
 def main(argv=None) -> int:
     "Entry point of `babycry-predict MODEL_DIR FILE... [--json]`."
     ap = argparse.ArgumentParser(prog="babycry-predict", description="Classify infant-cry recordings with a saved babycry model.")
     ap.add_argument("model_dir", help="a saved model directory, e.g. runs/<name>/phase2/model")
-    ap.add_argument("files", nargs="+", help="audio files (wav, mp3, m4a, 3gp, caf, ...; any length and sample rate)")
+    ap.add_argument("files", nargs="+", help="audio files (wav, mp3, m4a, 3gp, caf, ...; any length and sample rate) or folders of them")
     ap.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     ap.add_argument("--hop", type=float, default=1.5, help="seconds between 3 s windows on long clips (default 1.5)")
     ap.add_argument("--device", default=None, help="torch device (default: cuda, then mps, then cpu)")
@@ -136,8 +158,11 @@ def main(argv=None) -> int:
     try: load_model(a.model_dir, a.device)
     except Exception as e:
         print(f"babycry-predict: cannot load the model from {a.model_dir}: {e}", file=sys.stderr); return 2
-    results = predict(a.files, a.model_dir, hop_seconds=a.hop, device=a.device, errors="report", use_fast=not a.no_fast)
-    if a.json: print(json.dumps(results, indent=2))
+    files = expand_inputs(a.files)
+    results = predict([f for f in files if not f.is_dir()], a.model_dir, hop_seconds=a.hop, device=a.device, errors="report",
+                      use_fast=not a.no_fast) if any(not f.is_dir() for f in files) else []
+    results += [dict(file=str(f), label=None, probs=None, error="a folder with no audio files in it") for f in files if f.is_dir()]
+    if a.json: print(json.dumps(results, indent=2, allow_nan=False))   # strict JSON: no NaN ever reaches a parser
     else:
         for r in results: print(_format(r), file=sys.stderr if r.get("error") else sys.stdout)
     return 1 if any(r.get("error") for r in results) else 0

@@ -21,11 +21,11 @@ from .dataset import LabelEncoder, CachedClips, collate_clips
 from .model import BabyCryForAudioClassification, freeze_backbone, param_summary, save_classifier
 
 # %% auto #0
-__all__ = ['classification_metrics', 'metrics_fn', 'HistoryCallback', 'QuietProgress', 'plot_history', 'BabyCryTrainer',
-           'training_args', 'last_checkpoint', 'fit', 'predictions_frame', 'plot_confusion', 'save_model_dir',
-           'finish_phase', 'adamw', 'phase1_optimizer_factory', 'phase1_scheduler_factory', 'FeatureClips', 'HeadOnly',
-           'extract_features', 'cached_features', 'keep_frozen_in_eval', 'phase1_params', 'load_splits', 'run_phase1',
-           'args_precision']
+__all__ = ['classification_metrics', 'metrics_fn', 'HistoryCallback', 'QuietProgress', 'NonFiniteError', 'FiniteCheck',
+           'plot_history', 'BabyCryTrainer', 'training_args', 'last_checkpoint', 'fit', 'predictions_frame',
+           'plot_confusion', 'save_model_dir', 'finish_phase', 'adamw', 'phase1_optimizer_factory',
+           'phase1_scheduler_factory', 'FeatureClips', 'HeadOnly', 'extract_features', 'cached_features',
+           'keep_frozen_in_eval', 'phase1_params', 'load_splits', 'run_phase1', 'args_precision']
 
 # %% ../nbs/04_phase1.ipynb #afc0285e
 def classification_metrics(labels, preds, classes) -> dict:
@@ -100,6 +100,22 @@ def _rows_from_log(log_history):
 class QuietProgress(ProgressCallback):
     "Trainer's progress bars without a printed dict per log line (HistoryCallback prints one line per epoch)."
     def on_log(self, args, state, control, logs=None, **kwargs): pass
+
+# %% ../nbs/04_phase1.ipynb #ccba4217
+class NonFiniteError(FloatingPointError):
+    "Training produced NaN or infinite values; the stage is not marked done."
+
+class FiniteCheck(TrainerCallback):
+    "Stop training with `NonFiniteError` when a trainable weight or the validation loss is NaN or infinite."
+    def __init__(self, phase): self.phase = phase
+    def _fail(self, what, state):
+        raise NonFiniteError(f"{self.phase} stopped in epoch {math.ceil(state.epoch or 0)}: {what} is NaN or infinite. The "
+                             "stage is not marked done. Lower the learning rate, or look for a broken clip in the cache.")
+    def on_epoch_end(self, args, state, control, model=None, **kw):
+        bad = [n for n, p in (model.named_parameters() if model is not None else []) if p.requires_grad and not torch.isfinite(p).all()]
+        if bad: self._fail(f"the weight {bad[0]} ({len(bad)} tensors in all)", state)
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        if metrics and not math.isfinite(metrics.get("eval_loss", 0.0)): self._fail("the validation loss", state)
 
 # %% ../nbs/04_phase1.ipynb #50ce9c38
 def plot_history(history: dict, path=None, title=None):
@@ -230,6 +246,7 @@ def fit(model, train_ds, valid_ds, out_dir, args, collator, classes, phase, pati
     trainer.add_callback(HistoryCallback(out_dir/"history.json", phase, trainer, group_names,
                                          per_class_every=per_class_every, rows=rows))
     trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=patience))
+    trainer.add_callback(FiniteCheck(phase))
     trainer.train(resume_from_checkpoint=resume)
     return trainer
 

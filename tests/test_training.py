@@ -70,3 +70,13 @@ def test_phase2_resumes_after_interruption_and_extends(run, monkeypatch):
     h2 = load_json(rp.history("phase2"))
     assert h2["epochs"][-1]["epoch"] <= 5 and h2["epochs"][-1]["epoch"] > res["best_epoch"]
     assert (rp.model("phase2")/"config.json").exists()
+
+
+def test_non_finite_training_stops_and_is_not_marked_done(run, tmp_path):
+    "A NaN clip in the training cache: phase 1 stops with an error naming the phase and the epoch, and is not done."
+    bad = tmp_path/"nan-run"
+    shutil.copytree(run, bad, ignore=shutil.ignore_patterns("phase1", "phase2", "class_removal", "test.*"))
+    x = np.load(RunPaths(bad).cache/"train.npy"); x[0, :100] = np.nan; np.save(RunPaths(bad).cache/"train.npy", x)
+    with pytest.raises(FloatingPointError, match=r"phase1 stopped in epoch 1: .* is NaN or infinite"):
+        run_phase1(bad, backbone="tiny", epochs=2, patience=3)
+    assert not is_done(RunPaths(bad).phase1)
