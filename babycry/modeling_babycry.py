@@ -6,6 +6,7 @@
 # The babycry classifier: its configuration and its model. This file is copied next to the weights of every saved
 # model (the Hugging Face custom-code layout), so it imports only torch and transformers, nothing from babycry.
 from __future__ import annotations
+import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -116,6 +117,9 @@ class BabyCryForAudioClassification(PreTrainedModel):
     def __init__(self, config: BabyCryConfig):
         super().__init__(config)
         bcfg = _choose_attention(config.backbone_config)
+        if config.weighted_layers and getattr(bcfg, "layerdrop", 0.0) > 0:      # a skipped layer has no output to mix
+            warnings.warn(f"weighted_layers mixes every layer's output: the backbone's layerdrop {bcfg.layerdrop} is turned off.")
+            bcfg.layerdrop = 0.0
         self.backbone = AutoModel.from_config(bcfg)
         self.pooler = Pooler(bcfg.hidden_size, bcfg.num_hidden_layers, config.pooling, config.weighted_layers)
         self.head = make_head(config.head, bcfg.hidden_size, config.num_labels)
