@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #40a5dd56
 from __future__ import annotations
-import contextlib, dataclasses, datetime, hashlib, json, os, random, re, shutil, tempfile
+import contextlib, dataclasses, datetime, hashlib, json, os, random, re, shutil, socket, tempfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -12,9 +12,9 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'LABEL_ALIASES', 'STAGES',
-           'normalize_label', 'DataConfig', 'Phase1Config', 'Phase2Config', 'RunPaths', 'atomic_write', 'save_json',
-           'load_json', 'params_hash', 'mark_done', 'is_done', 'prepare_stage', 'new_run_dir', 'get_device',
-           'get_precision', 'precision_args', 'seed_everything']
+           'normalize_label', 'DataConfig', 'Phase1Config', 'Phase2Config', 'RunPaths', 'usual_permissions',
+           'atomic_write', 'save_json', 'load_json', 'params_hash', 'mark_done', 'is_done', 'prepare_stage',
+           'new_run_dir', 'RunLocked', 'run_lock', 'get_device', 'get_precision', 'precision_args', 'seed_everything']
 
 # %% ../nbs/00_core.ipynb #9a23e3c3
 CLASSES = ("belly_pain", "burping", "cold_hot", "discomfort", "hungry", "scared", "tired")
@@ -131,14 +131,22 @@ class RunPaths:
     def history(self, stage): return self.stage(stage)/"history.json"
 
 # %% ../nbs/00_core.ipynb #fede75d9
+def _umask() -> int:
+    m = os.umask(0); os.umask(m); return m
+
+def usual_permissions(folder) -> Path:
+    "Give the files in `folder` the permissions `open()` would (libraries that write through temp files leave 0600)."
+    for p in Path(folder).iterdir():
+        if p.is_file(): os.chmod(p, 0o666 & ~_umask())
+    return Path(folder)
+
 @contextlib.contextmanager
 def atomic_write(path, mode="w", **kwargs):
     "Open a temporary file next to `path` for writing; move it into place only if the block succeeds."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0); os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)                        # mkstemp makes 0600; the file gets the usual permissions
+    os.chmod(tmp, 0o666 & ~_umask())                     # mkstemp makes 0600; the file gets the usual permissions
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
@@ -211,6 +219,38 @@ def new_run_dir(base="runs", name=None) -> Path:
     while cand.exists():
         i += 1; cand = Path(base)/f"{name}-{i}"
     return cand
+
+# %% ../nbs/00_core.ipynb #aad01175
+class RunLocked(RuntimeError):
+    "Another live process holds the run directory."
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _take_lock(path: Path, me: dict) -> bool:
+    try: fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError: return False
+    with os.fdopen(fd, "w") as f: json.dump(me, f)
+    return True
+
+@contextlib.contextmanager
+def run_lock(run_dir, what: str = "babycry-run"):
+    "Hold `<run_dir>/.lock` for the block; raise `RunLocked` naming the holder if a live process has it."
+    path = Path(run_dir)/".lock"; path.parent.mkdir(parents=True, exist_ok=True)
+    me = dict(pid=os.getpid(), host=socket.gethostname(), started=datetime.datetime.now().isoformat(timespec="seconds"), what=what)
+    while not _take_lock(path, me):
+        try: old = json.loads(path.read_text())
+        except (OSError, ValueError): old = {}
+        if old.get("host") == me["host"] and not _alive(int(old.get("pid", 0)) or 0):
+            print(f"note: taking over a stale lock on {run_dir} (pid {old.get('pid')}, started {old.get('started')}, no longer running)")
+            path.unlink(missing_ok=True); continue
+        raise RunLocked(f"{run_dir} is in use by {old.get('what', 'another process')} (pid {old.get('pid')} on {old.get('host')}, "
+                        f"since {old.get('started')}): wait for it to finish, or use another run directory.")
+    try: yield path
+    finally: path.unlink(missing_ok=True)
 
 # %% ../nbs/00_core.ipynb #413ed054
 def get_device(prefer: str | None = None):

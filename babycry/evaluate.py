@@ -19,7 +19,7 @@ from .core import *
 # %% auto #0
 __all__ = ['present_labels', 'macro_f1', 'roc_auc_ovr', 'reliability_table', 'expected_calibration_error', 'metrics_from_probs',
            'bootstrap_ci', 'accuracy', 'plot_confusion', 'plot_reliability', 'plot_roc', 'predict_split', 'split_rows',
-           'restrict_probs', 'progression_row', 'misclassified', 'write_model_card', 'run_evaluation']
+           'restrict_probs', 'progression_row', 'misclassified', 'write_model_card', 'log_test_read', 'run_evaluation']
 
 # %% ../nbs/07_evaluation.ipynb #a724871c
 def present_labels(y_true) -> list:
@@ -307,7 +307,7 @@ def write_model_card(model_dir, metrics: dict, run_dir) -> Path:
 
     Recordings are split into train/validation/test **by recording source** (`group`: app install or baby) before any
     augmentation, so no test recording, nor an augmented copy of it, nor another clip of the same source, was seen in
-    training. Validation selected the checkpoints; the test split was read once, by the evaluation stage.
+    training. Validation selected the checkpoints; the test split was read only by the evaluation stage: {_reads_text(metrics.get('test_reads', []))}
     {('The class(es) ' + ', '.join(f'`{c}`' for c in removed) + ' were removed before phase 2 (class removal).') if removed and stage == 'phase2' else ''}
 
     Audit of the data (`data/audit.json`):
@@ -370,6 +370,19 @@ def write_model_card(model_dir, metrics: dict, run_dir) -> Path:
     with atomic_write(model_dir/"README.md", encoding="utf-8") as f: f.write(text)
     return model_dir/"README.md"
 
+# %% ../nbs/07_evaluation.ipynb #ecf2085b
+def log_test_read(run_dir, model: str, model_finished) -> list:
+    "Append this read of the test split to `<run_dir>/test_reads.json`; return every read so far."
+    path = RunPaths(run_dir).root/"test_reads.json"
+    reads = load_json(path) if path.exists() else []
+    reads.append(dict(time=datetime.datetime.now().isoformat(timespec="seconds"), model=model, model_finished=model_finished))
+    save_json(reads, path)
+    return reads
+
+def _reads_text(reads: list) -> str:
+    if len(reads) <= 1: return "once" + (f" ({reads[0]['time']})." if reads else ".")
+    return f"**{len(reads)} times** ({', '.join(r['time'] for r in reads)}): the later numbers are no longer a clean estimate."
+
 # %% ../nbs/07_evaluation.ipynb #8920e05d
 def _eval_model(run_dir, stage, batch_size, device):
     rp = RunPaths(run_dir); rows = split_rows(run_dir, stage)
@@ -389,6 +402,7 @@ def run_evaluation(run_dir, n_bootstrap: int = 1000, seed: int = 42, overwrite: 
     if prepare_stage(stage_dir, params, overwrite) == "skip":
         print(f"{stage_dir} is already finished for this model: the test split is not read again."); return load_json(stage_dir/"metrics.json")
     seed_everything(seed)
+    reads = log_test_read(run_dir, final, params["model_finished"])
     scored = {s: _eval_model(run_dir, s, batch_size, device) for s in ("phase1", "phase2") if is_done(rp.stage(s))}
     rows, y, p, classes = scored[final]
     t = metrics_from_probs(y, p, classes)
@@ -411,7 +425,8 @@ def run_evaluation(run_dir, n_bootstrap: int = 1000, seed: int = 42, overwrite: 
             p1r = restrict_probs(p1[r2["index"].to_numpy()], c1, classes)
             prog.append(progression_row("phase1 on phase2's clips and classes", metrics_from_probs(y, p1r, classes)))
     if final == "phase2": prog.append(progression_row("phase2", t, load_json(rp.phase2/"done.json")))
-    metrics = dict(model=final, model_dir=str(rp.model(final)), test=t, ci=ci, ci_by=ci_all, progression=prog,
+    metrics = dict(model=final, model_dir=str(rp.model(final)), model_finished=params["model_finished"], test_reads=reads,
+                   test=t, ci=ci, ci_by=ci_all, progression=prog,
                    n_groups=int(n_groups), bootstrap_by=used, device=str(get_device(device)),
                    platform=f"{platform.platform()}, {platform.processor() or platform.machine()}",
                    evaluated=datetime.datetime.now().isoformat(timespec="seconds"))

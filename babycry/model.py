@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from transformers import (AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification, HubertConfig,
                           PretrainedConfig, PreTrainedModel, Wav2Vec2FeatureExtractor)
 
-from .core import CLASSES, CLIP_SAMPLES, DEFAULT_BACKBONE, SAMPLE_RATE
+from .core import CLASSES, CLIP_SAMPLES, DEFAULT_BACKBONE, SAMPLE_RATE, usual_permissions
 from .modeling_babycry import *
 
 # %% auto #0
@@ -93,7 +93,7 @@ def save_classifier(model, path) -> Path:
     "Save `model` and its feature extractor to `path`, loadable by from_pretrained and pipeline('audio-classification')."
     model.save_pretrained(path)
     feature_extractor_for(model).save_pretrained(path)
-    return Path(path)
+    return usual_permissions(path)                       # transformers writes the weights through a 0600 temp file
 
 # %% ../nbs/03_model.ipynb #49d46f69
 def _trainable(module, flag: bool):

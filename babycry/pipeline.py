@@ -12,8 +12,8 @@ from .core import *
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_DIRS', 'STAGE_ALIASES', 'DEMO_PARAMS', 'FULL_PARAMS', 'stage_name', 'parse_value',
            'split_params', 'notebook_params', 'declared_params', 'notebook_dirs', 'find_notebooks', 'stage_record',
-           'stage_status', 'record_stage', 'plan', 'format_plan', 'StageFailed', 'run_stage', 'summary', 'run_pipeline',
-           'merge_settings', 'resolve_settings', 'main']
+           'stage_status', 'record_stage', 'plan', 'format_plan', 'StageFailed', 'run_stage', 'stale_evaluation',
+           'summary', 'run_pipeline', 'merge_settings', 'resolve_settings', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #33b71549
 STAGE_NOTEBOOKS = ("01_data", "02_dataset", "03_model", "04_phase1", "05_class_removal", "06_phase2", "07_evaluation")
@@ -161,12 +161,21 @@ def run_stage(nb: str, params: dict, run_dir, nbs_dir, log_output: bool = False,
 # %% ../nbs/09_pipeline.ipynb #d92e15ba
 def _hms(s: float) -> str: return str(datetime.timedelta(seconds=int(round(s))))
 
+def stale_evaluation(run_dir, metrics: dict) -> bool:
+    "Was the evaluated model trained again (or removed) after `metrics` were computed?"
+    done = RunPaths(run_dir).stage(metrics["model"])/"done.json"
+    return not done.exists() or load_json(done).get("finished") != metrics.get("model_finished", load_json(done).get("finished"))
+
 def summary(run_dir) -> str:
     "Headline test metrics (from eval/metrics.json) and the run's important paths, as text."
     rp = RunPaths(run_dir)
     lines = [f"run directory: {rp.root.resolve()}"]
-    if (rp.eval/"metrics.json").exists():
-        m = load_json(rp.eval/"metrics.json"); t, ci = m["test"], m["ci"]
+    m = load_json(rp.eval/"metrics.json") if (rp.eval/"metrics.json").exists() else None
+    if m is not None and stale_evaluation(run_dir, m):
+        lines.append(f"the evaluation in {rp.eval} is of a {m['model']} model that no longer exists (trained again since): "
+                     "run 07_evaluation again (-p evaluation.overwrite True; the test split is read once more, and counted)")
+    elif m is not None:
+        t, ci = m["test"], m["ci"]
         f = lambda c: f"{c['point']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
         lines += [f"test metrics of {m['model']} ({t['n']} clips, {m['n_groups']} recording sources; 95% bootstrap CI "
                   f"over {ci['resample']}s):",
@@ -174,7 +183,8 @@ def summary(run_dir) -> str:
                   f"  balanced accuracy  {t['balanced_accuracy']:.3f}", f"  ROC-AUC (OvR)      {t['roc_auc_ovr_macro']:.3f}",
                   f"  ECE                {t['ece']:.3f}",
                   f"model:        {m['model_dir']}", f"model card:   {m.get('model_card', Path(m['model_dir'])/'README.md')}",
-                  f"metrics:      {rp.eval/'metrics.json'} (plots: {rp.eval}/*.png)"]
+                  f"metrics:      {rp.eval/'metrics.json'} (plots: {rp.eval}/*.png)",
+                  f"test split read {len(m.get('test_reads', [None]))} time(s)"]
     else: lines.append("no evaluation yet (eval/metrics.json is missing)")
     lines.append(f"notebooks:    {rp.notebooks.resolve()}")
     return "\n".join(lines)
@@ -245,20 +255,36 @@ def resolve_settings(a) -> tuple[Path, dict, dict]:
                                 "(one folder per class), pass --data-dir, or try babycry-run --demo")
     return run_dir, params, given
 
+def _sigterm_as_interrupt():
+    "Turn SIGTERM into KeyboardInterrupt, so that papermill shuts the running kernel (and its workers) down on the way out."
+    import signal
+    def _raise(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, _raise)
+
 def main(argv=None) -> int:
     "Entry point of `babycry-run`."
-    a = _parser().parse_args(argv)
+    a, run_dir = _parser().parse_args(argv), None
     try:
         run_dir, params, given = resolve_settings(a)
         if a.name and not a.run_dir and run_dir.name != a.name:
             print(f"note: {Path(a.runs)/a.name} already exists, so this run goes to {run_dir} "
                   f"(resume the old one with --run-dir {Path(a.runs)/a.name})")
         stages = a.stages.split(",") if a.stages else STAGE_NOTEBOOKS
-        if not a.dry_run: save_json(given, run_dir/"pipeline.json")
-        run_pipeline(run_dir, params, stages, a.nbs_dir, a.dry_run, a.log_output)
+        if a.dry_run: run_pipeline(run_dir, params, stages, a.nbs_dir, True, a.log_output); return 0
+        _sigterm_as_interrupt()
+        with run_lock(run_dir):
+            save_json(given, run_dir/"pipeline.json")
+            run_pipeline(run_dir, params, stages, a.nbs_dir, False, a.log_output)
     except StageFailed as e:
         print(f"babycry-run: {e}\n  fix the cause, then resume with: babycry-run --run-dir {run_dir}", file=sys.stderr); return 1
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except KeyboardInterrupt:
+        print(f"babycry-run: interrupted; the stage's kernel was shut down. Resume with: babycry-run --run-dir {run_dir}",
+              file=sys.stderr); return 130
+    except PermissionError as e:
+        print(f"babycry-run: cannot write {e.filename or run_dir}: permission denied. Choose a writable folder "
+              "(--runs DIR for new runs, or --run-dir DIR).", file=sys.stderr); return 2
+    except (RunLocked, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"babycry-run: {e}", file=sys.stderr); return 2
-    if not a.dry_run: print("\n" + summary(run_dir))
+    print("\n" + summary(run_dir))
     return 0
+

@@ -72,3 +72,24 @@ def test_new_run_never_lands_on_an_old_one(demo_run, capsys):
     try: assert main(["--demo", "--name", "e2e", "--dry-run"]) == 0
     finally: os.chdir(old)
     assert "runs/e2e-2" in capsys.readouterr().out
+
+
+def test_sigterm_stops_the_kernel_and_releases_the_run(tmp_path):
+    "SIGTERM to babycry-run shuts the running stage's kernel (and its workers) down, exits 130, and frees the run."
+    import signal, time
+    psutil = pytest.importorskip("psutil")
+    cmd = [sys.executable, "-c", "import sys; from babycry.pipeline import main; sys.exit(main())", "--demo", "--name", "sig"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kernels, t0 = [], time.time()
+    while not kernels and time.time() - t0 < 120 and proc.poll() is None:
+        time.sleep(0.5)
+        kernels = [c for c in psutil.Process(proc.pid).children(recursive=True) if "ipykernel" in " ".join(c.cmdline())]
+    assert kernels, "no stage kernel started"
+    time.sleep(3)
+    tree = kernels + [c for k in kernels for c in k.children(recursive=True)]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    gone, alive = psutil.wait_procs(tree, timeout=30)
+    assert not alive, f"still running after babycry-run stopped: {[p.cmdline() for p in alive]}"
+    assert not (tmp_path/"runs"/"sig"/".lock").exists()
