@@ -18,7 +18,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['present_labels', 'macro_f1', 'roc_auc_ovr', 'reliability_table', 'expected_calibration_error', 'metrics_from_probs',
-           'bootstrap_ci', 'accuracy', 'plot_confusion', 'plot_reliability', 'plot_roc', 'predict_split', 'split_rows',
+           'bootstrap_ci', 'plot_confusion', 'plot_reliability', 'plot_roc', 'predict_split', 'split_rows',
            'restrict_probs', 'progression_row', 'misclassified', 'write_model_card', 'log_test_read', 'run_evaluation']
 
 # %% ../nbs/07_evaluation.ipynb #a724871c
@@ -94,9 +94,6 @@ def bootstrap_ci(y_true, y_pred, metric, n_bootstrap: int = 1000, seed: int = 42
     return dict(point=float(metric(y_true, y_pred)), low=float(lo), high=float(hi), level=level,
                 n_bootstrap=int(n_bootstrap), resample="clip" if groups is None else "group", n_units=int(units))
 
-def accuracy(y_true, y_pred) -> float:
-    "Fraction of correct predictions."
-    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
 
 # %% ../nbs/07_evaluation.ipynb #183cda1e
 def plot_confusion(cm, classes, normalize: bool = False, title: str | None = None, path=None):
@@ -409,7 +406,7 @@ def run_evaluation(run_dir, n_bootstrap: int = 1000, seed: int = 42, overwrite: 
     groups = rows["group"].astype(str).to_numpy() if "group" in rows else None
     yp, labels = p.argmax(1), present_labels(y)
     f1 = lambda a, b: macro_f1(a, b, labels)
-    ci_all = {by: {"accuracy": bootstrap_ci(y, yp, accuracy, n_bootstrap, seed, g),
+    ci_all = {by: {"accuracy": bootstrap_ci(y, yp, accuracy_score, n_bootstrap, seed, g),
                    "f1_macro": bootstrap_ci(y, yp, f1, n_bootstrap, seed, g)}
               for by, g in [("clip", None), ("group", groups)] if by == "clip" or groups is not None}
     n_groups = len(set(groups)) if groups is not None else len(y)
