@@ -12,7 +12,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'LABEL_ALIASES', 'STAGES',
-           'normalize_label', 'DataConfig', 'Phase1Config', 'Phase2Config', 'RunPaths', 'usual_permissions',
+           'normalize_label', 'setting', 'DataConfig', 'Phase1Config', 'ClassRemovalConfig', 'Phase2Config',
+           'EvalConfig', 'check_setting', 'make_config', 'settings_table', 'RunPaths', 'usual_permissions',
            'atomic_write', 'save_json', 'load_json', 'params_hash', 'mark_done', 'is_done', 'prepare_stage',
            'new_run_dir', 'RunLocked', 'run_lock', 'get_device', 'get_precision', 'precision_args', 'seed_everything']
 
@@ -43,59 +44,145 @@ def normalize_label(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
 
 # %% ../nbs/00_core.ipynb #9535db33
+def setting(default, help: str = "", *, choices=None, ge=None, gt=None, le=None, lt=None, check=None):
+    "A recipe setting: its one default, what it means, and which values it allows (for `make_config`)."
+    return field(default=default, metadata=dict(help=help, choices=choices, ge=ge, gt=gt, le=le, lt=lt, check=check))
+
+def _split_ok(v):
+    if len(v) != 3 or min(v) < 0 or abs(sum(v) - 1) > 1e-6 or v[0] <= 0 or v[1] <= 0: return "three fractions train, valid, test >= 0 that sum to 1 (train and valid > 0)"
+
+def _range_ok(v):
+    if len(v) != 2 or v[0] > v[1]: return "two numbers, low <= high"
+
 @dataclass
 class DataConfig:
-    "Data stage defaults: clip length, split, augmentation ranges."
-    sample_rate: int = SAMPLE_RATE
-    clip_seconds: float = CLIP_SECONDS
-    split: tuple = (0.70, 0.15, 0.15)   # train, valid, test, by recording source
-    seed: int = 42
-    snr_db: tuple = (10.0, 30.0)        # additive noise
-    pitch_semitones: float = 2.0        # +/- pitch shift
-    stretch: tuple = (0.8, 1.2)         # time-stretch rate
-    gain_db: tuple = (-6.0, 6.0)
-    shift_seconds: float = 0.5          # circular time shift
-    balance: bool = True                # augment minority classes up to the majority count
+    "01_data: audit, split and augmentation of the clips."
+    seed: int = setting(42, "seed of the split and of the augmentation", ge=0)
+    split: tuple = setting((0.70, 0.15, 0.15), "train, valid, test fractions, by recording source", check=_split_ok)
+    drop_duplicates: bool = setting(True, "keep one copy of identical audio")
+    drop_augmented_copies: bool = setting(True, "drop `generated_...` files and near-identical (gain/noise) copies")
+    windows_per_clip: int = setting(1, "3 s windows taken from each long clip", ge=1)
+    balance: bool = setting(True, "augment minority classes up to the majority count (training split only)")
+    workers: int = setting(None, "processes for decoding and augmentation (None: all cores)", ge=1)
+    snr_db: tuple = setting((10.0, 30.0), "additive noise, signal-to-noise ratio range (dB)", check=_range_ok)
+    pitch_semitones: float = setting(2.0, "pitch shift range, +/- semitones", ge=0)
+    stretch: tuple = setting((0.8, 1.2), "time-stretch rate range", check=_range_ok)
+    gain_db: tuple = setting((-6.0, 6.0), "gain range (dB)", check=_range_ok)
+    shift_seconds: float = setting(0.5, "circular time shift range, +/- seconds", ge=0)
 
 @dataclass
 class Phase1Config:
-    "Phase 1: MLP head on a frozen backbone, seven classes."
-    epochs: int = 60
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    betas: tuple = (0.9, 0.999)
-    warmup_ratio: float = 0.1
-    label_smoothing: float = 0.05
-    max_grad_norm: float = 1.0
-    patience: int = 15
-    head: str = "simple"
-    pooling: str = "mean"
+    "04_phase1: an MLP head on a frozen backbone, seven classes."
+    backbone: str = setting(DEFAULT_BACKBONE, "a hub name, a local folder, or 'tiny' (random weights, for tests)")
+    pooling: str = setting("mean", "pooling over time", choices=("mean", "max", "attention"))
+    head: str = setting("simple", "the MLP head", choices=("simple", "improved"))
+    epochs: int = setting(60, "maximum epochs", ge=1)
+    batch_size: int = setting(8, "clips per step (per device)", ge=1)
+    lr: float = setting(1e-4, "peak learning rate (AdamW)", gt=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms)", ge=0)
+    betas: tuple = setting((0.9, 0.999), "AdamW betas", check=lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v) else "two numbers in [0, 1)")
+    warmup_ratio: float = setting(0.1, "share of the steps with a linear warm-up", ge=0, lt=1)
+    label_smoothing: float = setting(0.05, "cross-entropy label smoothing", ge=0, lt=1)
+    max_grad_norm: float = setting(1.0, "gradient clipping norm", gt=0)
+    patience: int = setting(15, "epochs without a better validation score before stopping", ge=1)
+    fast_path: bool = setting(True, "train the head on backbone outputs computed once")
+    select_metric: str = setting("macro_f1", "validation metric for checkpoint choice and early stopping", choices=("macro_f1", "accuracy", "loss"))
+    precision: str = setting(None, "None: chosen from the hardware", choices=(None, "bf16", "fp16", "fp32"))
+    seed: int = setting(42, "seed of the initialisation and the data order", ge=0)
+
+@dataclass
+class ClassRemovalConfig:
+    "05_class_removal: the classes dropped before phase 2."
+    remove_classes: tuple = setting(("hungry",), "classes to drop (a class the corpus does not have is noted and skipped)")
 
 @dataclass
 class Phase2Config:
-    "Phase 2: top six layers unfrozen with layer-wise LR decay and cosine warm restarts."
-    epochs: int = 30
-    batch_size: int = 8
-    head_lr: float = 5e-5
-    top_layer_lr: float = 2e-5          # layer 11; each lower layer x layer_decay
-    layer_decay: float = 0.95
-    projection_lr: float = 2.4e-5
-    weight_decay: float = 0.01
-    betas: tuple = (0.9, 0.999)
-    label_smoothing: float = 0.05
-    T_0: int = 5                        # epochs to the first restart
-    T_mult: int = 2
-    eta_min: float = 1e-7
-    max_grad_norm: float = 0.5
-    patience: int = 7
-    extended_epochs: int = 62           # the recipe's stage 2 ...
-    extended_patience: int = 10         # ... with more patience
-    first_trainable_layer: int = 6
-    per_class_every: int = 5
-    head: str = "improved"
-    pooling: str = "mean"
-    remove_classes: tuple = ("hungry",)
+    "06_phase2: top six layers unfrozen with layer-wise LR decay and cosine warm restarts."
+    epochs: int = setting(30, "maximum epochs (a later run with more epochs continues from the best checkpoint)", ge=1)
+    batch_size: int = setting(8, "clips per step (per device)", ge=1)
+    head_lr: float = setting(5e-5, "learning rate of the head", gt=0)
+    top_layer_lr: float = setting(2e-5, "learning rate of the top encoder layer; each lower one x layer_decay", gt=0)
+    layer_decay: float = setting(0.95, "layer-wise learning-rate decay", gt=0, le=1)
+    projection_lr: float = setting(2.4e-5, "learning rate of the feature projection", gt=0)
+    lr_scale: float = setting(1.0, "multiplies every learning rate and eta_min", gt=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms)", ge=0)
+    betas: tuple = setting((0.9, 0.999), "AdamW betas", check=lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v) else "two numbers in [0, 1)")
+    label_smoothing: float = setting(0.05, "cross-entropy label smoothing", ge=0, lt=1)
+    T_0: int = setting(5, "epochs to the first warm restart", ge=1)
+    T_mult: int = setting(2, "each cosine period is T_mult times the previous", ge=1)
+    eta_min: float = setting(1e-7, "lowest learning rate of the cosine", ge=0)
+    max_grad_norm: float = setting(0.5, "gradient clipping norm", gt=0)
+    patience: int = setting(7, "epochs without a better validation score before stopping", ge=1)
+    extended_patience: int = setting(10, "patience when continuing a finished shorter run", ge=1)
+    first_trainable_layer: int = setting(6, "encoder layers from this one up train", ge=0)
+    head: str = setting("improved", "the MLP head of phase 2", choices=("simple", "improved"))
+    per_class_every: int = setting(5, "print per-class validation accuracy every N epochs (0: never)", ge=0)
+    select_metric: str = setting("macro_f1", "validation metric for checkpoint choice and early stopping", choices=("macro_f1", "accuracy", "loss"))
+    precision: str = setting(None, "None: chosen from the hardware", choices=(None, "bf16", "fp16", "fp32"))
+    seed: int = setting(42, "seed of the initialisation and the data order", ge=0)
+
+@dataclass
+class EvalConfig:
+    "07_evaluation: the test split, read once, with bootstrap intervals."
+    n_bootstrap: int = setting(1000, "bootstrap resamples for the intervals", ge=10)
+    bootstrap_by: str = setting("group", "resample recording sources ('group') or clips ('clip')", choices=("group", "clip"))
+    seed: int = setting(42, "seed of the bootstrap", ge=0)
+
+
+# %% ../nbs/00_core.ipynb #32a72b0f
+_KINDS = {"bool": bool, "int": int, "float": float, "str": str, "tuple": tuple}
+
+def _coerce(value, kind, default):
+    "`value` (Python, or the text of a `-p`) as a value of `kind`; ValueError says what was expected."
+    if kind is bool:
+        if isinstance(value, bool): return value
+        if str(value).lower() in ("true", "false"): return str(value).lower() == "true"
+        raise ValueError("True or False")
+    if kind is tuple:
+        items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+        inner = type(default[0]) if default else str
+        return tuple(_coerce(v, float if inner is int and not float(v).is_integer() else inner, None) if inner is not str else str(v) for v in items)
+    if kind in (int, float):
+        if isinstance(value, bool): raise ValueError("a number")
+        try: v = float(value)
+        except (TypeError, ValueError): raise ValueError("a whole number" if kind is int else "a number") from None
+        if kind is int:
+            if not v.is_integer(): raise ValueError("a whole number")
+            return int(v)
+        return v
+    return str(value)
+
+def _limits(meta, v) -> str | None:
+    "What is wrong with `v` under a setting's choices, bounds and check (None if nothing)."
+    if meta["choices"] is not None: return None if v in meta["choices"] else "one of " + ", ".join(map(repr, meta["choices"]))
+    bounds = [(meta[k], op) for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if meta[k] is not None]
+    ok = {">=": lambda a: v >= a, ">": lambda a: v > a, "<=": lambda a: v <= a, "<": lambda a: v < a}
+    if not all(ok[op](a) for a, op in bounds): return "a value " + " and ".join(f"{op} {a}" for a, op in bounds)
+    return meta["check"](v) if meta["check"] else None
+
+def check_setting(cls, name: str, value, where: str = ""):
+    "`value` checked and converted for setting `name` of `cls`; the ValueError names the setting, the value and what is allowed."
+    fields, at = {f.name: f for f in dataclasses.fields(cls)}, f"{where}." if where else ""
+    if name not in fields: raise ValueError(f"{at}{name} is not a setting of {where or cls.__name__}; its settings are: {', '.join(fields)}")
+    f = fields[name]
+    if value is None: return f.default
+    try:
+        v = _coerce(value, _KINDS[str(f.type)], f.default)
+        why = _limits(f.metadata, v)
+    except ValueError as e: why = str(e)
+    if why: raise ValueError(f"{at}{name}={value!r} is not allowed: it must be {why} (the recipe's value is {f.default!r}).")
+    return v
+
+def make_config(cls, where: str = "", **settings):
+    "An instance of config `cls` from `settings` (None: the recipe's value), each one checked; unknown names are errors."
+    return cls(**{k: check_setting(cls, k, v, where) for k, v in settings.items()})
+
+def settings_table(cls):
+    "The settings of config `cls`: name, the recipe's value, and what it means (a DataFrame)."
+    import pandas as pd
+    return pd.DataFrame([(f.name, repr(f.default), f.metadata.get("help", "")) for f in dataclasses.fields(cls)],
+                        columns=["setting", "recipe", "meaning"]).set_index("setting")
+
 
 # %% ../nbs/00_core.ipynb #38bf8c10
 STAGES = ("data", "phase1", "class_removal", "phase2", "eval")
