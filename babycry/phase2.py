@@ -4,9 +4,10 @@
 
 # %% ../nbs/06_phase2.ipynb #ed2fe4e0
 from __future__ import annotations
-import time
+import contextlib, math, os, time
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd, torch, torch.nn as nn
+from tqdm.auto import tqdm
 
 from .core import *
 from .dataset import LabelEncoder, collate_clips
@@ -14,8 +15,10 @@ from .model import BabyCryConfig, BabyCryForAudioClassification, freeze_for_phas
 from .train import adamw, fit, finish_phase, load_splits, training_args, last_checkpoint, args_precision
 
 # %% auto #0
-__all__ = ['llrd_groups', 'lr_table', 'llrd_optimizer', 'cosine_restarts_factory', 'restart_epochs', 'phase2_model',
-           'phase2_params', 'can_extend', 'archive_for_extension', 'run_phase2']
+__all__ = ['SPEEDS', 'llrd_groups', 'lr_table', 'llrd_optimizer', 'cosine_restarts_factory', 'restart_epochs', 'phase2_model',
+           'conv_cache_unsupported', 'conv_bypassed', 'ConvCached', 'extract_conv_features', 'cached_conv_features',
+           'ConvFeatureClips', 'speed_settings', 'phase2_params', 'can_extend', 'archive_for_extension',
+           'phase2_inputs', 'train_phase2', 'run_phase2']
 
 # %% ../nbs/06_phase2.ipynb #feba63fe
 def llrd_groups(model, cfg=None) -> list:
@@ -50,11 +53,14 @@ def llrd_optimizer(model, cfg=None):
     return torch.optim.AdamW(out, betas=tuple(cfg.betas))
 
 # %% ../nbs/06_phase2.ipynb #c8c75a0d
-def cosine_restarts_factory(cfg, steps_per_epoch):
-    "A scheduler factory: cosine warm restarts with periods in optimizer steps."
+def cosine_restarts_factory(cfg, steps_per_epoch, warmup_steps=0):
+    "A scheduler factory: cosine warm restarts with periods in optimizer steps, after an optional linear warm-up."
     def make(opt, num_training_steps):
-        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        sch = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             opt, T_0=cfg.T_0 * steps_per_epoch, T_mult=cfg.T_mult, eta_min=cfg.eta_min)
+        if not warmup_steps: return sch
+        warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / (warmup_steps + 1), total_iters=warmup_steps)
+        return torch.optim.lr_scheduler.SequentialLR(opt, [warm, sch], milestones=[warmup_steps])
     return make
 
 def restart_epochs(cfg, epochs, steps_per_epoch=3) -> list:
@@ -77,11 +83,105 @@ def phase2_model(run_dir, classes):
     report = transfer_backbone(p1, model)
     return model, report
 
+# %% ../nbs/06_phase2.ipynb #e72f9b9a
+def conv_cache_unsupported(model):
+    "Why the frozen conv encoder's output cannot stand in for running it during training (None: it can)."
+    bb = model.backbone
+    fe, fp = getattr(bb, "feature_extractor", None), getattr(bb, "feature_projection", None)
+    if not isinstance(fe, nn.Module) or not isinstance(fp, nn.Module):
+        return f"the {type(bb).__name__} backbone has no feature_extractor + feature_projection pair"
+    if any(p.requires_grad for p in fe.parameters()) or getattr(fe, "_requires_grad", False):
+        return "the convolutional feature encoder trains (it is not frozen)"
+    moody = sorted({type(m).__name__ for m in fe.modules() if isinstance(m, (nn.Dropout, nn.modules.batchnorm._BatchNorm))})
+    if moody: return f"the convolutional feature encoder behaves differently in training ({moody})"
+    return None
+
+@contextlib.contextmanager
+def conv_bypassed(backbone):
+    "Within the block, `backbone` takes its conv encoder's output [B, C, T'] in place of waveforms."
+    fe = backbone.feature_extractor
+    backbone.feature_extractor = nn.Identity()
+    try: yield backbone
+    finally: backbone.feature_extractor = fe
+
+# %% ../nbs/06_phase2.ipynb #1479ee7b
+class ConvCached(nn.Module):
+    "The classifier fed with its frozen conv encoder's cached output (modules and state-dict keys shared with `model`)."
+    main_input_name = "conv_features"
+    backbone_features = BabyCryForAudioClassification.backbone_features
+    logits_from_features = BabyCryForAudioClassification.logits_from_features
+
+    def __init__(self, model):
+        super().__init__()
+        self.config = model.config                 # Trainer reads the model's config
+        for name, child in model.named_children(): self.add_module(name, child)
+        for name, p in model.named_parameters(recurse=False): self.register_parameter(name, p)
+
+    def forward(self, conv_features, labels=None):
+        "The full model's forward from the conv encoder's output [B, C, T'] (stored in half or full precision)."
+        with conv_bypassed(self.backbone):
+            return BabyCryForAudioClassification.forward(self, conv_features.float(), labels=labels)
+
+# %% ../nbs/06_phase2.ipynb #34e36c5c
+@torch.inference_mode()
+def extract_conv_features(model, ds, path, precision="fp32", batch_size=16, device=None):
+    "Run the frozen conv encoder once over `ds` (normalised waveforms); write its output [N, C, T'] to the .npy `path`."
+    device = torch.device(device) if device is not None else get_device()
+    dtype, cuda = dict(bf16=torch.bfloat16, fp16=torch.float16).get(precision), device.type == "cuda"
+    fe = model.backbone.feature_extractor.to(device).eval()
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate_clips, num_workers=2 if cuda else 0, pin_memory=cuda)
+    path, tmp, arr, i = Path(path), Path(str(path) + ".partial"), None, 0
+    for b in tqdm(dl, desc=f"conv encoder, {path.stem}", leave=False):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            f = fe(b["input_values"].to(device, non_blocking=True))
+        f = f.to("cpu", torch.float32 if dtype is None else torch.float16).numpy()
+        if not np.isfinite(f).all(): raise ValueError(f"The conv encoder's output overflows {f.dtype}: run phase 2 with cache_encoder=False.")
+        if arr is None: arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=f.dtype, shape=(len(ds), *f.shape[1:]))
+        arr[i:i + len(f)] = f; i += len(f)
+    if arr is None: raise ValueError("extract_conv_features needs at least one clip.")
+    arr.flush(); del arr; os.replace(tmp, path)
+    return path
+
+def cached_conv_features(model, ds, path, key, **kwargs):
+    "`extract_conv_features`, reused when `path`'s sidecar `.json` holds the same `key` and clip count."
+    path = Path(path); meta = path.with_suffix(".json")
+    if path.exists() and meta.exists() and load_json(meta) == dict(key=key, clips=len(ds)):
+        print(f"reusing the cached conv-encoder output {path}"); return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extract_conv_features(model, ds, path, **kwargs)
+    save_json(dict(key=key, clips=len(ds)), meta)
+    return path
+
+# %% ../nbs/06_phase2.ipynb #1f0cc73b
+class ConvFeatureClips(torch.utils.data.Dataset):
+    "Cached conv-encoder outputs (a memory-mapped .npy) with their label ids."
+    def __init__(self, path, labels):
+        self.path, self.labels, self._x = Path(path), torch.as_tensor(np.asarray(labels)), None
+        if len(self._array()) != len(self.labels): raise ValueError(f"{path} holds {len(self._x)} clips, not {len(self.labels)}.")
+    def _array(self):
+        if self._x is None: self._x = np.load(self.path, mmap_mode="r")
+        return self._x
+    def __getstate__(self): return {**self.__dict__, "_x": None}   # workers reopen the memory map
+    def __len__(self): return len(self.labels)
+    def __getitem__(self, i): return dict(conv_features=torch.from_numpy(np.array(self._array()[i])), labels=self.labels[i])
+
+# %% ../nbs/06_phase2.ipynb #2fb61084
+SPEEDS = dict(recipe=dict(batch_size=8, warmup_epochs=0), fast=dict(batch_size=256, warmup_epochs=2))
+
+def speed_settings(speed="recipe", batch_size=None) -> dict:
+    "Batch size, learning-rate factor (square-root rule from the recipe's batch) and warm-up epochs of a `speed`."
+    if speed not in SPEEDS: raise ValueError(f"speed must be one of {tuple(SPEEDS)}, not {speed!r}.")
+    bs = int(batch_size or SPEEDS[speed]["batch_size"])
+    factor = math.sqrt(bs / Phase2Config().batch_size) if speed == "fast" else 1.0
+    return dict(batch_size=bs, speed=speed, lr_factor=round(factor, 6), warmup_epochs=SPEEDS[speed]["warmup_epochs"])
+
 # %% ../nbs/06_phase2.ipynb #577c9e0d
-def phase2_params(epochs, batch_size, patience, select_metric, seed, lr_scale=1.0) -> dict:
+def phase2_params(epochs, batch_size, patience, select_metric, seed, lr_scale=1.0, cache_encoder=True, speed="recipe",
+                  lr_factor=1.0, warmup_epochs=0) -> dict:
     "The parameters that define a phase-2 run (what `done.json` records)."
     return dict(epochs=int(epochs), batch_size=int(batch_size), patience=int(patience), select_metric=select_metric,
-                seed=int(seed), lr_scale=float(lr_scale))
+                seed=int(seed), lr_scale=float(lr_scale), cache_encoder=bool(cache_encoder), speed=speed,
+                lr_factor=float(lr_factor), warmup_epochs=int(warmup_epochs))
 
 def can_extend(old: dict, new: dict) -> bool:
     "Is `new` the same run as `old` with more epochs (patience may change)?"
@@ -103,23 +203,20 @@ def archive_for_extension(stage, old_done) -> str:
     return str(best)
 
 # %% ../nbs/06_phase2.ipynb #906c05ce
-def run_phase2(run_dir, epochs=None, batch_size=None, patience=None, select_metric="macro_f1", precision=None,
-               seed=42, lr_scale=1.0, overwrite=False) -> dict:
-    "Phase 2: fine-tune the top layers with LLRD and warm restarts on the reduced classes; write `phase2/`."
-    cfg = Phase2Config(); rp = RunPaths(run_dir); stage = rp.phase2
-    if not is_done(rp.class_removal): raise FileNotFoundError(f"{rp.class_removal} is not finished: run 05_class_removal with run_dir={run_dir!r} first.")
-    cfg.epochs, cfg.batch_size = int(epochs or cfg.epochs), int(batch_size or cfg.batch_size)
-    old = load_json(stage/"done.json") if is_done(stage) else None
-    extending = old is not None and not overwrite and can_extend(old["params"], phase2_params(cfg.epochs, cfg.batch_size, 0, select_metric, seed, lr_scale))
-    cfg.patience = int(patience or (cfg.extended_patience if extending or (stage/"extend.json").exists() else cfg.patience))
-    params = phase2_params(cfg.epochs, cfg.batch_size, cfg.patience, select_metric, seed, lr_scale)
-    cfg.head_lr, cfg.top_layer_lr, cfg.projection_lr = (lr * lr_scale for lr in (cfg.head_lr, cfg.top_layer_lr, cfg.projection_lr))
-    cfg.eta_min *= lr_scale
-    if extending:
-        print(f"continuing the finished {old['params']['epochs']}-epoch run from its best checkpoint up to {cfg.epochs} epochs (patience {cfg.patience})")
-        archive_for_extension(stage, old)
-    if prepare_stage(stage, params, overwrite) == "skip":
-        print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")["result"]
+def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder=True, precision="fp32"):
+    "(module, train set, valid set, collator, reason): the cached conv-encoder path, or the waveforms with the reason why not."
+    why = "cache_encoder=False" if not cache_encoder else conv_cache_unsupported(model)
+    if why:
+        print(f"phase 2 runs the conv encoder on every step: {why}")
+        return model, train_ds, valid_ds, collate_clips, why
+    paths = {s: cached_conv_features(model, ds, Path(stage)/"conv_features"/f"{s}.npy", key, precision=precision)
+             for s, ds in (("train", train_ds), ("valid", valid_ds))}
+    return (ConvCached(model), ConvFeatureClips(paths["train"], train_ds.labels), ConvFeatureClips(paths["valid"], valid_ds.labels),
+            None, None)
+
+def train_phase2(run_dir, cfg, select_metric="macro_f1", precision=None, seed=42, cache_encoder=True, warmup_epochs=0) -> dict:
+    "Train phase 2 with the settings in `cfg` into `phase2/`; return the result record."
+    rp = RunPaths(run_dir); stage = rp.phase2
     seed_everything(seed); t0 = time.time()
     enc = LabelEncoder.load(rp.class_removal/"labels.json"); enc.save(stage/"labels.json")
     rows = {s: pd.read_csv(rp.class_removal/f"{s}.csv") for s in ("train", "valid")}
@@ -128,16 +225,42 @@ def run_phase2(run_dir, epochs=None, batch_size=None, patience=None, select_metr
     freeze_for_phase2(model, cfg.first_trainable_layer)
     save_json(report, stage/"transfer_report.json")
     groups = llrd_groups(model, cfg)
-    args = training_args(stage/"checkpoints", cfg, select_metric=select_metric, precision=precision, seed=seed)
+    args = training_args(stage/"checkpoints", cfg, select_metric=select_metric, precision=precision, seed=seed,
+                         dataloader_persistent_workers=torch.cuda.is_available())
+    key = params_hash(dict({s: load_json(getattr(rp, s)/"done.json")["params_hash"] for s in ("data", "phase1", "class_removal")},
+                           precision=args_precision(args)))
+    net, tds, vds, collator, why = phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder, args_precision(args))
     steps_per_epoch = -(-len(train_ds) // (cfg.batch_size * max(1, torch.cuda.device_count())))
     resume = None
     if (stage/"extend.json").exists() and not last_checkpoint(stage/"checkpoints"): resume = load_json(stage/"extend.json")["resume_from"]
-    trainer = fit(model, train_ds, valid_ds, stage, args, collate_clips, enc.classes, "phase2", cfg.patience,
-                  optimizer_factory=lambda m: llrd_optimizer(m, cfg), scheduler_factory=cosine_restarts_factory(cfg, steps_per_epoch),
+    trainer = fit(net, tds, vds, stage, args, collator, enc.classes, "phase2", cfg.patience,
+                  optimizer_factory=lambda m: llrd_optimizer(m, cfg),
+                  scheduler_factory=cosine_restarts_factory(cfg, steps_per_epoch, warmup_epochs * steps_per_epoch),
                   resume_from=resume, per_class_every=cfg.per_class_every)
-    res = finish_phase(trainer, valid_ds, enc.classes, stage, model, "phase2", valid_index=rows["valid"]["index"].values)
-    summary = param_summary(model)
+    res = finish_phase(trainer, vds, enc.classes, stage, model, "phase2", valid_index=rows["valid"]["index"].values)
     res.update(seconds=round(time.time() - t0, 1), classes=list(enc.classes), lr_table=lr_table(groups).reset_index().to_dict("records"),
-               precision=args_precision(args), device=str(trainer.args.device), transfer=report)
+               precision=args_precision(args), device=str(trainer.args.device), transfer=report,
+               conv_encoder="cached" if why is None else f"run every step ({why})")
+    return res
+
+def run_phase2(run_dir, epochs=None, batch_size=None, patience=None, select_metric="macro_f1", precision=None,
+               seed=42, lr_scale=1.0, overwrite=False, cache_encoder=True, speed="recipe") -> dict:
+    "Phase 2: fine-tune the top layers with LLRD and warm restarts on the reduced classes; write `phase2/`."
+    cfg = Phase2Config(); rp = RunPaths(run_dir); stage = rp.phase2
+    if not is_done(rp.class_removal): raise FileNotFoundError(f"{rp.class_removal} is not finished: run 05_class_removal with run_dir={run_dir!r} first.")
+    sp = speed_settings(speed, batch_size)
+    cfg.epochs, cfg.batch_size = int(epochs or cfg.epochs), sp.pop("batch_size")
+    run = lambda pat: phase2_params(cfg.epochs, cfg.batch_size, pat, select_metric, seed, lr_scale, cache_encoder, **sp)
+    old = load_json(stage/"done.json") if is_done(stage) else None
+    extending = old is not None and not overwrite and can_extend(old["params"], run(0))
+    cfg.patience = int(patience or (cfg.extended_patience if extending or (stage/"extend.json").exists() else cfg.patience))
+    params, f = run(cfg.patience), lr_scale * sp["lr_factor"]
+    cfg.head_lr, cfg.top_layer_lr, cfg.projection_lr, cfg.eta_min = (v * f for v in (cfg.head_lr, cfg.top_layer_lr, cfg.projection_lr, cfg.eta_min))
+    if extending:
+        print(f"continuing the finished {old['params']['epochs']}-epoch run from its best checkpoint up to {cfg.epochs} epochs (patience {cfg.patience})")
+        archive_for_extension(stage, old)
+    if prepare_stage(stage, params, overwrite) == "skip":
+        print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")["result"]
+    res = train_phase2(run_dir, cfg, select_metric, precision, seed, cache_encoder, sp["warmup_epochs"])
     mark_done(stage, params, result=res)
     return res

@@ -2,7 +2,7 @@
 import os, shutil
 from pathlib import Path
 
-import numpy as np, pandas as pd, pytest
+import numpy as np, pandas as pd, pytest, torch
 
 from babycry.core import RunPaths, load_json, is_done
 from babycry.data import run_data_stage
@@ -10,6 +10,8 @@ from babycry.train import run_phase1
 from babycry.class_removal import run_class_removal
 from babycry import phase2 as p2
 from babycry.phase2 import run_phase2
+from babycry.dataset import CachedClips, LabelEncoder, collate_clips
+from babycry.model import BabyCryForAudioClassification
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,12 @@ def test_phase2_resumes_after_interruption_and_extends(run, monkeypatch):
     h = load_json(rp.history("phase2"))
     assert [r["epoch"] for r in h["epochs"]] == [1, 2, 3]
     assert is_done(rp.phase2) and res["epochs_run"] == 3
+    # it trained from the conv encoder's output, computed once for the train and validation clips (fp32 on a CPU)
+    assert load_json(rp.phase2/"done.json")["params"]["cache_encoder"] is True and res["conv_encoder"] == "cached"
+    for split in ("train", "valid"):
+        conv = np.load(rp.phase2/"conv_features"/f"{split}.npy", mmap_mode="r")
+        assert conv.dtype == np.float32 and len(conv) == len(pd.read_csv(rp.class_removal/f"{split}.csv"))
+    assert not (rp.phase2/"conv_features"/"test.npy").exists()
     # more epochs later: continue from the best checkpoint, keep the first run's files
     res2 = run_phase2(run, epochs=5)
     assert (rp.phase2/"checkpoints.upto3").is_dir() and (rp.phase2/"done.upto3.json").exists()
@@ -80,3 +88,22 @@ def test_non_finite_training_stops_and_is_not_marked_done(run, tmp_path):
     with pytest.raises(FloatingPointError, match=r"phase1 stopped in epoch 1: .* is NaN or infinite"):
         run_phase1(bad, backbone="tiny", epochs=2, patience=3)
     assert not is_done(RunPaths(bad).phase1)
+
+
+def test_phase2_saved_model_takes_waveforms(run):
+    "The saved phase-2 model is the full model: on raw waveforms it gives the probabilities the cached path computed."
+    rp = RunPaths(run)
+    model = BabyCryForAudioClassification.from_pretrained(rp.model("phase2")).eval()
+    enc = LabelEncoder.load(rp.phase2/"labels.json")
+    ds = CachedClips(run, "valid", enc, rows=pd.read_csv(rp.class_removal/"valid.csv"))
+    x = collate_clips([ds[i] for i in range(len(ds))])["input_values"]
+    with torch.no_grad(): probs = model(x).logits.softmax(-1).numpy()
+    saved = pd.read_csv(rp.phase2/"valid_predictions.csv")[[f"p_{c}" for c in enc.classes]].to_numpy()
+    np.testing.assert_allclose(probs, saved, atol=1e-5)
+
+
+def test_phase2_without_the_cache(run):
+    res = run_phase2(run, epochs=1, cache_encoder=False, overwrite=True)
+    rp = RunPaths(run)
+    assert res["conv_encoder"] == "run every step (cache_encoder=False)" and not (rp.phase2/"conv_features").exists()
+    assert load_json(rp.phase2/"done.json")["params"]["cache_encoder"] is False
