@@ -6,7 +6,8 @@
 from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
-from sklearn.metrics import confusion_matrix
+from dataclasses import asdict
+from sklearn.metrics import confusion_matrix, recall_score
 
 from .core import *
 from .dataset import LabelEncoder
@@ -18,9 +19,9 @@ __all__ = ['per_class_recall', 'confused_pairs', 'confusability', 'suggest_remov
 
 # %% ../nbs/05_class_removal.ipynb #b69fc034
 def per_class_recall(df, classes) -> pd.Series:
-    "Recall (per-class accuracy) of each class in a predictions frame with `label` and `pred` columns."
-    return pd.Series({c: float((df.pred[df.label == c] == c).mean()) if (df.label == c).any() else np.nan
-                      for c in classes}, name="recall")
+    "Recall (per-class accuracy) of each class in a predictions frame with `label` and `pred` columns (NaN: no clips)."
+    r = recall_score(df.label, df.pred, labels=list(classes), average=None, zero_division=np.nan)
+    return pd.Series(r, index=list(classes), name="recall")
 
 # %% ../nbs/05_class_removal.ipynb #04af1f0d
 def confused_pairs(df, classes) -> pd.DataFrame:
@@ -49,13 +50,15 @@ def suggest_removal(df, classes) -> str:
 
 # %% ../nbs/05_class_removal.ipynb #48275031
 def parse_classes(names, classes) -> list:
-    "Normalised class names from a comma-separated string or a list, checked against `classes`."
-    if names is None: return []
-    items = names.split(",") if isinstance(names, str) else list(names)
-    out = [normalize_label(n) for n in items if str(n).strip()]
-    bad = [n for n in out if n not in classes]
-    if bad: raise ValueError(f"remove_classes={names!r}: {bad} not among this run's classes {list(classes)}. "
-                             "Pass names from that list, comma-separated (or an empty string to keep every class).")
+    "The classes of `classes` named in `names` (comma-separated or a list); a known class this run lacks is noted and skipped."
+    items = names.split(",") if isinstance(names, str) else list(names or [])
+    out, absent = [], []
+    for n in (normalize_label(n) for n in items if str(n).strip()):
+        if n in classes: out.append(n)
+        elif n in LABEL_ALIASES.values(): absent.append(n)
+        else: raise ValueError(f"remove_classes={names!r}: {n!r} is not a class name. This run's classes are {list(classes)}: "
+                               "pass names from that list, comma-separated (or an empty string to keep every class).")
+    if absent: print(f"note: {', '.join(absent)} not in this corpus, so there is nothing to remove for {'them' if len(absent) > 1 else 'it'}")
     if len(set(classes) - set(out)) < 2: raise ValueError(f"remove_classes={names!r} would leave fewer than two classes of {list(classes)}.")
     return out
 
@@ -71,13 +74,14 @@ def class_counts(splits: dict) -> pd.DataFrame:
     return pd.DataFrame({s: d.label.value_counts() for s, d in splits.items()}).fillna(0).astype(int)
 
 # %% ../nbs/05_class_removal.ipynb #6562f0a1
-def run_class_removal(run_dir, remove_classes="hungry", overwrite=False) -> dict:
-    "Diagnose phase 1's validation confusions, drop `remove_classes`, write `class_removal/`."
+def run_class_removal(run_dir, overwrite=False, **settings) -> dict:
+    "Diagnose phase 1's validation confusions, drop `ClassRemovalConfig.remove_classes` (or `settings`'), write `class_removal/`."
+    cfg = make_config(ClassRemovalConfig, "05_class_removal", **settings)
     rp = RunPaths(run_dir); stage = rp.class_removal
     if not is_done(rp.phase1): raise FileNotFoundError(f"{rp.phase1} has no finished phase 1: run 04_phase1 with run_dir={run_dir!r} first.")
     enc = LabelEncoder.load(rp.phase1/"labels.json")
-    drop = parse_classes(remove_classes, enc.classes)
-    params = dict(remove_classes=drop)
+    drop = parse_classes(cfg.remove_classes, enc.classes)
+    params = dict(asdict(cfg), removed=drop)
     if prepare_stage(stage, params, overwrite) == "skip":
         print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")["result"]
     preds = pd.read_csv(rp.phase1/"valid_predictions.csv")

@@ -13,9 +13,9 @@ import numpy as np
 # %% auto #0
 __all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'LABEL_ALIASES', 'STAGES',
            'normalize_label', 'setting', 'DataConfig', 'Phase1Config', 'ClassRemovalConfig', 'Phase2Config',
-           'EvalConfig', 'check_setting', 'make_config', 'settings_table', 'RunPaths', 'usual_permissions',
-           'atomic_write', 'save_json', 'load_json', 'params_hash', 'mark_done', 'is_done', 'prepare_stage',
-           'new_run_dir', 'RunLocked', 'run_lock', 'get_device', 'get_precision', 'precision_args', 'seed_everything']
+           'EvalConfig', 'check_setting', 'make_config', 'stage_settings', 'settings_table', 'RunPaths',
+           'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'params_hash', 'mark_done', 'is_done',
+           'prepare_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'get_device', 'get_precision', 'precision_args']
 
 # %% ../nbs/00_core.ipynb #9a23e3c3
 CLASSES = ("belly_pain", "burping", "cold_hot", "discomfort", "hungry", "scared", "tired")
@@ -116,6 +116,8 @@ class Phase2Config:
     extended_patience: int = setting(10, "patience when continuing a finished shorter run", ge=1)
     first_trainable_layer: int = setting(6, "encoder layers from this one up train", ge=0)
     head: str = setting("improved", "the MLP head of phase 2", choices=("simple", "improved"))
+    cache_encoder: bool = setting(True, "train from the frozen conv encoder's output, computed once per clip")
+    speed: str = setting("recipe", "'fast': batch 256 with square-root-scaled learning rates and a warm-up", choices=("recipe", "fast"))
     per_class_every: int = setting(5, "print per-class validation accuracy every N epochs (0: never)", ge=0)
     select_metric: str = setting("macro_f1", "validation metric for checkpoint choice and early stopping", choices=("macro_f1", "accuracy", "loss"))
     precision: str = setting(None, "None: chosen from the hardware", choices=(None, "bf16", "fp16", "fp32"))
@@ -176,6 +178,10 @@ def check_setting(cls, name: str, value, where: str = ""):
 def make_config(cls, where: str = "", **settings):
     "An instance of config `cls` from `settings` (None: the recipe's value), each one checked; unknown names are errors."
     return cls(**{k: check_setting(cls, k, v, where) for k, v in settings.items()})
+
+def stage_settings(cls, namespace: dict) -> dict:
+    "The settings of config `cls` that a stage notebook's parameters cell defines (pass `globals()`)."
+    return {f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.name in namespace}
 
 def settings_table(cls):
     "The settings of config `cls`: name, the recipe's value, and what it means (a DataFrame)."
@@ -359,12 +365,3 @@ def precision_args(precision: str) -> dict:
     "TrainingArguments flags for a precision name (fp16 turns on the grad scaler)."
     if precision not in ("bf16", "fp16", "fp32"): raise ValueError(f"precision must be bf16, fp16 or fp32, not {precision!r}")
     return dict(bf16=precision == "bf16", fp16=precision == "fp16")
-
-# %% ../nbs/00_core.ipynb #23ab0210
-def seed_everything(seed: int = 42) -> int:
-    "Seed python, numpy and torch (all devices)."
-    import torch
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
-    if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
-    return seed

@@ -5,6 +5,7 @@
 # %% ../nbs/07_evaluation.ipynb #26020b04
 from __future__ import annotations
 import datetime, platform, textwrap
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np, pandas as pd
@@ -13,6 +14,8 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
                              f1_score, log_loss, precision_recall_fscore_support, roc_auc_score, roc_curve)
+
+from transformers import set_seed
 
 from .core import *
 
@@ -387,18 +390,18 @@ def _eval_model(run_dir, stage, batch_size, device):
                                   batch_size=batch_size, device=device)
     return rows, y, p, classes
 
-def run_evaluation(run_dir, n_bootstrap: int = 1000, seed: int = 42, overwrite: bool = False, bootstrap_by: str = "group",
-                   batch_size: int = 16, device=None) -> dict:
-    "The evaluation stage: test metrics with CIs, plots, progression table, misclassified clips, model card."
+def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, device=None, **settings) -> dict:
+    "The evaluation stage with `EvalConfig` (any of its `settings` overridden): test metrics with CIs, plots, model card."
+    cfg = make_config(EvalConfig, "07_evaluation", **settings)
+    n_bootstrap, seed, bootstrap_by = cfg.n_bootstrap, cfg.seed, cfg.bootstrap_by
     rp = RunPaths(run_dir); stage_dir = rp.eval
-    if bootstrap_by not in ("group", "clip"): raise ValueError(f"bootstrap_by must be 'group' or 'clip', not {bootstrap_by!r}")
     final = "phase2" if is_done(rp.phase2) else "phase1" if is_done(rp.phase1) else None
     if final is None: raise FileNotFoundError(f"{rp.root} has no finished phase1 or phase2: run the training stages first.")
-    params = dict(n_bootstrap=int(n_bootstrap), seed=int(seed), bootstrap_by=bootstrap_by, model=final,
+    params = dict(asdict(cfg), model=final,
                   model_finished=load_json(rp.stage(final)/"done.json").get("finished"))
     if prepare_stage(stage_dir, params, overwrite) == "skip":
         print(f"{stage_dir} is already finished for this model: the test split is not read again."); return load_json(stage_dir/"metrics.json")
-    seed_everything(seed)
+    set_seed(seed)
     reads = log_test_read(run_dir, final, params["model_finished"])
     scored = {s: _eval_model(run_dir, s, batch_size, device) for s in ("phase1", "phase2") if is_done(rp.stage(s))}
     rows, y, p, classes = scored[final]

@@ -4,10 +4,12 @@
 
 # %% ../nbs/06_phase2.ipynb #ed2fe4e0
 from __future__ import annotations
-import contextlib, math, os, time
+import contextlib, dataclasses, math, os, time
+from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
 from tqdm.auto import tqdm
+from transformers import set_seed
 
 from .core import *
 from .dataset import LabelEncoder, collate_clips
@@ -72,13 +74,13 @@ def restart_epochs(cfg, epochs, steps_per_epoch=3) -> list:
     return [s // steps_per_epoch for s in range(1, len(lrs)) if lrs[s] > lrs[s - 1]]
 
 # %% ../nbs/06_phase2.ipynb #c6b6ec97
-def phase2_model(run_dir, classes):
-    "The phase-2 classifier: phase 1's backbone, a fresh `improved` head for `classes`, top layers trainable."
+def phase2_model(run_dir, classes, head: str = "improved"):
+    "The phase-2 classifier: phase 1's backbone and a fresh `head` (the recipe's `improved`) for `classes`."
     rp = RunPaths(run_dir)
     p1 = BabyCryForAudioClassification.from_pretrained(rp.model("phase1"))
     c = p1.config
     model = BabyCryForAudioClassification(BabyCryConfig(
-        c.backbone_config, head="improved", pooling=c.pooling, weighted_layers=c.weighted_layers, backbone_name=c.backbone_name,
+        c.backbone_config, head=head, pooling=c.pooling, weighted_layers=c.weighted_layers, backbone_name=c.backbone_name,
         feature_extractor=c.feature_extractor, id2label=dict(enumerate(classes)), label2id={k: i for i, k in enumerate(classes)}))
     report = transfer_backbone(p1, model)
     return model, report
@@ -170,18 +172,15 @@ SPEEDS = dict(recipe=dict(batch_size=8, warmup_epochs=0), fast=dict(batch_size=2
 
 def speed_settings(speed="recipe", batch_size=None) -> dict:
     "Batch size, learning-rate factor (square-root rule from the recipe's batch) and warm-up epochs of a `speed`."
-    if speed not in SPEEDS: raise ValueError(f"speed must be one of {tuple(SPEEDS)}, not {speed!r}.")
+    check_setting(Phase2Config, "speed", speed)
     bs = int(batch_size or SPEEDS[speed]["batch_size"])
     factor = math.sqrt(bs / Phase2Config().batch_size) if speed == "fast" else 1.0
     return dict(batch_size=bs, speed=speed, lr_factor=round(factor, 6), warmup_epochs=SPEEDS[speed]["warmup_epochs"])
 
 # %% ../nbs/06_phase2.ipynb #577c9e0d
-def phase2_params(epochs, batch_size, patience, select_metric, seed, lr_scale=1.0, cache_encoder=True, speed="recipe",
-                  lr_factor=1.0, warmup_epochs=0) -> dict:
-    "The parameters that define a phase-2 run (what `done.json` records)."
-    return dict(epochs=int(epochs), batch_size=int(batch_size), patience=int(patience), select_metric=select_metric,
-                seed=int(seed), lr_scale=float(lr_scale), cache_encoder=bool(cache_encoder), speed=speed,
-                lr_factor=float(lr_factor), warmup_epochs=int(warmup_epochs))
+def phase2_params(cfg, speed: dict) -> dict:
+    "What `done.json` records of a phase-2 run: its whole config and what its speed made of it."
+    return dict(asdict(cfg), lr_factor=speed["lr_factor"], warmup_epochs=speed["warmup_epochs"])
 
 def can_extend(old: dict, new: dict) -> bool:
     "Is `new` the same run as `old` with more epochs (patience may change)?"
@@ -214,22 +213,21 @@ def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder=True, pre
     return (ConvCached(model), ConvFeatureClips(paths["train"], train_ds.labels), ConvFeatureClips(paths["valid"], valid_ds.labels),
             None, None)
 
-def train_phase2(run_dir, cfg, select_metric="macro_f1", precision=None, seed=42, cache_encoder=True, warmup_epochs=0) -> dict:
-    "Train phase 2 with the settings in `cfg` into `phase2/`; return the result record."
+def train_phase2(run_dir, cfg, warmup_epochs=0) -> dict:
+    "Train phase 2 with the settings in `cfg` (learning rates already scaled) into `phase2/`; return the result record."
     rp = RunPaths(run_dir); stage = rp.phase2
-    seed_everything(seed); t0 = time.time()
+    set_seed(cfg.seed); t0 = time.time()
     enc = LabelEncoder.load(rp.class_removal/"labels.json"); enc.save(stage/"labels.json")
     rows = {s: pd.read_csv(rp.class_removal/f"{s}.csv") for s in ("train", "valid")}
     train_ds, valid_ds = load_splits(run_dir, enc, rows=rows)
-    model, report = phase2_model(run_dir, enc.classes)
+    model, report = phase2_model(run_dir, enc.classes, cfg.head)
     freeze_for_phase2(model, cfg.first_trainable_layer)
     save_json(report, stage/"transfer_report.json")
     groups = llrd_groups(model, cfg)
-    args = training_args(stage/"checkpoints", cfg, select_metric=select_metric, precision=precision, seed=seed,
-                         dataloader_persistent_workers=torch.cuda.is_available())
+    args = training_args(stage/"checkpoints", cfg, dataloader_persistent_workers=torch.cuda.is_available())
     key = params_hash(dict({s: load_json(getattr(rp, s)/"done.json")["params_hash"] for s in ("data", "phase1", "class_removal")},
                            precision=args_precision(args)))
-    net, tds, vds, collator, why = phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder, args_precision(args))
+    net, tds, vds, collator, why = phase2_inputs(model, train_ds, valid_ds, stage, key, cfg.cache_encoder, args_precision(args))
     steps_per_epoch = -(-len(train_ds) // (cfg.batch_size * max(1, torch.cuda.device_count())))
     resume = None
     if (stage/"extend.json").exists() and not last_checkpoint(stage/"checkpoints"): resume = load_json(stage/"extend.json")["resume_from"]
@@ -243,24 +241,24 @@ def train_phase2(run_dir, cfg, select_metric="macro_f1", precision=None, seed=42
                conv_encoder="cached" if why is None else f"run every step ({why})")
     return res
 
-def run_phase2(run_dir, epochs=None, batch_size=None, patience=None, select_metric="macro_f1", precision=None,
-               seed=42, lr_scale=1.0, overwrite=False, cache_encoder=True, speed="recipe") -> dict:
-    "Phase 2: fine-tune the top layers with LLRD and warm restarts on the reduced classes; write `phase2/`."
-    cfg = Phase2Config(); rp = RunPaths(run_dir); stage = rp.phase2
+def run_phase2(run_dir, overwrite=False, **settings) -> dict:
+    "Phase 2 with `Phase2Config` (any of its `settings` overridden): LLRD and warm restarts on the reduced classes; write `phase2/`."
+    rp = RunPaths(run_dir); stage = rp.phase2
+    cfg = make_config(Phase2Config, "06_phase2", **settings)
     if not is_done(rp.class_removal): raise FileNotFoundError(f"{rp.class_removal} is not finished: run 05_class_removal with run_dir={run_dir!r} first.")
-    sp = speed_settings(speed, batch_size)
-    cfg.epochs, cfg.batch_size = int(epochs or cfg.epochs), sp.pop("batch_size")
-    run = lambda pat: phase2_params(cfg.epochs, cfg.batch_size, pat, select_metric, seed, lr_scale, cache_encoder, **sp)
+    sp = speed_settings(cfg.speed, settings.get("batch_size"))
+    cfg = replace(cfg, batch_size=sp["batch_size"])
     old = load_json(stage/"done.json") if is_done(stage) else None
-    extending = old is not None and not overwrite and can_extend(old["params"], run(0))
-    cfg.patience = int(patience or (cfg.extended_patience if extending or (stage/"extend.json").exists() else cfg.patience))
-    params, f = run(cfg.patience), lr_scale * sp["lr_factor"]
-    cfg.head_lr, cfg.top_layer_lr, cfg.projection_lr, cfg.eta_min = (v * f for v in (cfg.head_lr, cfg.top_layer_lr, cfg.projection_lr, cfg.eta_min))
+    extending = old is not None and not overwrite and can_extend(old["params"], phase2_params(cfg, sp))
+    if settings.get("patience") is None and (extending or (stage/"extend.json").exists()): cfg = replace(cfg, patience=cfg.extended_patience)
+    params, f = phase2_params(cfg, sp), cfg.lr_scale * sp["lr_factor"]
     if extending:
         print(f"continuing the finished {old['params']['epochs']}-epoch run from its best checkpoint up to {cfg.epochs} epochs (patience {cfg.patience})")
         archive_for_extension(stage, old)
     if prepare_stage(stage, params, overwrite) == "skip":
         print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")["result"]
-    res = train_phase2(run_dir, cfg, select_metric, precision, seed, cache_encoder, sp["warmup_epochs"])
+    scaled = replace(cfg, **{k: getattr(cfg, k) * f for k in ("head_lr", "top_layer_lr", "projection_lr", "eta_min")})
+    res = train_phase2(run_dir, scaled, sp["warmup_epochs"])
     mark_done(stage, params, result=res)
     return res
+

@@ -4,16 +4,16 @@
 
 # %% ../nbs/09_pipeline.ipynb #f30dfd92
 from __future__ import annotations
-import argparse, datetime, json, os, sys, time
+import argparse, dataclasses, datetime, json, os, sys, time
 from pathlib import Path
 
 from .core import *
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'STAGE_DIRS', 'STAGE_ALIASES', 'DEMO_PARAMS', 'FULL_PARAMS', 'stage_name', 'parse_value',
-           'split_params', 'notebook_params', 'declared_params', 'notebook_dirs', 'find_notebooks', 'stage_record',
-           'stage_status', 'record_stage', 'plan', 'format_plan', 'StageFailed', 'run_stage', 'stale_evaluation',
-           'summary', 'run_pipeline', 'merge_settings', 'resolve_settings', 'main']
+__all__ = ['STAGE_NOTEBOOKS', 'STAGE_DIRS', 'STAGE_ALIASES', 'DEMO_PARAMS', 'STAGE_CONFIGS', 'FULL_PARAMS', 'stage_name',
+           'parse_value', 'split_params', 'notebook_params', 'declared_params', 'notebook_dirs', 'find_notebooks',
+           'stage_record', 'stage_status', 'record_stage', 'plan', 'check_plan', 'format_plan', 'StageFailed',
+           'run_stage', 'stale_evaluation', 'summary', 'run_pipeline', 'merge_settings', 'resolve_settings', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #33b71549
 STAGE_NOTEBOOKS = ("01_data", "02_dataset", "03_model", "04_phase1", "05_class_removal", "06_phase2", "07_evaluation")
@@ -23,8 +23,10 @@ STAGE_ALIASES = {"dataset": "02_dataset", "model": "03_model", "evaluation": "07
                  **{n[:2]: n for n in STAGE_NOTEBOOKS}, **{n: n for n in STAGE_NOTEBOOKS},
                  **{d: n for n, d in STAGE_DIRS.items() if d}}
 
-DEMO_PARAMS = {"data_dir": None, "backbone": "tiny", "04_phase1.lr": 1e-3, "06_phase2.epochs": 8, "06_phase2.lr_scale": 20.0,
-               "n_bootstrap": 1000}   # the random tiny backbone needs larger steps than pretrained HuBERT to learn in minutes
+DEMO_PARAMS = {"data_dir": None, "backbone": "tiny", "04_phase1.lr": 1e-3, "06_phase2.epochs": 8, "06_phase2.lr_scale": 20.0}
+# the random tiny backbone needs larger steps than pretrained HuBERT to learn in minutes; everything else is the recipe's
+STAGE_CONFIGS = {"01_data": DataConfig, "02_dataset": Phase1Config, "03_model": Phase1Config, "04_phase1": Phase1Config,
+                 "05_class_removal": ClassRemovalConfig, "06_phase2": Phase2Config, "07_evaluation": EvalConfig}
 FULL_PARAMS = {"data_dir": "data", "backbone": DEFAULT_BACKBONE}
 
 def stage_name(s: str) -> str:
@@ -130,6 +132,16 @@ def plan(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None) -> list:
         raise ValueError(f"no stage notebook has a parameter {', '.join(sorted(unused))} (a typo?)")
     return rows
 
+def check_plan(rows) -> list:
+    "Check every parameter of every planned stage against its config (type, range, choices) before anything runs."
+    for r in rows:
+        cls = STAGE_CONFIGS[r["notebook"]]
+        for k, v in r["params"].items():
+            if k in ("run_dir", "data_dir"): continue
+            if k == "overwrite" and not isinstance(v, bool): raise ValueError(f"{r['notebook']}.overwrite={v!r} is not allowed: it must be True or False.")
+            if k in {f.name for f in dataclasses.fields(cls)}: check_setting(cls, k, v, r["notebook"])
+    return rows
+
 def format_plan(rows, run_dir) -> str:
     "The plan as text."
     out = [f"babycry-run plan for {run_dir}:"]
@@ -195,7 +207,7 @@ def run_pipeline(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None, dr
     "Run the selected stage notebooks in order on `run_dir`, skipping finished ones; return the plan with timings."
     stages = [stage_name(s) for s in stages]
     nbs = find_notebooks(nbs_dir, stages)
-    rows = plan(run_dir, params, stages, nbs)
+    rows = check_plan(plan(run_dir, params, stages, nbs))
     echo(format_plan(rows, run_dir) + f"\n  notebooks from {nbs}")
     if dry_run: return rows
     Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -269,7 +281,8 @@ def main(argv=None) -> int:
         if a.name and not a.run_dir and run_dir.name != a.name:
             print(f"note: {Path(a.runs)/a.name} already exists, so this run goes to {run_dir} "
                   f"(resume the old one with --run-dir {Path(a.runs)/a.name})")
-        stages = a.stages.split(",") if a.stages else STAGE_NOTEBOOKS
+        stages = [stage_name(s) for s in (a.stages.split(",") if a.stages else STAGE_NOTEBOOKS)]
+        check_plan(plan(run_dir, params, stages, find_notebooks(a.nbs_dir, stages)))    # before anything is written or moved
         if a.dry_run: run_pipeline(run_dir, params, stages, a.nbs_dir, True, a.log_output); return 0
         _sigterm_as_interrupt()
         with run_lock(run_dir):

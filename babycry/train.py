@@ -4,14 +4,15 @@
 
 # %% ../nbs/04_phase1.ipynb #f5289471
 from __future__ import annotations
-import math, os, shutil, time, warnings
+import inspect, math, os, shutil, time, warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np, pandas as pd
 import torch, torch.nn as nn, torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainingArguments, TrainerCallback, EarlyStoppingCallback
+from transformers import Trainer, TrainingArguments, TrainerCallback, EarlyStoppingCallback, set_seed
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint, EvalPrediction
@@ -25,7 +26,7 @@ __all__ = ['classification_metrics', 'metrics_fn', 'HistoryCallback', 'QuietProg
            'plot_history', 'BabyCryTrainer', 'training_args', 'last_checkpoint', 'fit', 'predictions_frame',
            'plot_confusion', 'save_model_dir', 'finish_phase', 'adamw', 'phase1_optimizer_factory',
            'phase1_scheduler_factory', 'FeatureClips', 'HeadOnly', 'extract_features', 'cached_features',
-           'keep_frozen_in_eval', 'phase1_params', 'load_splits', 'run_phase1', 'args_precision']
+           'keep_frozen_in_eval', 'load_splits', 'run_phase1', 'args_precision']
 
 # %% ../nbs/04_phase1.ipynb #afc0285e
 def classification_metrics(labels, preds, classes) -> dict:
@@ -192,28 +193,23 @@ class BabyCryTrainer(Trainer):
         return out
 
 # %% ../nbs/04_phase1.ipynb #bef01b97
-def training_args(out_dir, cfg, epochs=None, batch_size=None, select_metric="macro_f1", precision=None, seed=42,
-                  eval_batch_size=None, **overrides) -> TrainingArguments:
-    "TrainingArguments for one phase from its config (`Phase1Config` or `Phase2Config`)."
-    precision = precision or get_precision()
-    cuda = torch.cuda.is_available()
+def training_args(out_dir, cfg, eval_batch_size=None, **overrides) -> TrainingArguments:
+    "TrainingArguments for one phase from its config (`Phase1Config` or `Phase2Config`); `overrides` must be real arguments."
+    precision, cuda = cfg.precision or get_precision(), torch.cuda.is_available()
     try: import tensorboard; report = ["tensorboard"]
     except ImportError: report = "none"
-    batch_size = batch_size or cfg.batch_size
-    kw = dict(output_dir=str(out_dir), num_train_epochs=epochs or cfg.epochs,
-              per_device_train_batch_size=batch_size, per_device_eval_batch_size=eval_batch_size or max(batch_size, 16),
+    kw = dict(output_dir=str(out_dir), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+              per_device_eval_batch_size=eval_batch_size or max(cfg.batch_size, 16),
               eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
-              save_total_limit=2, load_best_model_at_end=True, metric_for_best_model=select_metric,
-              greater_is_better=not select_metric.endswith("loss"),
+              save_total_limit=2, load_best_model_at_end=True, metric_for_best_model=cfg.select_metric,
+              greater_is_better=not cfg.select_metric.endswith("loss"),
               label_smoothing_factor=cfg.label_smoothing, max_grad_norm=cfg.max_grad_norm,
-              weight_decay=cfg.weight_decay, seed=seed, data_seed=seed,
+              weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
               dataloader_num_workers=min(4, os.cpu_count() or 1) if cuda else 0, dataloader_pin_memory=cuda,
-              remove_unused_columns=False, label_names=["labels"], report_to=report,
-              logging_dir=str(Path(out_dir)/"tensorboard"), save_safetensors=True, **precision_args(precision))
-    kw.update(overrides)
-    import inspect
-    valid = inspect.signature(TrainingArguments.__init__).parameters
-    return TrainingArguments(**{k: v for k, v in kw.items() if k in valid})
+              remove_unused_columns=False, label_names=["labels"], report_to=report, **precision_args(precision))
+    known = inspect.signature(TrainingArguments.__init__).parameters   # transformers < 5 only: v5 always writes safetensors
+    kw.update({k: v for k, v in dict(logging_dir=str(Path(out_dir)/"tensorboard"), save_safetensors=True).items() if k in known})
+    return TrainingArguments(**{**kw, **overrides})
 
 # %% ../nbs/04_phase1.ipynb #18a147ff
 def last_checkpoint(ckpt_dir):
@@ -379,11 +375,6 @@ def keep_frozen_in_eval(model):
     return model.register_forward_pre_hook(_hook)
 
 # %% ../nbs/04_phase1.ipynb #30c2d8ed
-def phase1_params(backbone, pooling, epochs, batch_size, lr, patience, fast_path, select_metric, seed) -> dict:
-    "The parameters that define a phase-1 run (what `done.json` records)."
-    return dict(backbone=str(backbone), pooling=pooling, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
-                patience=int(patience), fast_path=bool(fast_path), select_metric=select_metric, seed=int(seed))
-
 def load_splits(run_dir, encoder, splits=("train", "valid"), rows=None):
     "The cached clips of `splits` for the classes of `encoder` (`rows`: optional per-split index frames)."
     rp = RunPaths(run_dir)
@@ -391,26 +382,23 @@ def load_splits(run_dir, encoder, splits=("train", "valid"), rows=None):
     return [CachedClips(run_dir, s, encoder, rows=None if rows is None else rows[s]) for s in splits]
 
 # %% ../nbs/04_phase1.ipynb #90812c31
-def run_phase1(run_dir, backbone=DEFAULT_BACKBONE, pooling="mean", epochs=None, batch_size=None, lr=None,
-               patience=None, fast_path=True, select_metric="macro_f1", precision=None, seed=42, overwrite=False) -> dict:
-    "Phase 1: train the simple head on the frozen backbone; write `phase1/`."
-    cfg = Phase1Config()
-    cfg.epochs, cfg.batch_size = epochs or cfg.epochs, batch_size or cfg.batch_size
-    cfg.lr, cfg.patience, cfg.pooling = lr or cfg.lr, patience or cfg.patience, pooling
+def run_phase1(run_dir, overwrite=False, **settings) -> dict:
+    "Phase 1: train the head on the frozen backbone with `Phase1Config` (any of its `settings` overridden); write `phase1/`."
+    cfg = make_config(Phase1Config, "04_phase1", **settings)
     rp = RunPaths(run_dir); stage = rp.phase1
-    params = phase1_params(backbone, pooling, cfg.epochs, cfg.batch_size, cfg.lr, cfg.patience, fast_path, select_metric, seed)
+    params = asdict(cfg)
     if prepare_stage(stage, params, overwrite) == "skip":
         print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")
-    seed_everything(seed); t0 = time.time()
+    set_seed(cfg.seed); t0 = time.time()
     enc = LabelEncoder.load(rp.labels); enc.save(stage/"labels.json")
     train_ds, valid_ds = load_splits(run_dir, enc)
-    model = BabyCryForAudioClassification.from_backbone(backbone, enc.classes, head=cfg.head, pooling=pooling)
+    model = BabyCryForAudioClassification.from_backbone(cfg.backbone, enc.classes, head=cfg.head, pooling=cfg.pooling)
     freeze_backbone(model)
     summary = param_summary(model)
-    args = training_args(stage/"checkpoints", cfg, select_metric=select_metric, precision=precision, seed=seed)
+    args = training_args(stage/"checkpoints", cfg)
     facts = dict(optimizer_factory=phase1_optimizer_factory(cfg), scheduler_factory=phase1_scheduler_factory(cfg))
-    if fast_path:
-        key = params_hash(dict(backbone=str(backbone), pooling=pooling, data=load_json(rp.data/"done.json")["params_hash"]))
+    if cfg.fast_path:
+        key = params_hash(dict(backbone=str(cfg.backbone), pooling=cfg.pooling, data=load_json(rp.data/"done.json")["params_hash"]))
         feats = {s: cached_features(model, ds, stage/"features"/f"{s}.pt", key, precision=args_precision(args))
                  for s, ds in [("train", train_ds), ("valid", valid_ds)]}
         trainer = fit(HeadOnly(model), FeatureClips(feats["train"], train_ds.labels), FeatureClips(feats["valid"], valid_ds.labels),

@@ -40,12 +40,12 @@ def test_phase1_fast_path_never_reads_test(run):
 
 
 def test_class_removal(run):
-    res = run_class_removal(run, "hungry")
+    res = run_class_removal(run, remove_classes="hungry")
     assert "hungry" not in res["classes"] and len(res["classes"]) == 6
     rows = pd.read_csv(RunPaths(run).class_removal/"train.csv")
     assert "hungry" not in set(rows.label) and "index" in rows
-    with pytest.raises(ValueError, match="not among this run's classes"):
-        run_class_removal(run, "hungy", overwrite=True)
+    with pytest.raises(ValueError, match="'hungy' is not a class name"):
+        run_class_removal(run, overwrite=True, remove_classes="hungy")
 
 
 def test_phase2_resumes_after_interruption_and_extends(run, monkeypatch):
