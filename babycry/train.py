@@ -23,8 +23,8 @@ from .model import BabyCryForAudioClassification, freeze_backbone, param_summary
 
 # %% auto #0
 __all__ = ['classification_metrics', 'metrics_fn', 'HistoryCallback', 'QuietProgress', 'NonFiniteError', 'FiniteCheck',
-           'plot_history', 'BabyCryTrainer', 'training_args', 'last_checkpoint', 'fit', 'predictions_frame',
-           'plot_confusion', 'save_model_dir', 'finish_phase', 'adamw', 'phase1_optimizer_factory',
+           'plot_history', 'BabyCryTrainer', 'training_args', 'last_checkpoint', 'allow_numpy_rng_state', 'fit',
+           'predictions_frame', 'plot_confusion', 'save_model_dir', 'finish_phase', 'adamw', 'phase1_optimizer_factory',
            'phase1_scheduler_factory', 'FeatureClips', 'HeadOnly', 'extract_features', 'cached_features',
            'keep_frozen_in_eval', 'load_splits', 'run_phase1', 'args_precision']
 
@@ -219,6 +219,12 @@ def last_checkpoint(ckpt_dir):
     last = get_last_checkpoint(str(ckpt_dir))
     return last if last and (Path(last)/"trainer_state.json").exists() else None
 
+def allow_numpy_rng_state():
+    "Let torch.load's weights-only default (torch >= 2.6) read the numpy RNG state of our own checkpoints."
+    if not hasattr(torch.serialization, "add_safe_globals"): return    # torch < 2.4: no weights-only default to satisfy
+    core = getattr(np, "_core", None) or np.core
+    torch.serialization.add_safe_globals([core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))])
+
 def fit(model, train_ds, valid_ds, out_dir, args, collator, classes, phase, patience,
         optimizer_factory=None, scheduler_factory=None, group_names=None, resume_from=None, per_class_every=0):
     "Train with early stopping on the validation split; resume from the last checkpoint; return the trainer."
@@ -232,6 +238,7 @@ def fit(model, train_ds, valid_ds, out_dir, args, collator, classes, phase, pati
         trainer.remove_callback(NotebookProgressCallback)
     except ImportError: pass
     resume = resume_from or last_checkpoint(args.output_dir)
+    allow_numpy_rng_state()              # transformers < 4.51 loads the RNG state without an allowlist of its own
     rows = None
     if resume:
         print(f"[{phase}] resuming from {resume}")
