@@ -6,7 +6,6 @@
 from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
-from dataclasses import asdict
 from sklearn.metrics import confusion_matrix, recall_score
 
 from .core import *
@@ -81,7 +80,7 @@ def run_class_removal(run_dir, overwrite=False, **settings) -> dict:
     if not is_done(rp.phase1): raise FileNotFoundError(f"{rp.phase1} has no finished phase 1: run 04_phase1 with run_dir={run_dir!r} first.")
     enc = LabelEncoder.load(rp.phase1/"labels.json")
     drop = parse_classes(cfg.remove_classes, enc.classes)
-    params = dict(asdict(cfg), removed=drop)
+    params = config_record(cfg, removed=drop)
     if prepare_stage(stage, params, overwrite) == "skip":
         print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")["result"]
     preds = pd.read_csv(rp.phase1/"valid_predictions.csv")

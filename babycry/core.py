@@ -13,9 +13,10 @@ import numpy as np
 # %% auto #0
 __all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'LABEL_ALIASES', 'STAGES',
            'normalize_label', 'setting', 'DataConfig', 'Phase1Config', 'ClassRemovalConfig', 'Phase2Config',
-           'EvalConfig', 'check_setting', 'make_config', 'stage_settings', 'settings_table', 'RunPaths',
-           'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'params_hash', 'mark_done', 'is_done',
-           'prepare_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'get_device', 'get_precision', 'precision_args']
+           'EvalConfig', 'check_setting', 'make_config', 'config_record', 'stage_settings', 'settings_table',
+           'RunPaths', 'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'params_hash', 'mark_done',
+           'is_done', 'prepare_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'get_device', 'get_precision',
+           'precision_args']
 
 # %% ../nbs/00_core.ipynb #9a23e3c3
 CLASSES = ("belly_pain", "burping", "cold_hot", "discomfort", "hungry", "scared", "tired")
@@ -178,6 +179,10 @@ def check_setting(cls, name: str, value, where: str = ""):
 def make_config(cls, where: str = "", **settings):
     "An instance of config `cls` from `settings` (None: the recipe's value), each one checked; unknown names are errors."
     return cls(**{k: check_setting(cls, k, v, where) for k, v in settings.items()})
+
+def config_record(cfg, **extra) -> dict:
+    "`cfg`'s settings (and `extra`) as `done.json` records them: JSON types, so a reloaded record compares equal."
+    return json.loads(json.dumps(dict(asdict(cfg), **extra)))
 
 def stage_settings(cls, namespace: dict) -> dict:
     "The settings of config `cls` that a stage notebook's parameters cell defines (pass `globals()`)."

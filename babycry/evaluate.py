@@ -5,7 +5,6 @@
 # %% ../nbs/07_evaluation.ipynb #26020b04
 from __future__ import annotations
 import datetime, platform, textwrap
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np, pandas as pd
@@ -397,8 +396,7 @@ def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, devic
     rp = RunPaths(run_dir); stage_dir = rp.eval
     final = "phase2" if is_done(rp.phase2) else "phase1" if is_done(rp.phase1) else None
     if final is None: raise FileNotFoundError(f"{rp.root} has no finished phase1 or phase2: run the training stages first.")
-    params = dict(asdict(cfg), model=final,
-                  model_finished=load_json(rp.stage(final)/"done.json").get("finished"))
+    params = config_record(cfg, model=final, model_finished=load_json(rp.stage(final)/"done.json").get("finished"))
     if prepare_stage(stage_dir, params, overwrite) == "skip":
         print(f"{stage_dir} is already finished for this model: the test split is not read again."); return load_json(stage_dir/"metrics.json")
     set_seed(seed)

@@ -5,7 +5,7 @@
 # %% ../nbs/06_phase2.ipynb #ed2fe4e0
 from __future__ import annotations
 import contextlib, dataclasses, math, os, time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
 from tqdm.auto import tqdm
@@ -180,7 +180,7 @@ def speed_settings(speed="recipe", batch_size=None) -> dict:
 # %% ../nbs/06_phase2.ipynb #577c9e0d
 def phase2_params(cfg, speed: dict) -> dict:
     "What `done.json` records of a phase-2 run: its whole config and what its speed made of it."
-    return dict(asdict(cfg), lr_factor=speed["lr_factor"], warmup_epochs=speed["warmup_epochs"])
+    return config_record(cfg, lr_factor=speed["lr_factor"], warmup_epochs=speed["warmup_epochs"])
 
 def can_extend(old: dict, new: dict) -> bool:
     "Is `new` the same run as `old` with more epochs (patience may change)?"

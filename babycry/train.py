@@ -5,7 +5,6 @@
 # %% ../nbs/04_phase1.ipynb #f5289471
 from __future__ import annotations
 import inspect, math, os, shutil, time, warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np, pandas as pd
@@ -393,7 +392,7 @@ def run_phase1(run_dir, overwrite=False, **settings) -> dict:
     "Phase 1: train the head on the frozen backbone with `Phase1Config` (any of its `settings` overridden); write `phase1/`."
     cfg = make_config(Phase1Config, "04_phase1", **settings)
     rp = RunPaths(run_dir); stage = rp.phase1
-    params = asdict(cfg)
+    params = config_record(cfg)
     if prepare_stage(stage, params, overwrite) == "skip":
         print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")
     set_seed(cfg.seed); t0 = time.time()
