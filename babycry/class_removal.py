@@ -87,7 +87,8 @@ def run_class_removal(run_dir, overwrite=False, **settings) -> dict:
     diag = dict(recall=per_class_recall(preds, enc.classes).to_dict(), confusability=confusability(preds, enc.classes).to_dict(),
                 pairs=confused_pairs(preds, enc.classes).head(5).drop(columns=["a", "b"]).to_dict("records"),
                 suggested=suggest_removal(preds, enc.classes), removed=drop)
-    plot_confusion(preds, enc.classes, stage/"phase1_valid_confusion.png", "phase 1 on validation")
+    plot_confusion(confusion_matrix(preds.label, preds.pred, labels=list(enc.classes)), enc.classes, True,
+                   "phase 1 on validation: recall per class", stage/"phase1_valid_confusion.png")
     new = enc.without(drop); new.save(stage/"labels.json")
     before = {s: pd.read_csv(rp.cache/f"{s}.csv") for s in ("train", "valid", "test")}
     after = {s: reduce_split(d, new.classes) for s, d in before.items()}

@@ -17,11 +17,12 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classifica
 from transformers import set_seed
 
 from .core import *
+from .train import plot_confusion
 
 # %% auto #0
 __all__ = ['present_labels', 'macro_f1', 'roc_auc_ovr', 'reliability_table', 'expected_calibration_error', 'metrics_from_probs',
-           'bootstrap_ci', 'plot_confusion', 'plot_reliability', 'plot_roc', 'predict_split', 'split_rows',
-           'restrict_probs', 'progression_row', 'misclassified', 'write_model_card', 'log_test_read', 'run_evaluation']
+           'bootstrap_ci', 'plot_reliability', 'plot_roc', 'predict_split', 'split_rows', 'restrict_probs',
+           'progression_row', 'misclassified', 'write_model_card', 'log_test_read', 'run_evaluation']
 
 # %% ../nbs/07_evaluation.ipynb #a724871c
 def present_labels(y_true) -> list:
@@ -98,22 +99,6 @@ def bootstrap_ci(y_true, y_pred, metric, n_bootstrap: int = 1000, seed: int = 42
 
 
 # %% ../nbs/07_evaluation.ipynb #183cda1e
-def plot_confusion(cm, classes, normalize: bool = False, title: str | None = None, path=None):
-    "Heatmap of a confusion matrix (counts, or rows normalised to recall); saved as PNG to `path` if given."
-    cm = np.asarray(cm, dtype=float)
-    if normalize: cm = np.divide(cm, cm.sum(1, keepdims=True), out=np.zeros_like(cm), where=cm.sum(1, keepdims=True) > 0)
-    k = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 * k + 2.5, 0.85 * k + 1.8))
-    sns.heatmap(cm, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", square=True, cbar=True,
-                vmin=0, vmax=1 if normalize else None, xticklabels=classes, yticklabels=classes, ax=ax,
-                annot_kws=dict(size=10))
-    ax.set_xlabel("predicted"); ax.set_ylabel("true")
-    ax.set_title(title or ("confusion matrix (rows normalised: recall)" if normalize else "confusion matrix (counts)"))
-    plt.setp(ax.get_xticklabels(), rotation=35, ha="right"); plt.setp(ax.get_yticklabels(), rotation=0)
-    fig.tight_layout()
-    if path: fig.savefig(path, dpi=130)
-    return fig
-
 def plot_reliability(y_true, probs, n_bins: int = 10, title: str = "reliability diagram", path=None):
     "Reliability diagram (accuracy vs confidence per bin) over a histogram of confidences."
     t = reliability_table(y_true, probs, n_bins); ece = expected_calibration_error(y_true, probs, n_bins)
@@ -150,17 +135,13 @@ def plot_roc(y_true, probs, classes, title: str = "one-vs-rest ROC", path=None):
 def predict_split(model_dir, run_dir, split: str = "test", rows: pd.DataFrame | None = None, batch_size: int = 16,
                   device=None):
     "Labels `[N]`, probabilities `[N, C]` and class names of a saved model over a cached split (optionally `rows` of it)."
-    import torch
     from babycry.dataset import LabelEncoder, CachedClips, make_loader
-    from babycry.inference import load_model
-    model, _ = load_model(model_dir, device)
+    from babycry.model import class_probs, load_classifier
+    model = load_classifier(model_dir, get_device(device))
     classes = [model.config.id2label[i] for i in range(model.config.num_labels)]
     ds = CachedClips(run_dir, split, LabelEncoder(classes), rows=rows)
-    dev, probs = next(model.parameters()).device, []
-    with torch.inference_mode():
-        for b in make_loader(ds, batch_size=batch_size, train=False):
-            probs.append(torch.softmax(model(input_values=b["input_values"].to(dev)).logits.float(), -1).cpu().numpy())
-    return np.asarray(ds.labels), np.concatenate(probs), classes
+    probs = class_probs(model, (b["input_values"] for b in make_loader(ds, batch_size=batch_size, train=False)))
+    return np.asarray(ds.labels), probs, classes
 
 def split_rows(run_dir, stage: str, split: str = "test") -> pd.DataFrame:
     "The cache rows a stage's model is scored on, with an `index` column into the cache (all rows for phase 1)."

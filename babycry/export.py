@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import CLIP_SAMPLES, atomic_write, load_json, save_json
+from .model import load_classifier
 
 # %% auto #0
 __all__ = ['METHODS', 'FAST_DIR', 'KEEP_FP32', 'LinearConvEncoder', 'LogitsOnly', 'fast_module', 'has_onnxruntime', 'export_onnx',
@@ -149,12 +150,6 @@ def weights_digest(model_dir) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""): h.update(chunk)
     return h.hexdigest()
 
-def _load_classifier(model_dir):
-    from babycry.model import BabyCryForAudioClassification
-    if not (Path(model_dir)/"config.json").exists():
-        raise FileNotFoundError(f"{model_dir} is not a saved babycry model (no config.json): pass a directory like "
-                                "runs/<name>/phase2/model written by the training stages.")
-    return BabyCryForAudioClassification.from_pretrained(str(model_dir)).float().eval()
 
 # %% ../nbs/11_export.ipynb #502e3fbf
 def _write_artefact(module, method, out: Path) -> str:
@@ -186,7 +181,7 @@ def export_fast(model_dir, method: str = "onnx-int8", overwrite: bool = False, t
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, not {method!r}.")
     if method.startswith("onnx"): _need_onnx()
     model_dir = Path(model_dir); dest = model_dir/FAST_DIR
-    model = _load_classifier(model_dir)
+    model = load_classifier(model_dir).float()
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest} already holds a fast export ({_describe(dest)}): pass overwrite=True to replace it "
                               "(the old one is kept as fast.old-<time>).")
@@ -239,7 +234,7 @@ def _runner(fast_dir, meta, model_dir, threads=None):
     if meta["method"].startswith("onnx"):
         sess = onnx_session(fast_dir/meta["artefact"], threads)
         return lambda x: sess.run(None, {"input_values": np.asarray(x, np.float32)})[0]
-    module = torch_int8(fast_module(_load_classifier(model_dir), meta.get("convs_as_linear", False)))
+    module = torch_int8(fast_module(load_classifier(model_dir).float(), meta.get("convs_as_linear", False)))
     module.load_state_dict(torch.load(fast_dir/meta["artefact"], weights_only=True))
     def run(x):
         with torch.inference_mode():

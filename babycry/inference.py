@@ -45,36 +45,29 @@ def load_input(audio, sr: int | None = None) -> np.ndarray:
 # %% ../nbs/08_inference.ipynb #c59d14a6
 @functools.lru_cache(maxsize=4)
 def _load_model_cached(model_dir: str, device: str):
-    import babycry.model  # registers the babycry architecture with the Auto classes
-    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
-    model = AutoModelForAudioClassification.from_pretrained(model_dir).to(device).eval()
+    from transformers import AutoFeatureExtractor
+    from babycry.model import load_classifier
     try: fe = AutoFeatureExtractor.from_pretrained(model_dir)
     except (OSError, ValueError): fe = None
-    return model, fe
+    return load_classifier(model_dir, device), fe
 
 def load_model(model_dir, device=None):
     "Load (once; later calls hit a cache) the model and feature extractor saved in `model_dir`."
-    p = Path(model_dir)
-    if not (p/"config.json").exists():
-        raise FileNotFoundError(f"{p} is not a saved babycry model (no config.json): pass a directory like "
-                                "runs/<name>/phase2/model written by the training stages.")
-    return _load_model_cached(str(p.resolve()), str(device or get_device()))
+    from babycry.model import saved_model_dir
+    return _load_model_cached(str(saved_model_dir(model_dir).resolve()), str(device or get_device()))
+
 
 # %% ../nbs/08_inference.ipynb #a01619b0
 def window_probs(model, windows: np.ndarray, feature_extractor=None, batch_size: int = 16, fast=None) -> np.ndarray:
     "Class probabilities `[W, C]` for an array of windows `[W, T]` (through `fast`, an exported CPU model, if given)."
     import torch
     from babycry.dataset import normalize_waveforms
-    device = next(model.parameters()).device
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(windows), batch_size):
-            x = torch.as_tensor(np.ascontiguousarray(windows[i:i + batch_size]), dtype=torch.float32)
-            if feature_extractor is None or getattr(feature_extractor, "do_normalize", True): x = normalize_waveforms(x)
-            if fast is not None: logits = torch.as_tensor(fast(x.numpy()), dtype=torch.float32)
-            else: logits = model(input_values=x.to(device)).logits.float()
-            out.append(torch.softmax(logits, -1).cpu().numpy())
-    return np.concatenate(out)
+    from babycry.model import class_probs
+    norm = feature_extractor is None or getattr(feature_extractor, "do_normalize", True)
+    batches = (torch.as_tensor(np.ascontiguousarray(windows[i:i + batch_size]), dtype=torch.float32) for i in range(0, len(windows), batch_size))
+    batches = (normalize_waveforms(x) if norm else x for x in batches)
+    if fast is None: return class_probs(model, batches)
+    return np.concatenate([torch.softmax(torch.as_tensor(fast(x.numpy()), dtype=torch.float32), -1).numpy() for x in batches])
 
 @functools.lru_cache(maxsize=4)
 def _load_fast_cached(model_dir: str, stamp: int):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os, warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from fastcore.basics import patch
@@ -18,7 +19,8 @@ from .modeling_babycry import *
 
 # %% auto #0
 __all__ = ['SUPPORTED_BACKBONES', 'backbone_config', 'backbone_feature_extractor', 'feature_extractor_for', 'save_classifier',
-           'freeze_backbone', 'freeze_for_phase2', 'param_summary', 'transfer_backbone']
+           'saved_model_dir', 'load_classifier', 'class_probs', 'freeze_backbone', 'freeze_for_phase2', 'param_summary',
+           'transfer_backbone']
 
 # %% ../nbs/03_model.ipynb #475f039a
 SUPPORTED_BACKBONES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")
@@ -94,6 +96,24 @@ def save_classifier(model, path) -> Path:
     model.save_pretrained(path)
     feature_extractor_for(model).save_pretrained(path)
     return usual_permissions(path)                       # transformers writes the weights through a 0600 temp file
+
+def saved_model_dir(model_dir) -> Path:
+    "`model_dir` if it holds a saved model (a config.json), else a FileNotFoundError that says what to pass."
+    p = Path(model_dir)
+    if not (p/"config.json").exists():
+        raise FileNotFoundError(f"{p} is not a saved babycry model (no config.json): pass a directory like "
+                                "runs/<name>/phase2/model written by the training stages.")
+    return p
+
+def load_classifier(model_dir, device=None):
+    "A saved babycry model, in eval mode on `device` (default: the CPU)."
+    return BabyCryForAudioClassification.from_pretrained(str(saved_model_dir(model_dir))).to(device or "cpu").eval()
+
+@torch.inference_mode()
+def class_probs(model, batches):
+    "Softmax class probabilities `[N, C]` (numpy) of `model` over an iterable of waveform batches `[B, T]`."
+    dev = next(model.parameters()).device
+    return np.concatenate([torch.softmax(model(input_values=x.to(dev)).logits.float(), -1).cpu().numpy() for x in batches])
 
 # %% ../nbs/03_model.ipynb #49d46f69
 def _trainable(module, flag: bool):

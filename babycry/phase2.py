@@ -14,7 +14,7 @@ from transformers import set_seed
 from .core import *
 from .dataset import LabelEncoder, collate_clips
 from .model import BabyCryConfig, BabyCryForAudioClassification, freeze_for_phase2, param_summary, transfer_backbone
-from .train import adamw, fit, finish_phase, load_splits, training_args, last_checkpoint, args_precision
+from .train import adamw, decay_groups, fit, finish_phase, load_splits, training_args, last_checkpoint, args_precision
 
 # %% auto #0
 __all__ = ['SPEEDS', 'llrd_groups', 'lr_table', 'llrd_optimizer', 'cosine_restarts_factory', 'restart_epochs', 'phase2_model',
@@ -47,12 +47,7 @@ def lr_table(groups) -> pd.DataFrame:
 def llrd_optimizer(model, cfg=None):
     "AdamW over the LLRD groups, biases and norms without weight decay (each group keeps its name)."
     cfg = cfg or Phase2Config()
-    out = []
-    for g in llrd_groups(model, cfg):
-        decay = [p for p in g["params"] if p.ndim >= 2]; no = [p for p in g["params"] if p.ndim < 2]
-        if decay: out.append(dict(name=g["name"], lr=g["lr"], params=decay, weight_decay=cfg.weight_decay))
-        if no: out.append(dict(name=g["name"] + " (no decay)", lr=g["lr"], params=no, weight_decay=0.0))
-    return torch.optim.AdamW(out, betas=tuple(cfg.betas))
+    return torch.optim.AdamW(decay_groups(llrd_groups(model, cfg), cfg.weight_decay), betas=tuple(cfg.betas))
 
 # %% ../nbs/06_phase2.ipynb #c8c75a0d
 def cosine_restarts_factory(cfg, steps_per_epoch, warmup_steps=0):

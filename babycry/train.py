@@ -23,9 +23,9 @@ from .model import BabyCryForAudioClassification, freeze_backbone, param_summary
 # %% auto #0
 __all__ = ['classification_metrics', 'metrics_fn', 'HistoryCallback', 'QuietProgress', 'NonFiniteError', 'FiniteCheck',
            'plot_history', 'BabyCryTrainer', 'training_args', 'last_checkpoint', 'allow_numpy_rng_state', 'fit',
-           'predictions_frame', 'plot_confusion', 'save_model_dir', 'finish_phase', 'adamw', 'phase1_optimizer_factory',
-           'phase1_scheduler_factory', 'FeatureClips', 'HeadOnly', 'extract_features', 'cached_features',
-           'keep_frozen_in_eval', 'load_splits', 'run_phase1', 'args_precision']
+           'predictions_frame', 'plot_confusion', 'save_model_dir', 'finish_phase', 'decay_groups', 'adamw',
+           'phase1_optimizer_factory', 'phase1_scheduler_factory', 'FeatureClips', 'HeadOnly', 'extract_features',
+           'cached_features', 'keep_frozen_in_eval', 'load_splits', 'run_phase1', 'args_precision']
 
 # %% ../nbs/04_phase1.ipynb #afc0285e
 def classification_metrics(labels, preds, classes) -> dict:
@@ -261,16 +261,20 @@ def predictions_frame(logits, labels, classes, index=None) -> pd.DataFrame:
     for i, c in enumerate(classes): df[f"p_{c}"] = probs[:, i]
     return df
 
-def plot_confusion(df, classes, path=None, title="validation confusion matrix"):
-    "Row-normalised confusion-matrix heatmap (counts in the cells) from a predictions frame."
+def plot_confusion(cm, classes, normalize: bool = False, title: str | None = None, path=None):
+    "Heatmap of a confusion matrix (counts, or rows normalised to recall); saved as PNG to `path` if given."
     import matplotlib.pyplot as plt, seaborn as sns
-    cm = confusion_matrix(df["label"], df["pred"], labels=list(classes))
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.1*len(classes)+2.5, 0.9*len(classes)+2))
-    sns.heatmap(norm, annot=cm, fmt="d", cmap="Blues", vmin=0, vmax=1, xticklabels=classes, yticklabels=classes,
-                cbar_kws=dict(label="fraction of the true class"), ax=ax)
-    ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title(title); fig.tight_layout()
-    if path: fig.savefig(path, dpi=110)
+    cm = np.asarray(cm, dtype=float)
+    if normalize: cm = np.divide(cm, cm.sum(1, keepdims=True), out=np.zeros_like(cm), where=cm.sum(1, keepdims=True) > 0)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 * k + 2.5, 0.85 * k + 1.8))
+    sns.heatmap(cm, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", square=True, cbar=True, vmin=0,
+                vmax=1 if normalize else None, xticklabels=classes, yticklabels=classes, ax=ax, annot_kws=dict(size=10))
+    ax.set_xlabel("predicted"); ax.set_ylabel("true")
+    ax.set_title(title or ("confusion matrix (rows normalised: recall)" if normalize else "confusion matrix (counts)"))
+    plt.setp(ax.get_xticklabels(), rotation=35, ha="right"); plt.setp(ax.get_yticklabels(), rotation=0)
+    fig.tight_layout()
+    if path: fig.savefig(path, dpi=130)
     return fig
 
 # %% ../nbs/04_phase1.ipynb #8a2af091
@@ -289,7 +293,8 @@ def finish_phase(trainer, valid_ds, classes, stage_dir, model, phase, valid_inde
     out = trainer.predict(valid_ds)
     df = predictions_frame(out.predictions, out.label_ids, classes, valid_index)
     with atomic_write(stage_dir/"valid_predictions.csv") as f: df.to_csv(f, index=False)
-    plot_confusion(df, classes, stage_dir/"valid_confusion.png", f"{phase}: validation confusion matrix")
+    plot_confusion(confusion_matrix(df.label, df.pred, labels=list(classes)), classes, True,
+                   f"{phase}: validation, recall per class", stage_dir/"valid_confusion.png")
     hist = load_json(stage_dir/"history.json")
     best = trainer.state.best_model_checkpoint
     hist["best_epoch"] = _epoch_of(best, hist) if best else None
@@ -305,13 +310,20 @@ def _epoch_of(ckpt, hist):
     return next((r["epoch"] for r in hist["epochs"] if r.get("step") == step), None)
 
 # %% ../nbs/04_phase1.ipynb #f80f0fcc
+def decay_groups(groups, weight_decay: float) -> list:
+    "Split each named group (name, lr, params) in two: weight decay on matrices, none on biases and norms (1-D)."
+    out = []
+    for g in groups:
+        ps = [p for p in g["params"] if p.requires_grad]
+        decay, no = [p for p in ps if p.ndim >= 2], [p for p in ps if p.ndim < 2]
+        if decay: out.append(dict(g, params=decay, weight_decay=weight_decay))
+        if no: out.append(dict(g, name=g["name"] + " (no decay)", params=no, weight_decay=0.0))
+    return out
+
 def adamw(params, lr, weight_decay, betas):
     "AdamW over the trainable parameters, without weight decay on biases and norms."
-    decay, no_decay = [], []
-    for n, p in params:
-        if p.requires_grad: (no_decay if p.ndim < 2 else decay).append(p)
-    return torch.optim.AdamW([dict(name="trainable", params=decay, weight_decay=weight_decay),
-                              dict(name="trainable (no decay)", params=no_decay, weight_decay=0.0)], lr=lr, betas=tuple(betas))
+    return torch.optim.AdamW(decay_groups([dict(name="trainable", lr=lr, params=[p for _, p in params])], weight_decay),
+                             lr=lr, betas=tuple(betas))
 
 def phase1_optimizer_factory(cfg):
     "AdamW with the phase-1 learning rate."
