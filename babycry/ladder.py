@@ -141,6 +141,7 @@ def features_for(run_dir, rows, workers=None, s=FEATURE_SETTINGS) -> np.ndarray:
     if f.exists():
         with np.load(f) as z:
             if str(z["key"]) == key: return z["X"]
+    clip_features(np.zeros(SAMPLE_RATE, np.float32), s=s)   # compile librosa's numba kernels here, once, not in every worker at once
     X = np.stack(parallel_map(file_features, list(rows.path), workers, desc="features"))
     with atomic_write(f, "wb") as fh: np.savez(fh, X=X, key=np.array(key), names=np.array(feature_names(s)))
     return X
