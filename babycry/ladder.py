@@ -12,7 +12,7 @@ from joblib import Parallel, delayed
 from lightgbm import LGBMClassifier
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from .core import *
 from .data import load_audio, parallel_map, file_md5, synth_cry, _n_workers
-from .evaluate import bootstrap_ci, macro_f1, accuracy
+from .evaluate import bootstrap_ci, macro_f1
 from .class_removal import parse_classes
 
 # %% auto #0
@@ -240,7 +240,7 @@ def _quiet(metric):
             warnings.simplefilter("ignore"); return float(metric(y, p))
     return f
 
-METRICS = dict(macro_f1=_quiet(macro_f1), balanced_accuracy=_quiet(balanced_accuracy_score), accuracy=accuracy)
+METRICS = dict(macro_f1=_quiet(macro_f1), balanced_accuracy=_quiet(balanced_accuracy_score), accuracy=lambda a, b: float(accuracy_score(a, b)))
 
 def oof_classes(oof) -> list:
     "The classes of an out-of-fold frame, from its `p_<class>` columns."
