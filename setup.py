@@ -51,6 +51,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['babycry', 'babycry.*']),
     include_package_data=True,
+    package_data={cfg['lib_name']: ['model_card.md']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'fast': shlex.split(cfg.get('fast_requirements', ''))},
     python_requires='>=' + min_python,

@@ -22,7 +22,8 @@ from .train import plot_confusion
 # %% auto #0
 __all__ = ['present_labels', 'macro_f1', 'roc_auc_ovr', 'reliability_table', 'expected_calibration_error', 'metrics_from_probs',
            'bootstrap_ci', 'plot_reliability', 'plot_roc', 'predict_split', 'split_rows', 'restrict_probs',
-           'progression_row', 'misclassified', 'write_model_card', 'log_test_read', 'run_evaluation']
+           'progression_row', 'misclassified', 'log_test_read', 'write_model_card', 'test_intervals', 'progression',
+           'run_evaluation']
 
 # %% ../nbs/07_evaluation.ipynb #a724871c
 def present_labels(y_true) -> list:
@@ -226,130 +227,6 @@ def _table(df: pd.DataFrame) -> str:
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join(lines)
 
-# %% ../nbs/07_evaluation.ipynb #d29d0da4
-def write_model_card(model_dir, metrics: dict, run_dir) -> Path:
-    "Write `README.md` (Hugging Face model card) into `model_dir` from the evaluation metrics and the run's records."
-    rp, model_dir = RunPaths(run_dir), Path(model_dir)
-    stage = metrics["model"]
-    done = load_json(rp.stage(stage)/"done.json") if is_done(rp.stage(stage)) else {}
-    params, res = done.get("params", {}), done.get("result", {})
-    audit = load_json(rp.audit) if rp.audit.exists() else {}
-    base = params.get("backbone") or (load_json(rp.phase1/"done.json").get("params", {}).get("backbone") if is_done(rp.phase1) else None)
-    t, ci = metrics["test"], metrics["ci"]
-    data_dir = load_json(rp.data/"done.json").get("params", {}).get("data_dir") if is_done(rp.data) else None
-    metrics.setdefault("dataset", "babycry synthetic demo corpus" if data_dir and Path(data_dir).name == "demo_corpus"
-                       else Path(data_dir).name if data_dir else "infant cry recordings")
-    per = pd.DataFrame([{"class": c, "precision": t["per_class"][c]["precision"], "recall": t["per_class"][c]["recall"],
-                         "f1": t["per_class"][c]["f1-score"], "test clips": int(t["per_class"][c]["support"])}
-                        for c in t["classes"]])
-    removed = load_json(rp.class_removal/"done.json").get("params", {}).get("remove_classes") if is_done(rp.class_removal) else None
-    if isinstance(removed, str): removed = [c.strip() for c in removed.split(",") if c.strip()]
-    hw = [f"- {s}: {d.get('result', {}).get('device', '?')}, precision {d.get('result', {}).get('precision', '?')}, "
-          f"{d.get('result', {}).get('seconds', '?')} s of training, {d.get('result', {}).get('epochs_run', '?')} epochs "
-          f"(best {d.get('result', {}).get('best_epoch', '?')})"
-          for s in ("phase1", "phase2") if is_done(rp.stage(s)) for d in [load_json(rp.stage(s)/"done.json")]]
-    hp = "\n".join(f"- {s}: " + ", ".join(f"`{k}={v}`" for k, v in load_json(rp.stage(s)/"done.json").get("params", {}).items())
-                   for s in ("phase1", "phase2") if is_done(rp.stage(s)))
-    text = _yaml_front_matter(metrics, base) + textwrap.dedent(f"""
-    # babycry infant-cry classifier ({stage})
-
-    A {len(t['classes'])}-class infant-cry classifier: {'a fine-tuned' if stage == 'phase2' else 'an MLP head on a frozen'}
-    `{base}` backbone with mean pooling, trained with [babycry](https://github.com/babycry/babycry).
-    Classes: {', '.join(f'`{c}`' for c in t['classes'])}. Data: {metrics['dataset']}.
-
-    ```python
-    # with transformers alone: the folder carries its code (modeling_babycry.py, named by auto_map in config.json)
-    from transformers import pipeline
-    clf = pipeline("audio-classification", model="path/to/this/folder", feature_extractor="path/to/this/folder",
-                   trust_remote_code=True)
-    clf("cry.wav")
-
-    # with babycry installed: `import babycry` registers the architecture, so no remote code is run
-    import babycry
-    clf = pipeline("audio-classification", model="path/to/this/folder")
-    # or, any length and format, scored in 3 s windows: babycry.predict("cry.m4a", "path/to/this/folder")
-    ```
-
-    ## Intended use
-
-    Research and teaching: studying whether self-supervised speech representations carry information about the reason
-    an infant cries, and comparing training recipes with an honest evaluation. It takes a recording of any length
-    (scored in 3 s windows at 16 kHz and averaged) and returns class probabilities.
-
-    ## Out-of-scope use
-
-    - Medical or safety decisions of any kind. A cry can signal pain or illness that no class here names; the model
-      always answers with one of its classes, even for a recording that is not a cry at all.
-    - Monitoring a specific child: it was not validated for any individual, age group, device or environment.
-    - Any claim of accuracy beyond the intervals below, which come from a small test set.
-
-    ## Data and splits
-
-    Recordings are split into train/validation/test **by recording source** (`group`: app install or baby) before any
-    augmentation, so no test recording, nor an augmented copy of it, nor another clip of the same source, was seen in
-    training. Validation selected the checkpoints; the test split was read only by the evaluation stage: {_reads_text(metrics.get('test_reads', []))}
-    {('The class(es) ' + ', '.join(f'`{c}`' for c in removed) + ' were removed before phase 2 (class removal).') if removed and stage == 'phase2' else ''}
-
-    Audit of the data (`data/audit.json`):
-
-    """) + "\n".join(_audit_lines(audit) or ["- (no audit found)"]) + textwrap.dedent(f"""
-
-
-    ## Training procedure
-
-    Phase 1 trains an MLP head on the frozen backbone (mean pooling, AdamW, linear warm-up and decay, label smoothing
-    0.05, early stopping on validation macro-F1). Phase 2 unfreezes the top six transformer layers with layer-wise
-    learning-rate decay and cosine annealing with warm restarts, on the classes left after class removal.
-    Hyperparameters as recorded in each stage's `done.json`:
-
-    """) + (hp or "- (not recorded)") + textwrap.dedent(f"""
-
-
-    ## Results
-
-    Test split: {t['n']} clips from {metrics['n_groups']} recording sources. Intervals: {int(ci['level'] * 100)}% percentile bootstrap,
-    {ci['n_bootstrap']} resamples of **{'recording sources (groups)' if ci['resample'] == 'group' else 'clips'}**.
-
-    | metric | value |
-    |---|---|
-    | accuracy | {_fmt_ci(ci['accuracy'])} |
-    | macro-F1 | {_fmt_ci(ci['f1_macro'])} |
-    | balanced accuracy | {t['balanced_accuracy']:.3f} |
-    | weighted F1 | {t['f1_weighted']:.3f} |
-    | ROC-AUC (one-vs-rest, macro) | {t['roc_auc_ovr_macro']:.3f} |
-    | expected calibration error | {t['ece']:.3f} |
-
-    Per class:
-
-    """) + _table(per) + "\n\nPhase 1 → phase 2 (test split):\n\n" + _table(pd.DataFrame(metrics["progression"])) + textwrap.dedent(f"""
-
-
-    {('Classes without a test clip (no recall measured): ' + ', '.join(t['classes_absent_from_test']) + '.') if t['classes_absent_from_test'] else ''}
-
-    ## Limitations and bias
-
-    - **Labels are parent-reported.** Donate-a-Cry tags are what a parent guessed the reason was, in an app, at the time;
-      they are noisy and not verified by anyone.
-    - **Recording devices and rooms.** Clips come from consumer phones (iOS/Android apps, different codecs, 8 kHz
-      sources upsampled to 16 kHz). A model can learn the device or the room instead of the cry; splitting by recording
-      source limits, but does not remove, that shortcut.
-    - **Class imbalance.** One class dominates the source corpus; minority classes have a handful of recording sources,
-      so their per-class numbers rest on very few babies and their intervals are wide.
-    - **Small test set.** The intervals above are the honest summary; a single accuracy number is not.
-    - **Population.** Nothing is known about the babies' ages, health, language environment or geography beyond the
-      self-reported tags; performance on other populations is unknown.
-
-    ## Hardware and training time
-
-    """) + "\n".join(hw or ["- (not recorded)"]) + textwrap.dedent(f"""
-
-    - evaluation: {metrics.get('device', '?')}, {metrics.get('platform', '')}
-
-    Evaluated {metrics.get('evaluated', '')}. Full metrics: `eval/metrics.json` in the run directory.
-    """)
-    with atomic_write(model_dir/"README.md", encoding="utf-8") as f: f.write(text)
-    return model_dir/"README.md"
-
 # %% ../nbs/07_evaluation.ipynb #ecf2085b
 def log_test_read(run_dir, model: str, model_finished) -> list:
     "Append this read of the test split to `<run_dir>/test_reads.json`; return every read so far."
@@ -363,6 +240,53 @@ def _reads_text(reads: list) -> str:
     if len(reads) <= 1: return "once" + (f" ({reads[0]['time']})." if reads else ".")
     return f"**{len(reads)} times** ({', '.join(r['time'] for r in reads)}): the later numbers are no longer a clean estimate."
 
+# %% ../nbs/07_evaluation.ipynb #d29d0da4
+def _done(rp, stage) -> dict: return load_json(rp.stage(stage)/"done.json") if is_done(rp.stage(stage)) else {}
+
+def _run_facts(rp, stage: str) -> dict:
+    "What the card says of how the model was made: backbone, pooling, data, removed classes, settings, hardware."
+    p1 = _done(rp, "phase1").get("params", {})
+    data_dir, removed = _done(rp, "data").get("params", {}).get("data_dir"), _done(rp, "class_removal").get("params", {}).get("removed")
+    settings = "\n".join(f"- {s}: " + ", ".join(f"`{k}={v}`" for k, v in _done(rp, s)["params"].items())
+                         for s in ("phase1", "phase2") if _done(rp, s).get("params"))
+    hw = [f"- {s}: {r.get('device', '?')}, precision {r.get('precision', '?')}, {r.get('seconds', '?')} s of training, "
+          f"{r.get('epochs_run', '?')} epochs (best {r.get('best_epoch', '?')})"
+          for s in ("phase1", "phase2") for r in [_done(rp, s).get("result")] if r]
+    return dict(base=p1.get("backbone"), pooling=p1.get("pooling", "mean"), settings=settings or "- (not recorded)",
+                dataset="babycry synthetic demo corpus" if data_dir and Path(data_dir).name == "demo_corpus"
+                        else Path(data_dir).name if data_dir else "infant cry recordings",
+                removed=f"The class(es) {', '.join(f'`{c}`' for c in removed)} were removed before phase 2 (class removal)."
+                        if removed and stage == "phase2" else "", hardware="\n".join(hw) or "- (not recorded)")
+
+def _result_fields(metrics: dict) -> dict:
+    "The card's numbers, from the evaluation's metrics."
+    t, ci = metrics["test"], metrics["ci"]
+    per = pd.DataFrame([{"class": c, "precision": t["per_class"][c]["precision"], "recall": t["per_class"][c]["recall"],
+                         "f1": t["per_class"][c]["f1-score"], "test clips": int(t["per_class"][c]["support"])} for c in t["classes"]])
+    absent = t["classes_absent_from_test"]
+    return dict(n_test=t["n"], n_groups=metrics["n_groups"], level=int(ci["level"] * 100), n_bootstrap=ci["n_bootstrap"],
+                resample="recording sources (groups)" if ci["resample"] == "group" else "clips",
+                accuracy=_fmt_ci(ci["accuracy"]), f1_macro=_fmt_ci(ci["f1_macro"]), balanced_accuracy=t["balanced_accuracy"],
+                f1_weighted=t["f1_weighted"], roc_auc=t["roc_auc_ovr_macro"], ece=t["ece"], per_class=_table(per),
+                progression=_table(pd.DataFrame(metrics["progression"])), reads=_reads_text(metrics.get("test_reads", [])),
+                absent=f"Classes without a test clip (no recall measured): {', '.join(absent)}." if absent else "",
+                classes=", ".join(f"`{c}`" for c in t["classes"]), n_classes=len(t["classes"]),
+                device=metrics.get("device", "?"), platform=metrics.get("platform", ""), evaluated=metrics.get("evaluated", ""))
+
+def write_model_card(model_dir, metrics: dict, run_dir) -> Path:
+    "Write `README.md` (a Hugging Face model card) into `model_dir`: the template `babycry/model_card.md`, filled from the run."
+    from importlib.resources import files
+    rp, stage = RunPaths(run_dir), metrics["model"]
+    facts = _run_facts(rp, stage)
+    metrics.setdefault("dataset", facts["dataset"])
+    audit = _audit_lines(load_json(rp.audit)) if rp.audit.exists() else []
+    fields = dict(facts, **_result_fields(metrics), stage=stage, audit="\n".join(audit or ["- (no audit found)"]),
+                  kind="a fine-tuned" if stage == "phase2" else "an MLP head on a frozen")
+    text = _yaml_front_matter(metrics, facts["base"]) + "\n" + (files("babycry")/"model_card.md").read_text(encoding="utf-8").format(**fields)
+    with atomic_write(Path(model_dir)/"README.md", encoding="utf-8") as f: f.write(text)
+    return Path(model_dir)/"README.md"
+
+
 # %% ../nbs/07_evaluation.ipynb #8920e05d
 def _eval_model(run_dir, stage, batch_size, device):
     rp = RunPaths(run_dir); rows = split_rows(run_dir, stage)
@@ -370,54 +294,62 @@ def _eval_model(run_dir, stage, batch_size, device):
                                   batch_size=batch_size, device=device)
     return rows, y, p, classes
 
-def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, device=None, **settings) -> dict:
-    "The evaluation stage with `EvalConfig` (any of its `settings` overridden): test metrics with CIs, plots, model card."
-    cfg = make_config(EvalConfig, "07_evaluation", **settings)
-    n_bootstrap, seed, bootstrap_by = cfg.n_bootstrap, cfg.seed, cfg.bootstrap_by
-    rp = RunPaths(run_dir); stage_dir = rp.eval
-    final = "phase2" if is_done(rp.phase2) else "phase1" if is_done(rp.phase1) else None
-    if final is None: raise FileNotFoundError(f"{rp.root} has no finished phase1 or phase2: run the training stages first.")
-    params = config_record(cfg, model=final, model_finished=load_json(rp.stage(final)/"done.json").get("finished"))
-    if prepare_stage(stage_dir, params, overwrite) == "skip":
-        print(f"{stage_dir} is already finished for this model: the test split is not read again."); return load_json(stage_dir/"metrics.json")
-    set_seed(seed)
-    reads = log_test_read(run_dir, final, params["model_finished"])
-    scored = {s: _eval_model(run_dir, s, batch_size, device) for s in ("phase1", "phase2") if is_done(rp.stage(s))}
-    rows, y, p, classes = scored[final]
-    t = metrics_from_probs(y, p, classes)
-    groups = rows["group"].astype(str).to_numpy() if "group" in rows else None
+def test_intervals(y, p, groups, cfg) -> dict:
+    "Bootstrap intervals of accuracy and macro-F1, by clip and (with `groups`) by group; the one `cfg.bootstrap_by` asks for."
     yp, labels = p.argmax(1), present_labels(y)
     f1 = lambda a, b: macro_f1(a, b, labels)
-    ci_all = {by: {"accuracy": bootstrap_ci(y, yp, accuracy_score, n_bootstrap, seed, g),
-                   "f1_macro": bootstrap_ci(y, yp, f1, n_bootstrap, seed, g)}
+    ci_all = {by: {"accuracy": bootstrap_ci(y, yp, accuracy_score, cfg.n_bootstrap, cfg.seed, g),
+                   "f1_macro": bootstrap_ci(y, yp, f1, cfg.n_bootstrap, cfg.seed, g)}
               for by, g in [("clip", None), ("group", groups)] if by == "clip" or groups is not None}
     n_groups = len(set(groups)) if groups is not None else len(y)
-    used = bootstrap_by if bootstrap_by in ci_all and n_groups >= 5 else "clip"
-    ci = dict(ci_all[used], resample=used, level=0.95, n_bootstrap=int(n_bootstrap),
-              note=None if used == bootstrap_by else f"asked for {bootstrap_by!r}, used 'clip': only {n_groups} groups")
+    used = cfg.bootstrap_by if cfg.bootstrap_by in ci_all and n_groups >= 5 else "clip"
+    ci = dict(ci_all[used], resample=used, level=0.95, n_bootstrap=int(cfg.n_bootstrap),
+              note=None if used == cfg.bootstrap_by else f"asked for {cfg.bootstrap_by!r}, used 'clip': only {n_groups} groups")
+    return dict(ci=ci, ci_by=ci_all, n_groups=int(n_groups), bootstrap_by=used)
+
+def progression(rp, scored: dict, final: str, t: dict) -> list:
+    "Phase 1 on all test clips, phase 1 on phase 2's clips and classes, and phase 2: one row each."
     prog = []
     if "phase1" in scored:
         _, y1, p1, c1 = scored["phase1"]
         prog.append(progression_row("phase1 (all test clips)", metrics_from_probs(y1, p1, c1), load_json(rp.phase1/"done.json")))
         if final == "phase2":
-            r2 = scored["phase2"][0]
+            r2, y, _, classes = scored["phase2"]
             p1r = restrict_probs(p1[r2["index"].to_numpy()], c1, classes)
             prog.append(progression_row("phase1 on phase2's clips and classes", metrics_from_probs(y, p1r, classes)))
     if final == "phase2": prog.append(progression_row("phase2", t, load_json(rp.phase2/"done.json")))
-    metrics = dict(model=final, model_dir=str(rp.model(final)), model_finished=params["model_finished"], test_reads=reads,
-                   test=t, ci=ci, ci_by=ci_all, progression=prog,
-                   n_groups=int(n_groups), bootstrap_by=used, device=str(get_device(device)),
-                   platform=f"{platform.platform()}, {platform.processor() or platform.machine()}",
-                   evaluated=datetime.datetime.now().isoformat(timespec="seconds"))
+    return prog
+
+def _write_eval_plots(stage_dir, final, rows, y, p, classes, t, prog):
     stage_dir.mkdir(parents=True, exist_ok=True)
     for norm, name in [(False, "confusion_counts.png"), (True, "confusion_normalized.png")]:
         plt.close(plot_confusion(t["confusion"], classes, norm, f"{final}, test: " + ("recall per class" if norm else "counts"), stage_dir/name))
     plt.close(plot_reliability(y, p, title=f"{final}, test", path=stage_dir/"reliability.png"))
     plt.close(plot_roc(y, p, classes, title=f"{final}, test: one-vs-rest ROC", path=stage_dir/"roc.png"))
     with atomic_write(stage_dir/"misclassified.csv") as f: misclassified(rows, y, p, classes).to_csv(f, index=False)
-    pd.DataFrame(prog).to_csv(stage_dir/"progression.csv", index=False)
-    save_json(metrics, stage_dir/"metrics.json")
+    with atomic_write(stage_dir/"progression.csv") as f: pd.DataFrame(prog).to_csv(f, index=False)
+
+def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, device=None, **settings) -> dict:
+    "The evaluation stage with `EvalConfig` (any of its `settings` overridden): test metrics with CIs, plots, model card."
+    cfg, rp = make_config(EvalConfig, "07_evaluation", **settings), RunPaths(run_dir)
+    final = "phase2" if is_done(rp.phase2) else "phase1" if is_done(rp.phase1) else None
+    if final is None: raise FileNotFoundError(f"{rp.root} has no finished phase1 or phase2: run the training stages first.")
+    params = config_record(cfg, model=final, model_finished=load_json(rp.stage(final)/"done.json").get("finished"))
+    if prepare_stage(rp.eval, params, overwrite) == "skip":
+        print(f"{rp.eval} is already finished for this model: the test split is not read again."); return load_json(rp.eval/"metrics.json")
+    set_seed(cfg.seed)
+    reads = log_test_read(run_dir, final, params["model_finished"])
+    scored = {s: _eval_model(run_dir, s, batch_size, device) for s in ("phase1", "phase2") if is_done(rp.stage(s))}
+    rows, y, p, classes = scored[final]
+    t = metrics_from_probs(y, p, classes)
+    prog = progression(rp, scored, final, t)
+    metrics = dict(model=final, model_dir=str(rp.model(final)), model_finished=params["model_finished"], test_reads=reads,
+                   test=t, **test_intervals(y, p, rows["group"].astype(str).to_numpy() if "group" in rows else None, cfg),
+                   progression=prog, device=str(get_device(device)), evaluated=datetime.datetime.now().isoformat(timespec="seconds"),
+                   platform=f"{platform.platform()}, {platform.processor() or platform.machine()}")
+    _write_eval_plots(rp.eval, final, rows, y, p, classes, t, prog)
     metrics["model_card"] = str(write_model_card(rp.model(final), metrics, run_dir))
-    save_json(metrics, stage_dir/"metrics.json")
-    mark_done(stage_dir, params, result={k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "f1_macro")})
+    save_json(metrics, rp.eval/"metrics.json")
+    mark_done(rp.eval, params, result={k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "f1_macro")})
     return metrics
+
