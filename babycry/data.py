@@ -295,7 +295,7 @@ def _lag_corr(M, I, J, pad, chunk=4096) -> np.ndarray:
         out[a:a + chunk] = np.max([np.einsum("ij,ij->i", A, B[:, pad + l:pad + l + W]) for l in range(-pad, pad + 1)], axis=0)
     return out
 
-def candidate_pairs(fps: list, env_thresh=0.8, max_dt=0.5, max_lag_s=0.3, k=8, step=5, width=128, block=1024) -> pd.DataFrame:
+def candidate_pairs(fps: list, env_thresh=0.8, max_dt=0.5, max_lag_s=0.3, k=8, step=5, width=128, block=512) -> pd.DataFrame:
     "Pairs (i < j, env_corr) of fingerprints within `max_dt` s whose envelopes correlate ≥ `env_thresh`, among each clip's top `k`."
     n, lag = len(fps), int(round(max_lag_s / ENV_HOP_S))
     if n < 2: return pd.DataFrame({"i": [], "j": [], "env_corr": []}).astype({"i": int, "j": int})
@@ -305,7 +305,8 @@ def candidate_pairs(fps: list, env_thresh=0.8, max_dt=0.5, max_lag_s=0.3, k=8, s
     I, J = [], []
     for a in range(0, n, block):
         rows = np.arange(a, min(a + block, n))
-        S = np.max([shifted[cl][rows] @ D.T for D in shifted], axis=0)              # best coarse shift, block x n
+        Q = shifted[cl][rows]; S = Q @ shifted[0].T                                  # best coarse shift, block x n
+        for D in shifted[1:]: np.maximum(S, Q @ D.T, out=S)
         S[np.abs(dur[rows, None] - dur[None]) > max_dt] = -np.inf
         S[np.arange(len(rows)), rows] = -np.inf
         top = np.argpartition(-S, kk - 1, axis=1)[:, :kk]

@@ -102,7 +102,7 @@ def bench(n: int, workers: int) -> dict:
     a = json.loads((run/"data"/"audit.json").read_text())
     r = dict(files=files, hours=round(hours, 2), planted=len(planted), found=found(run, planted), workers=workers,
              corpus_s=round(made, 1), **{k: round(v, 3) for k, v in m.items()}, status_counts=a["status_counts"],
-             date=time.strftime("%Y-%m-%dT%H:%M:%S"))
+             load_avg_after=[round(x, 2) for x in __import__("os").getloadavg()], date=time.strftime("%Y-%m-%dT%H:%M:%S"))
     shutil.rmtree(run/"data"/"cache", ignore_errors=True)                # 4 GB at 20,000 files; the numbers are taken
     print(r, flush=True)
     return r
