@@ -295,7 +295,7 @@ def _lag_corr(M, I, J, pad, chunk=4096) -> np.ndarray:
         out[a:a + chunk] = np.max([np.einsum("ij,ij->i", A, B[:, pad + l:pad + l + W]) for l in range(-pad, pad + 1)], axis=0)
     return out
 
-def candidate_pairs(fps: list, env_thresh=0.8, max_dt=0.5, max_lag_s=0.3, k=8, step=5, width=128, block=512) -> pd.DataFrame:
+def candidate_pairs(fps: list, env_thresh=0.8, max_dt=0.5, max_lag_s=0.3, k=4, step=5, width=128, block=512) -> pd.DataFrame:
     "Pairs (i < j, env_corr) of fingerprints within `max_dt` s whose envelopes correlate ≥ `env_thresh`, among each clip's top `k`."
     n, lag = len(fps), int(round(max_lag_s / ENV_HOP_S))
     if n < 2: return pd.DataFrame({"i": [], "j": [], "env_corr": []}).astype({"i": int, "j": int})
@@ -325,7 +325,7 @@ def _verify_job(job):
     return [_aligned_corr(a, _band(_wave(o), sr), max_lag) for o in others]
 
 def similar_pairs(waves: list, sr: int = SAMPLE_RATE, env_thresh=0.8, wave_thresh=0.98, near_thresh=0.5, max_dt=0.5,
-                  max_lag_s=0.3, max_s=30.0, k=8, fingerprints=None, workers=1) -> pd.DataFrame:
+                  max_lag_s=0.3, max_s=30.0, k=4, fingerprints=None, workers=1) -> pd.DataFrame:
     "Pairs (i, j, kind, env_corr, wave_corr) of clips with the same ('same_audio') or nearly the same ('near_copy') audio."
     cols = ["i", "j", "kind", "env_corr", "wave_corr"]
     if len(waves) < 2: return pd.DataFrame(columns=cols)

@@ -121,6 +121,34 @@ def plot(rows, path):
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
+def report(rows: list, m: dict, command: str):
+    "Write results/data_scale.{json,md,png} for `rows` (one per corpus size) measured on machine `m`."
+    big = {r["files"]: r for r in rows}
+    ratio = big[20000]["wall_s"] / big[5000]["wall_s"] if 20000 in big and 5000 in big else None
+    result = dict(benchmark="data_scale", machine=m, rows=rows, ratio_20000_5000=ratio)
+    md = header("The data stage at corpus scale", m, command)
+    md += ("Synthetic corpora of distinct cries (`synth_cry`: 3-7 s, 16 kHz 16-bit WAV, 7 classes, 3 clips per baby) with "
+           "planted copies (a third each: the same audio at 0.6× gain, a near copy under strong noise, a byte copy "
+           "under another class); `run_data_stage` in a child process on the given workers; peak memory is the summed "
+           "RSS of its process tree (psutil, every 0.2 s). Making the corpus is not timed. Rows may come from separate "
+           "runs (each has its date and the load average after it in the JSON).\n\n")
+    md += md_table([{"files": r["files"], "audio (h)": r["hours"], "wall (s)": fmt(r["wall_s"]), "peak memory (GiB)": fmt(r["peak_rss_GiB"]),
+                     "planted copies found": f"{r['found']} / {r['planted']}", "workers": r["workers"],
+                     "load average after": r.get("load_avg_after", ["?"])[0]} for r in rows],
+                   ["files", "audio (h)", "wall (s)", "peak memory (GiB)", "planted copies found", "workers", "load average after"])
+    goals = []
+    if 20000 in big:
+        goals += [goal_line(big[20000]["wall_s"], 900, "20,000 files, wall time (s)", higher_is_better=False),
+                  goal_line(big[20000]["peak_rss_GiB"], 4, "20,000 files, peak memory (GiB)", higher_is_better=False)]
+    else: goals.append("20,000 files: not run.")
+    if ratio is not None: goals.append(goal_line(ratio, 5, "time(20,000) / time(5,000)", higher_is_better=False))
+    goals.append(goal_line(sum(r["found"] == r["planted"] for r in rows), len(rows), "sizes with every planted copy found"))
+    md += "\n" + "".join(f"- {g}\n" for g in goals)
+    write_results("data_scale", result, md)
+    plot(rows, RESULTS/"data_scale.png")
+    print(md)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("sizes", nargs="*", type=int, default=[1000, 5000, 20000])
@@ -131,29 +159,7 @@ def main(argv=None):
     rows = {r["files"]: r for r in (json.loads(old.read_text())["rows"] if old.exists() else [])}
     for n in a.sizes:
         r = bench(n, a.workers); rows[r["files"]] = r
-    rows = [rows[k] for k in sorted(rows)]
-    big = {r["files"]: r for r in rows}
-    ratio = big[20000]["wall_s"] / big[5000]["wall_s"] if 20000 in big and 5000 in big else None
-    result = dict(benchmark="data_scale", machine=m, rows=rows, ratio_20000_5000=ratio)
-    md = header("The data stage at corpus scale", m, "python benchmarks/bench_data_scale.py " + " ".join(map(str, a.sizes)))
-    md += ("Synthetic corpora of distinct cries (`synth_cry`: 3-7 s, 16 kHz 16-bit WAV, 7 classes, 3 clips per baby) with "
-           "planted copies (a third each: the same audio at 0.6× gain, a near copy under strong noise, a byte copy "
-           "under another class); `run_data_stage` in a child process on the given workers; peak memory is the summed "
-           "RSS of its process tree (psutil, every 0.2 s). Making the corpus is not timed. Rows may come from separate "
-           "runs (each has its date in the JSON).\n\n")
-    md += md_table([{"files": r["files"], "audio (h)": r["hours"], "wall (s)": fmt(r["wall_s"]), "peak memory (GiB)": fmt(r["peak_rss_GiB"]),
-                     "planted copies found": f"{r['found']} / {r['planted']}", "workers": r["workers"]} for r in rows],
-                   ["files", "audio (h)", "wall (s)", "peak memory (GiB)", "planted copies found", "workers"])
-    if 20000 in big:
-        b = big[20000]
-        md += "\n" + goal_line(b["wall_s"], 900, "20,000 files, wall time (s)", higher_is_better=False)
-        md += "\n" + goal_line(b["peak_rss_GiB"], 4, "20,000 files, peak memory (GiB)", higher_is_better=False)
-    else: md += "\n20,000 files: not run.\n"
-    if ratio is not None: md += "\n" + goal_line(ratio, 5, "time(20,000) / time(5,000)", higher_is_better=False)
-    md += "\n" + goal_line(sum(r["found"] == r["planted"] for r in rows), len(rows), "sizes with every planted copy found") + "\n"
-    write_results("data_scale", result, md)
-    plot(rows, RESULTS/"data_scale.png")
-    print(md)
+    report([rows[k] for k in sorted(rows)], m, "python benchmarks/bench_data_scale.py " + " ".join(map(str, a.sizes)))
 
 
 if __name__ == "__main__": main()
