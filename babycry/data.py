@@ -18,12 +18,13 @@ from .core import (CLASSES, SAMPLE_RATE, CLIP_SAMPLES, DataConfig, RunPaths, ato
 
 # %% auto #0
 __all__ = ['CLASS_VOICES', 'DAC_TAGS', 'AV_CODECS', 'DEMO_RATES', 'DEMO_SHARE', 'AUDIO_EXTS', 'KNOWN_LABELS', 'DAC_RE',
-           'AUG_NAME_RE', 'LAYOUT_HELP', 'MIN_SECONDS', 'SILENCE_DBFS', 'QUIET_DBFS', 'SPLITS', 'CACHE_VERSION',
-           'MANIFEST_COLUMNS', 'synth_cry', 'write_av', 'make_demo_corpus', 'parse_dac_name', 'file_md5', 'walk_files',
-           'discover', 'AudioDecodeError', 'read_audio', 'resample', 'load_audio', 'envelope', 'similar_pairs',
-           'cramers_v', 'probe_file', 'parallel_map', 'audit_files', 'audit_table', 'split_groups', 'check_split',
-           'fix_length', 'clip_windows', 'add_noise', 'pitch_shift', 'time_stretch', 'gain', 'time_shift', 'augment',
-           'item_rng', 'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir', 'run_data_stage',
+           'AUG_NAME_RE', 'LAYOUT_HELP', 'MIN_SECONDS', 'SILENCE_DBFS', 'QUIET_DBFS', 'ENV_HOP_S', 'SPLITS',
+           'CACHE_VERSION', 'MANIFEST_COLUMNS', 'synth_cry', 'write_av', 'make_demo_corpus', 'parse_dac_name',
+           'file_md5', 'walk_files', 'discover', 'AudioDecodeError', 'read_audio', 'resample', 'load_audio', 'envelope',
+           'fingerprint', 'parallel_imap', 'candidate_pairs', 'similar_pairs', 'cramers_v', 'probe_file',
+           'parallel_map', 'scan_file', 'audit_files', 'audit_table', 'split_groups', 'check_split', 'fix_length',
+           'clip_windows', 'add_noise', 'pitch_shift', 'time_stretch', 'gain', 'time_shift', 'augment', 'item_rng',
+           'NpyRows', 'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir', 'run_data_stage',
            'plot_class_counts', 'plot_examples', 'explorer']
 
 # %% ../nbs/01_data.ipynb #24973583
@@ -248,8 +249,13 @@ def load_audio(path, sr: int = SAMPLE_RATE) -> np.ndarray:
 MIN_SECONDS = 0.5           # shorter clips would be mostly padding in a 3 s window
 SILENCE_DBFS = -50.0        # peak below this: silent (dropped)
 QUIET_DBFS = -50.0          # RMS below this: quiet (reported, kept: the model normalises each clip)
+ENV_HOP_S = 0.02            # envelope frame (s)
 
 def _band(x, sr=SAMPLE_RATE): return resample(x, sr, 8000)
+
+def _wave(src) -> np.ndarray:
+    "A clip given as an array or as the path of a `.npy` file that holds it."
+    return np.load(src) if isinstance(src, (str, Path)) else np.asarray(src)
 
 def envelope(x: np.ndarray, sr: int = SAMPLE_RATE, hop_s: float = 0.02) -> np.ndarray:
     "RMS envelope of the 0-4 kHz band in `hop_s` frames."
@@ -257,35 +263,94 @@ def envelope(x: np.ndarray, sr: int = SAMPLE_RATE, hop_s: float = 0.02) -> np.nd
     n = len(b) // h
     return np.sqrt((b[:n * h].reshape(n, h) ** 2).mean(1) + 1e-12)
 
+def fingerprint(x: np.ndarray, sr: int = SAMPLE_RATE, max_s: float = 30.0) -> dict:
+    "What the copy search keeps of a clip: its duration and its mean-removed, unit-norm envelope (first `max_s` s)."
+    e = envelope(x, sr, ENV_HOP_S)[:int(max_s / ENV_HOP_S)].astype(np.float32)
+    e = e - e.mean(); nrm = np.linalg.norm(e)
+    return dict(seconds=len(x) / sr, env=e / nrm if nrm > 1e-6 else np.zeros_like(e))
+
 def _aligned_corr(a, b, max_lag):
     "Correlation of `a` and `b` at the lag (within ±`max_lag` samples) that best aligns them, on their overlap."
-    from scipy.signal import correlate
-    c = correlate(a, b, mode="full", method="fft")
-    lags = np.arange(-len(b) + 1, len(a))
-    ok = np.abs(lags) <= max_lag
-    L = int(lags[ok][np.argmax(c[ok])])
+    from scipy import fft
+    m = fft.next_fast_len(len(a) + len(b) - 1, real=True)
+    c = fft.irfft(fft.rfft(a, m) * np.conj(fft.rfft(b, m)), m)       # c[L mod m] = sum a[t + L] b[t]
+    lags = np.arange(-max_lag, max_lag + 1)
+    lags = lags[(lags > -len(b)) & (lags < len(a))]
+    L = int(lags[np.argmax(c[lags % m])])
     a2, b2 = (a[L:], b) if L >= 0 else (a, b[-L:])
     n = min(len(a2), len(b2)); a2, b2 = a2[:n], b2[:n]
     return float(a2 @ b2 / (np.linalg.norm(a2) * np.linalg.norm(b2) + 1e-12))
 
+def parallel_imap(fn, items, workers=None, desc=None):
+    "`fn(i)` for each of `items` on `workers` processes (joblib), yielded in order as they finish, with a tqdm bar."
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+    items = list(items); w = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    if w == 1 or len(items) < 2: yield from (fn(i) for i in tqdm(items, desc=desc, leave=False)); return
+    gen = Parallel(n_jobs=w, return_as="generator", batch_size="auto")(delayed(fn)(i) for i in items)
+    yield from tqdm(gen, total=len(items), desc=desc, leave=False)
+
+# %% ../nbs/01_data.ipynb #089f0148
+def _env_rows(envs, pad, width=None, step=1) -> np.ndarray:
+    "Envelopes as float32 rows zero-padded by `pad` frames each side; with `step` > 1 pooled, cut to `width` and renormalised."
+    if step > 1: envs = [np.add.reduceat(e, np.arange(0, len(e), step))[:width] if len(e) else e for e in envs]
+    width = max(map(len, envs), default=0) if width is None else width
+    M = np.zeros((len(envs), width + 2 * pad), np.float32)
+    for r, e in enumerate(envs):
+        nrm = np.linalg.norm(e) if step > 1 else 1.0
+        if nrm > 1e-6: M[r, pad:pad + len(e)] = e / nrm
+    return M
+
+def _lag_corr(M, I, J, pad, chunk=4096) -> np.ndarray:
+    "For each pair (I[k], J[k]) of rows of `M`, the largest dot product of row I[k] with row J[k] shifted by up to `pad`."
+    W, out = M.shape[1] - 2 * pad, np.zeros(len(I), np.float32)
+    for a in range(0, len(I), chunk):
+        A, B = M[I[a:a + chunk], pad:pad + W], M[J[a:a + chunk]]
+        out[a:a + chunk] = np.max([np.einsum("ij,ij->i", A, B[:, pad + l:pad + l + W]) for l in range(-pad, pad + 1)], axis=0)
+    return out
+
+def candidate_pairs(fps: list, env_thresh=0.8, max_dt=0.5, max_lag_s=0.3, k=4, step=5, width=128, block=512) -> pd.DataFrame:
+    "Pairs (i < j, env_corr) of fingerprints within `max_dt` s whose envelopes correlate ≥ `env_thresh`, among each clip's top `k`."
+    n, lag = len(fps), int(round(max_lag_s / ENV_HOP_S))
+    if n < 2: return pd.DataFrame({"i": [], "j": [], "env_corr": []}).astype({"i": int, "j": int})
+    dur, cl, kk = np.array([f["seconds"] for f in fps]), -(-lag // step), min(k, n - 1)
+    C = _env_rows([f["env"] for f in fps], cl, width, step)
+    shifted = [np.ascontiguousarray(C[:, cl + l:cl + l + width]) for l in range(-cl, cl + 1)]
+    I, J = [], []
+    for a in range(0, n, block):
+        rows = np.arange(a, min(a + block, n))
+        Q = shifted[cl][rows]; S = Q @ shifted[0].T                                  # best coarse shift, block x n
+        for D in shifted[1:]: np.maximum(S, Q @ D.T, out=S)
+        S[np.abs(dur[rows, None] - dur[None]) > max_dt] = -np.inf
+        S[np.arange(len(rows)), rows] = -np.inf
+        top = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
+        ok = np.isfinite(np.take_along_axis(S, top, 1))
+        I.append(np.repeat(rows, kk)[ok.ravel()]); J.append(top[ok])
+    P = np.unique(np.sort(np.stack([np.concatenate(I), np.concatenate(J)], 1), axis=1), axis=0).reshape(-1, 2)
+    ec = _lag_corr(_env_rows([f["env"] for f in fps], lag), P[:, 0], P[:, 1], lag)   # exact: 20 ms frames, ±0.3 s
+    keep = ec >= env_thresh
+    return pd.DataFrame({"i": P[keep, 0].astype(int), "j": P[keep, 1].astype(int), "env_corr": ec[keep].astype(float)})
+
+# %% ../nbs/01_data.ipynb #959b0a2f
+def _verify_job(job):
+    "Waveform correlations of one clip with each of its candidates (clips as arrays or `.npy` paths)."
+    src, others, sr, max_lag = job
+    a = _band(_wave(src), sr)
+    return [_aligned_corr(a, _band(_wave(o), sr), max_lag) for o in others]
+
 def similar_pairs(waves: list, sr: int = SAMPLE_RATE, env_thresh=0.8, wave_thresh=0.98, near_thresh=0.5, max_dt=0.5,
-                  max_lag_s=0.3, max_s=30.0) -> pd.DataFrame:
+                  max_lag_s=0.3, max_s=30.0, k=4, fingerprints=None, workers=1) -> pd.DataFrame:
     "Pairs (i, j, kind, env_corr, wave_corr) of clips with the same ('same_audio') or nearly the same ('near_copy') audio."
     cols = ["i", "j", "kind", "env_corr", "wave_corr"]
     if len(waves) < 2: return pd.DataFrame(columns=cols)
-    envs, lag = [envelope(w, sr)[:int(max_s / 0.02)] for w in waves], int(max_lag_s / 0.02)
-    E = np.zeros((len(envs), max(map(len, envs)) + 2 * lag), np.float32)
-    for k, e in enumerate(envs):
-        e = e - e.mean(); nrm = np.linalg.norm(e)
-        if nrm > 1e-6: E[k, lag:lag + len(e)] = e / nrm
-    S = np.max([E @ np.roll(E, l, axis=1).T for l in range(-lag, lag + 1)], axis=0)   # best over small shifts
-    dur = np.array([len(w) / sr for w in waves])
-    cand = np.argwhere(np.triu(S >= env_thresh, 1) & (np.abs(dur[:, None] - dur[None]) <= max_dt))
-    rows = []
-    for i, j in cand:
-        wc = _aligned_corr(_band(waves[i], sr), _band(waves[j], sr), int(max_lag_s * 8000))
-        if wc >= near_thresh: rows.append((int(i), int(j), "same_audio" if wc >= wave_thresh else "near_copy", float(S[i, j]), wc))
-    return pd.DataFrame(rows, columns=cols)
+    fps = fingerprints if fingerprints is not None else [fingerprint(_wave(w), sr, max_s) for w in waves]
+    cand = candidate_pairs(fps, env_thresh, max_dt, max_lag_s, k)
+    jobs = [(waves[i], [waves[j] for j in g.j], sr, int(max_lag_s * 8000)) for i, g in cand.groupby("i", sort=True)]
+    wc = [c for cs in parallel_imap(_verify_job, jobs, workers, desc="checking copies") for c in cs]
+    cand = cand.assign(wave_corr=np.asarray(wc, float))
+    cand = cand[cand.wave_corr >= near_thresh]
+    kind = np.where(cand.wave_corr >= wave_thresh, "same_audio", "near_copy")
+    return cand.assign(kind=kind)[cols].reset_index(drop=True)
 
 # %% ../nbs/01_data.ipynb #b0b9781f
 def cramers_v(a, b) -> float:
@@ -318,6 +383,17 @@ def parallel_map(fn, items, workers=None, desc=None) -> list:
     gen = Parallel(n_jobs=w, return_as="generator", batch_size="auto")(delayed(fn)(i) for i in items)
     return list(tqdm(gen, total=len(items), desc=desc, leave=False))
 
+# %% ../nbs/01_data.ipynb #07dbe439
+def scan_file(path, cache_dir=None, sr: int = SAMPLE_RATE) -> dict:
+    "`probe_file` plus the clip's `fingerprint`; with `cache_dir`, `audio` is the path of a `.npy` file there holding the clip."
+    p = probe_file(path, sr)
+    if p["error"]: return p
+    p["fingerprint"] = fingerprint(p["audio"], sr)
+    if cache_dir is not None:
+        f = Path(cache_dir)/f"{hashlib.md5(str(path).encode()).hexdigest()}.npy"
+        f.parent.mkdir(parents=True, exist_ok=True); np.save(f, p["audio"]); p["audio"] = str(f)
+    return p
+
 # %% ../nbs/01_data.ipynb #f7ff0a14
 def _union_groups(groups: pd.Series, pairs) -> pd.Series:
     "Merge the groups of paired rows (union-find), naming each merged group after its smallest member."
@@ -337,7 +413,7 @@ def _shortcut(kept: pd.DataFrame, col: str) -> dict:
                 table={str(k): {str(c): int(n) for c, n in r.items()} for k, r in t.iterrows()})
 
 # %% ../nbs/01_data.ipynb #625564d3
-def audit_files(files: pd.DataFrame, probes: list, drop_duplicates=True, drop_augmented_copies=True):
+def audit_files(files: pd.DataFrame, probes: list, drop_duplicates=True, drop_augmented_copies=True, workers=1):
     "Statuses for every file plus the audit record: (manifest-like DataFrame with `status`/`detail`, audit dict, {path: audio})."
     df = files.reset_index(drop=True).copy()
     pr = {p["path"]: p for p in probes}
@@ -353,7 +429,8 @@ def audit_files(files: pd.DataFrame, probes: list, drop_duplicates=True, drop_au
     mark(df.peak_db < SILENCE_DBFS, "silent", f"peak below {SILENCE_DBFS} dBFS")
     # copies: audio-level comparison among the files still usable
     live = df.index[status == "ok"].tolist()
-    pairs = similar_pairs([pr[df.path[k]]["audio"] for k in live])
+    fps = [pr[df.path[k]].get("fingerprint") for k in live]                    # scan_file made them; probe_file did not
+    pairs = similar_pairs([pr[df.path[k]]["audio"] for k in live], fingerprints=None if None in fps else fps, workers=workers)
     pairs["i"], pairs["j"] = [live[i] for i in pairs.i], [live[j] for j in pairs.j]
     clusters = _union_groups(pd.Series(df.index.astype(str), index=df.index), pairs[["i", "j"]].values.tolist())
     agree = (df.folder_label == df.tag_label) | (df.folder_label == "") | (df.tag_label == "")
@@ -528,36 +605,63 @@ def item_rng(seed: int, *keys) -> np.random.Generator:
     "A generator seeded by `seed` and the item's keys (strings are hashed), independent of worker count and order."
     return np.random.default_rng([int(seed)] + [zlib.crc32(str(k).encode()) for k in keys])
 
+# %% ../nbs/01_data.ipynb #a733f33a
+class NpyRows:
+    "Rows of `n` float32 samples added one at a time to the `.npy` file `path` (atomically), or kept in memory if `path` is None."
+    def __init__(self, path=None, n=CLIP_SAMPLES): self.path, self.n, self.rows, self.count = path, n, [], 0
+    def _header(self):
+        self.f.seek(0); np.lib.format.write_array_header_1_0(self.f, dict(descr="<f4", fortran_order=False, shape=(self.count, self.n)))
+        return self.f.tell()
+    def __enter__(self):
+        if self.path is not None: self._w = atomic_write(self.path, "wb"); self.f = self._w.__enter__(); self._head = self._header()
+        return self
+    def add(self, y):
+        y = np.ascontiguousarray(y, "<f4"); self.count += 1
+        if self.path is None: self.rows.append(y)
+        else: self.f.write(y.tobytes())
+    def __exit__(self, *exc):
+        if self.path is None: return False
+        if exc[0] is None:
+            if self._header() != self._head: raise RuntimeError("the .npy header changed size")
+            self.f.seek(0, 2)
+        return self._w.__exit__(*exc)
+    def array(self):
+        "The rows: a read-only memory map of the file, or a stacked array."
+        if self.path is not None: return np.load(self.path, mmap_mode="r")
+        return np.stack(self.rows) if self.rows else np.zeros((0, self.n), np.float32)
+
 # %% ../nbs/01_data.ipynb #a457d9f8
 def _aug_job(job):
-    x, keys, cfg = job
-    return augment(x, item_rng(*keys), cfg)
+    src, i, w, keys, cfg = job                       # the clip (array or .npy path), its window i of w
+    x = _wave(src); seg = len(x) // w
+    return augment(x[i * seg:(i + 1) * seg] if w > 1 else x, item_rng(*keys), cfg)
+
+def _balance_jobs(meta, segs, seed, cfg):
+    "Augmentation jobs (and their rows) that bring every class up to the majority count, round-robin over its windows."
+    base = pd.DataFrame(meta); counts = base.label.value_counts(); top = counts.max()
+    jobs, jmeta = [], []
+    for label, n in counts.items():
+        idx = base.index[base.label == label]
+        for c in range(top - n):
+            k = idx[c % len(idx)]; m = base.loc[k]
+            jobs.append((*segs[k], (seed, m.path, m.window, c // len(idx) + 1), cfg)); jmeta.append(dict(m, augmented=True))
+    return jobs, jmeta
 
 def build_split(rows: pd.DataFrame, audio: dict, split: str, seed=42, windows_per_clip=1, balance=True,
-                cfg: DataConfig = DataConfig(), workers=None):
+                cfg: DataConfig = DataConfig(), workers=None, out=None):
     "Fixed-length (and for train, augmented and balanced) clips of one split: (float32 [N, 48000], DataFrame of rows)."
     mode = "random" if split == "train" else "center"
-    X, meta, segs = [], [], []
-    for r in rows.sort_values("path").itertuples():
-        x = audio[r.path]
-        ws = clip_windows(x, windows_per_clip, mode=mode, rng=item_rng(seed, r.path, "crop"))
-        w = len(ws); seg = len(x) // w
-        for i, y in enumerate(ws):
-            X.append(y); segs.append(x[i * seg:(i + 1) * seg] if w > 1 else x)
-            meta.append(dict(label=r.label, path=r.path, group=r.group, augmented=False, aug="", window=i))
-    jobs, jmeta = [], []
-    if split == "train" and balance and meta:
-        base = pd.DataFrame(meta); counts = base.label.value_counts(); top = counts.max()
-        for label, n in counts.items():
-            idx = base.index[base.label == label]
-            for c in range(top - n):
-                k = idx[c % len(idx)]; m = base.loc[k]
-                jobs.append((segs[k], (seed, m.path, m.window, c // len(idx) + 1), cfg))
-                jmeta.append(dict(m, augmented=True))
-    for (y, desc), m in zip(parallel_map(_aug_job, jobs, workers, desc=f"augmenting {split}"), jmeta):
-        X.append(y); meta.append({**m, "aug": desc})
-    X = np.stack(X).astype(np.float32) if X else np.zeros((0, CLIP_SAMPLES), np.float32)
-    return X, pd.DataFrame(meta, columns=["label", "path", "group", "augmented", "aug", "window"])
+    meta, segs = [], []
+    with NpyRows(out) as X:
+        for r in rows.sort_values("path").itertuples():
+            ws = clip_windows(_wave(audio[r.path]), windows_per_clip, mode=mode, rng=item_rng(seed, r.path, "crop"))
+            for i, y in enumerate(ws):
+                X.add(y); segs.append((audio[r.path], i, len(ws)))
+                meta.append(dict(label=r.label, path=r.path, group=r.group, augmented=False, aug="", window=i))
+        jobs, jmeta = _balance_jobs(meta, segs, seed, cfg) if split == "train" and balance and meta else ([], [])
+        for (y, desc), m in zip(parallel_imap(_aug_job, jobs, workers, desc=f"augmenting {split}"), jmeta):
+            X.add(y); meta.append({**m, "aug": desc})
+    return X.array(), pd.DataFrame(meta, columns=["label", "path", "group", "augmented", "aug", "window"])
 
 # %% ../nbs/01_data.ipynb #f66ff0cd
 CACHE_VERSION = 1
@@ -619,8 +723,11 @@ def run_data_stage(data_dir, run_dir, drop_duplicates=True, drop_augmented_copie
         print(f"data stage already done in {rp.data} with these parameters and inputs: skipping (overwrite=True redoes it).")
         return {**load_json(rp.data/"done.json")["summary"], "skipped": True}
     print(f"data stage ({state}): {len(files)} files under {data_dir}")
-    probes = parallel_map(probe_file, files.path, workers, desc="decoding")
-    man, audit, audio = audit_files(files, probes, drop_duplicates, drop_augmented_copies)
+    scratch = rp.data/"decoded"                            # the 16 kHz clips, read back to check copies and cut windows
+    shutil.rmtree(scratch, ignore_errors=True)
+    from functools import partial
+    probes = parallel_map(partial(scan_file, cache_dir=scratch), files.path, workers, desc="decoding")
+    man, audit, audio = audit_files(files, probes, drop_duplicates, drop_augmented_copies, workers=workers)
     for r in man[man.status == "unreadable"].itertuples(): warnings.warn(f"skipping unreadable file: {r.detail}")
     classes = _recipe_classes(man)
     ok = man.status == "ok"
@@ -638,10 +745,12 @@ def run_data_stage(data_dir, run_dir, drop_duplicates=True, drop_augmented_copie
     for s in [s for s, f in zip(SPLITS, split) if f > 0]:
         got = cached_split(rp.cache, s, key)
         if got is None:
-            X, meta = build_split(man[ok & (man.split == s)], audio, s, seed, windows_per_clip, balance, cfg, workers)
-            save_split(rp.cache, s, X, meta)
+            X, meta = build_split(man[ok & (man.split == s)], audio, s, seed, windows_per_clip, balance, cfg, workers,
+                                  out=rp.cache/f"{s}.npy")                 # streamed to disk, row by row
+            _write_csv(meta, rp.cache/f"{s}.csv")
         else: reused.append(s); X, meta = got
         counts[s] = {c: int(n) for c, n in meta.label.value_counts().reindex(classes, fill_value=0).items()}
+    shutil.rmtree(scratch, ignore_errors=True)
     if reused: print(f"reused the cached {', '.join(reused)} split(s) in {rp.cache} (same inputs and parameters)")
     summary = dict(data_dir=str(data_dir), classes=classes, n_files=len(man), status_counts=audit["status_counts"],
                    clips_before_balancing={s: {c: int(n) for c, n in table[s].items()} for s in table},
