@@ -64,7 +64,6 @@ class DataConfig:
     drop_augmented_copies: bool = setting(True, "drop `generated_...` files and near-identical (gain/noise) copies")
     windows_per_clip: int = setting(1, "3 s windows taken from each long clip", ge=1)
     balance: bool = setting(True, "augment minority classes up to the majority count (training split only)")
-    workers: int = setting(None, "processes for decoding and augmentation (None: all cores)", ge=1)
     snr_db: tuple = setting((10.0, 30.0), "additive noise, signal-to-noise ratio range (dB)", check=_range_ok)
     pitch_semitones: float = setting(2.0, "pitch shift range, +/- semitones", ge=0)
     stretch: tuple = setting((0.8, 1.2), "time-stretch rate range", check=_range_ok)

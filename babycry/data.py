@@ -5,7 +5,7 @@
 # %% ../nbs/01_data.ipynb #22c898cf
 from __future__ import annotations
 import hashlib, os, re, shutil, tempfile, time, uuid, warnings, zlib
-from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import soundfile as sf
 import soxr
 
 from .core import (CLASSES, SAMPLE_RATE, CLIP_SAMPLES, DataConfig, RunPaths, atomic_write, save_json, load_json,
-                          params_hash, mark_done, prepare_stage, normalize_label)
+                          params_hash, mark_done, prepare_stage, normalize_label, make_config, config_record)
 
 # %% auto #0
 __all__ = ['CLASS_VOICES', 'DAC_TAGS', 'AV_CODECS', 'DEMO_RATES', 'DEMO_SHARE', 'AUDIO_EXTS', 'KNOWN_LABELS', 'DAC_RE',
@@ -22,10 +22,10 @@ __all__ = ['CLASS_VOICES', 'DAC_TAGS', 'AV_CODECS', 'DEMO_RATES', 'DEMO_SHARE', 
            'CACHE_VERSION', 'MANIFEST_COLUMNS', 'synth_cry', 'write_av', 'make_demo_corpus', 'parse_dac_name',
            'file_md5', 'walk_files', 'discover', 'AudioDecodeError', 'read_audio', 'resample', 'load_audio', 'envelope',
            'fingerprint', 'parallel_imap', 'candidate_pairs', 'similar_pairs', 'cramers_v', 'probe_file',
-           'parallel_map', 'scan_file', 'audit_files', 'audit_table', 'split_groups', 'check_split', 'fix_length',
-           'clip_windows', 'add_noise', 'pitch_shift', 'time_stretch', 'gain', 'time_shift', 'augment', 'item_rng',
-           'NpyRows', 'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir', 'run_data_stage',
-           'plot_class_counts', 'plot_examples', 'explorer']
+           'parallel_map', 'scan_file', 'find_copies', 'audit_files', 'audit_table', 'split_groups', 'check_split',
+           'fix_length', 'clip_windows', 'add_noise', 'pitch_shift', 'time_stretch', 'gain', 'time_shift', 'augment',
+           'item_rng', 'NpyRows', 'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir',
+           'run_data_stage', 'plot_class_counts', 'plot_examples', 'explorer']
 
 # %% ../nbs/01_data.ipynb #24973583
 CLASS_VOICES = {  # f0 (Hz), glide (fraction over a burst), contour, burst and gap (s), harmonic rolloff, noise, vibrato (Hz, depth)
@@ -396,15 +396,14 @@ def scan_file(path, cache_dir=None, sr: int = SAMPLE_RATE) -> dict:
 
 # %% ../nbs/01_data.ipynb #f7ff0a14
 def _union_groups(groups: pd.Series, pairs) -> pd.Series:
-    "Merge the groups of paired rows (union-find), naming each merged group after its smallest member."
-    parent = {g: g for g in groups}
-    def find(g):
-        while parent[g] != g: parent[g] = parent[parent[g]]; g = parent[g]
-        return g
-    for i, j in pairs:
-        a, b = find(groups.iloc[i]), find(groups.iloc[j])
-        if a != b: parent[max(a, b)] = min(a, b)
-    return groups.map(find)
+    "Merge the groups of paired rows (connected components), naming each merged group after its smallest member."
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    codes, names = pd.factorize(groups)
+    e = np.asarray(pairs, dtype=int).reshape(-1, 2)
+    _, comp = connected_components(coo_matrix((np.ones(len(e)), (codes[e[:, 0]], codes[e[:, 1]])), shape=(len(names),) * 2), directed=False)
+    smallest = pd.Series(np.asarray(names, dtype=object)).groupby(comp).transform("min").to_numpy()
+    return pd.Series(smallest[codes], index=groups.index)
 
 def _shortcut(kept: pd.DataFrame, col: str) -> dict:
     vals = kept[col].astype(int) if col in ("sample_rate", "channels") else kept[col]
@@ -413,69 +412,84 @@ def _shortcut(kept: pd.DataFrame, col: str) -> dict:
                 table={str(k): {str(c): int(n) for c, n in r.items()} for k, r in t.iterrows()})
 
 # %% ../nbs/01_data.ipynb #625564d3
-def audit_files(files: pd.DataFrame, probes: list, drop_duplicates=True, drop_augmented_copies=True, workers=1):
-    "Statuses for every file plus the audit record: (manifest-like DataFrame with `status`/`detail`, audit dict, {path: audio})."
+def _mark(df, mask, status: str, why):
+    "Give the rows in `mask` that are still 'ok' the `status` and the reason `why` (a string, or a Series by row)."
+    m = mask & (df.status == "ok")
+    df.loc[m, "detail"] = why[m] if isinstance(why, pd.Series) else why
+    df.loc[m, "status"] = status
+
+def _file_checks(files: pd.DataFrame, pr: dict) -> pd.DataFrame:
+    "The files with what decoding measured of each, and a status: unreadable, not a class, too short, silent, or ok."
     df = files.reset_index(drop=True).copy()
-    pr = {p["path"]: p for p in probes}
     for c in ["sample_rate", "channels", "duration_s", "rms_db", "peak_db"]: df[c] = [pr[p].get(c, np.nan) for p in df.path]
-    df["error"] = [pr[p]["error"] for p in df.path]
-    df["ext"] = [Path(p).suffix.lower() for p in df.path]
-    status, detail = pd.Series("ok", index=df.index), pd.Series("", index=df.index)
-    def mark(mask, s, why):
-        m = mask & (status == "ok"); status[m] = s; detail[m] = why[m] if isinstance(why, pd.Series) else why
-    mark(df.error != "", "unreadable", df.error)
-    mark(~df.label.isin(CLASSES), "not_a_class", "label '" + df.label + "' is not one of the recipe classes")
-    mark(df.duration_s < MIN_SECONDS, "too_short", "shorter than " + str(MIN_SECONDS) + " s")
-    mark(df.peak_db < SILENCE_DBFS, "silent", f"peak below {SILENCE_DBFS} dBFS")
-    # copies: audio-level comparison among the files still usable
-    live = df.index[status == "ok"].tolist()
+    df["error"], df["ext"] = [pr[p]["error"] for p in df.path], [Path(p).suffix.lower() for p in df.path]
+    df["status"], df["detail"] = "ok", ""
+    _mark(df, df.error != "", "unreadable", df.error)
+    _mark(df, ~df.label.isin(CLASSES), "not_a_class", "label '" + df.label + "' is not one of the recipe classes")
+    _mark(df, df.duration_s < MIN_SECONDS, "too_short", "shorter than " + str(MIN_SECONDS) + " s")
+    _mark(df, df.peak_db < SILENCE_DBFS, "silent", f"peak below {SILENCE_DBFS} dBFS")
+    return df
+
+def _copy_record(df, pairs, k, keep) -> dict:
+    "What file `k` is of the kept file `keep`: the kind of copy, the labels, whether it counts as augmented."
+    link = pairs[((pairs.i == k) & (pairs.j == keep)) | ((pairs.j == k) & (pairs.i == keep))]
+    kind = link.kind.iloc[0] if len(link) else "same_audio" if (pairs[(pairs.i == k) | (pairs.j == k)].kind == "same_audio").any() else "near_copy"
+    if df.md5[k] == df.md5[keep]: kind = "identical_bytes"
+    return dict(path=df.path[k], copy_of=df.path[keep], kind=kind, label=df.label[k], label_of_kept=df.label[keep],
+                cross_class=bool(df.label[k] != df.label[keep]), augmented=bool(df.name_augmented[k]) or kind == "near_copy")
+
+def find_copies(df: pd.DataFrame, pr: dict, workers=1) -> tuple:
+    "Copies among the usable files: (a record per copy naming the file kept in its place, the verified pairs)."
+    live = df.index[df.status == "ok"].tolist()
     fps = [pr[df.path[k]].get("fingerprint") for k in live]                    # scan_file made them; probe_file did not
     pairs = similar_pairs([pr[df.path[k]]["audio"] for k in live], fingerprints=None if None in fps else fps, workers=workers)
     pairs["i"], pairs["j"] = [live[i] for i in pairs.i], [live[j] for j in pairs.j]
     clusters = _union_groups(pd.Series(df.index.astype(str), index=df.index), pairs[["i", "j"]].values.tolist())
     agree = (df.folder_label == df.tag_label) | (df.folder_label == "") | (df.tag_label == "")
     rank = df.assign(_aug=df.name_augmented, _odd=~agree, _sr=-df.sample_rate.fillna(0)).sort_values(["_aug", "_odd", "_sr", "path"]).index
-    copies = []
-    clusters = clusters[clusters.index.isin(live)]
+    clusters, copies = clusters[clusters.index.isin(live)], []
     for _, members in clusters.groupby(clusters).groups.items():
-        if len(members) < 2: continue
         keep = next(k for k in rank if k in members)
-        for k in members:
-            if k == keep: continue
-            link = pairs[((pairs.i == k) & (pairs.j == keep)) | ((pairs.j == k) & (pairs.i == keep))]
-            kind = link.kind.iloc[0] if len(link) else "same_audio" if (pairs[(pairs.i == k) | (pairs.j == k)].kind == "same_audio").any() else "near_copy"
-            if df.md5[k] == df.md5[keep]: kind = "identical_bytes"
-            aug = bool(df.name_augmented[k]) or kind == "near_copy"
-            copies.append(dict(path=df.path[k], copy_of=df.path[keep], kind=kind, label=df.label[k], label_of_kept=df.label[keep],
-                               cross_class=bool(df.label[k] != df.label[keep]), augmented=aug))
-    for c in copies:
-        k = df.index[df.path == c["path"]][0]
-        if c["augmented"] and drop_augmented_copies: mark(df.index == k, "augmented_copy", f"{c['kind']} of {c['copy_of']}")
-        elif not c["augmented"] and drop_duplicates: mark(df.index == k, "duplicate", f"{c['kind']} of {c['copy_of']}")
-    named = df.name_augmented & (status == "ok") & ~df.path.isin([c["path"] for c in copies])
-    if drop_augmented_copies: mark(named, "augmented_copy", "file name marks an augmented copy")
-    df["status"], df["detail"] = status, detail
-    both = pairs[(status[pairs.i].values == "ok") & (status[pairs.j].values == "ok")] if len(pairs) else pairs
-    df["group"] = _union_groups(df.group, both[["i", "j"]].values.tolist())    # kept copies share a split
+        copies += [_copy_record(df, pairs, k, keep) for k in members if k != keep]
+    return copies, pairs
+
+
+# %% ../nbs/01_data.ipynb #6fb3a995
+def _audit_record(df: pd.DataFrame, copies: list, named) -> dict:
+    "The audit: counts by status, label and class, copies, groups spanning classes, label disagreements, shortcuts."
     kept = df[df.status == "ok"]
     spans = kept.groupby("group").label.agg(lambda s: dict(s.value_counts()))
-    spans = {g: {k: int(v) for k, v in d.items()} for g, d in spans.items() if len(d) > 1}
     disagree = df[(df.folder_label != "") & (df.tag_label != "") & (df.folder_label != df.tag_label)]
-    audit = dict(
+    return dict(
         n_files=len(df), status_counts={k: int(v) for k, v in df.status.value_counts().items()},
         labels_found={k: int(v) for k, v in df.label.value_counts().items()},
         kept_per_class={c: int((kept.label == c).sum()) for c in CLASSES},
         groups_per_class={c: int(kept[kept.label == c].group.nunique()) for c in CLASSES},
         duplicates=[c for c in copies if not c["augmented"]],
         augmented_copies=[c for c in copies if c["augmented"]] + [dict(path=p, copy_of="", kind="name") for p in df.path[named]],
-        groups_spanning_classes=spans,
+        groups_spanning_classes={g: {k: int(v) for k, v in d.items()} for g, d in spans.items() if len(d) > 1},
         label_disagreements=disagree[["path", "folder_label", "tag_label"]].to_dict("records"),
         shortcuts={c: _shortcut(kept, c) for c in ["sample_rate", "channels", "ext"]} if len(kept) else {},
         silent=df.path[df.status == "silent"].tolist(), too_short=df.path[df.status == "too_short"].tolist(),
-        quiet_kept=df[(df.status == "ok") & (df.rms_db < QUIET_DBFS)][["path", "label", "rms_db", "peak_db"]].round(1).to_dict("records"),
+        quiet_kept=kept[kept.rms_db < QUIET_DBFS][["path", "label", "rms_db", "peak_db"]].round(1).to_dict("records"),
         unreadable=df[df.status == "unreadable"][["path", "detail"]].to_dict("records"),
         not_a_class={k: int(v) for k, v in df[df.status == "not_a_class"].label.value_counts().items()})
-    return df, audit, {df.path[k]: pr[df.path[k]]["audio"] for k in kept.index}
+
+def audit_files(files: pd.DataFrame, probes: list, drop_duplicates=True, drop_augmented_copies=True, workers=1):
+    "Statuses for every file plus the audit record: (manifest-like DataFrame with `status`/`detail`, audit dict, {path: audio})."
+    pr = {p["path"]: p for p in probes}
+    df = _file_checks(files, pr)
+    copies, pairs = find_copies(df, pr, workers)
+    for c in copies:
+        drop = drop_augmented_copies if c["augmented"] else drop_duplicates
+        if drop: _mark(df, df.path == c["path"], "augmented_copy" if c["augmented"] else "duplicate", f"{c['kind']} of {c['copy_of']}")
+    named = df.name_augmented & (df.status == "ok") & ~df.path.isin([c["path"] for c in copies])
+    if drop_augmented_copies: _mark(df, named, "augmented_copy", "file name marks an augmented copy")
+    ok = df.status == "ok"
+    both = pairs[ok[pairs.i].values & ok[pairs.j].values] if len(pairs) else pairs
+    df["group"] = _union_groups(df.group, both[["i", "j"]].values.tolist())    # kept copies share a split
+    return df, _audit_record(df, copies, named), {p: pr[p]["audio"] for p in df.path[ok]}
+
 
 # %% ../nbs/01_data.ipynb #22facda7
 def audit_table(audit: dict) -> pd.DataFrame:
@@ -512,7 +526,7 @@ def _check_groups(df, fractions):
         what = "; ".join(f"'{c}' has {int((df.label == c).sum())} clips from {n} group(s)" for c, n in few.items())
         raise ValueError(f"Too few recording sources (groups) for a {need}-way split {tuple(fractions)}: {what}, but every "
                          f"class needs at least {need} groups (one per split). Options: drop the class (remove its folder "
-                         f"or relabel its files), merge it into another class, or change `split` (e.g. (0.8, 0.2, 0.0)).")
+                         f"or relabel its files), merge it into another class, or change the split (`-p data.split 0.8,0.2,0` for babycry-run, or split=(0.8, 0.2, 0.0)).")
 
 def split_groups(df: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 42) -> pd.Series:
     "Assign each row's group to train/valid/test: whole groups, stratified by class, every class in every split."
@@ -708,57 +722,74 @@ def _recipe_classes(man):
     return classes
 
 # %% ../nbs/01_data.ipynb #f6598bba
-def run_data_stage(data_dir, run_dir, drop_duplicates=True, drop_augmented_copies=True, windows_per_clip=1, balance=True,
-                   split=(0.7, 0.15, 0.15), seed=42, workers=None, overwrite=False) -> dict:
-    "Discover, decode, audit, split, cache: write the run's `data/` records and return a summary."
-    t0, rp = time.time(), RunPaths(run_dir)
+def _skipped(man: pd.DataFrame, data_dir) -> pd.DataFrame:
+    "Every file under `data_dir` that is not a usable clip, with the reason: audio dropped by the audit, and non-audio files."
+    dropped = man[man.status != "ok"]
+    other = [str(p.resolve()) for p in walk_files(data_dir) if p.suffix.lower() not in AUDIO_EXTS]
+    return pd.concat([pd.DataFrame({"path": dropped.path.to_numpy(), "reason": (dropped.status + ": " + dropped.detail).to_numpy()}),
+                      pd.DataFrame({"path": other, "reason": "not_audio: not an audio file (by its extension)"})], ignore_index=True)
+
+def _summary_line(summary: dict, skipped: pd.DataFrame) -> str:
+    "One line: what the data stage kept, what it skipped and why."
+    why = skipped.reason.str.split(":").str[0].value_counts()
+    cached = sum(sum(c.values()) for c in summary["cache_rows"].values())
+    return (f"data stage done in {summary['seconds']} s: kept {summary['status_counts'].get('ok', 0)} of {summary['n_files'] + summary['n_other_files']} "
+            f"files ({'skipped ' + ', '.join(f'{n} {k}' for k, n in why.items()) if len(why) else 'none skipped'}; "
+            f"listed in data/skipped.csv); {cached} cached clips; classes {summary['classes']}")
+
+def _audit_and_split(files, rp, cfg, workers):
+    "Decode every file (streamed to `data/decoded`), audit, split the usable clips by group; write manifest, audit, labels."
+    probes = parallel_map(partial(scan_file, cache_dir=rp.data/"decoded"), files.path, workers, desc="decoding")
+    man, audit, audio = audit_files(files, probes, cfg.drop_duplicates, cfg.drop_augmented_copies, workers=workers)
+    for r in man[man.status == "unreadable"].itertuples(): warnings.warn(f"skipping unreadable file: {r.detail}")
+    ok = man.status == "ok"
+    man["split"] = ""; man.loc[ok, "split"] = split_groups(man[ok], cfg.split, cfg.seed)
+    table = check_split(man[ok], cfg.split)
+    _write_csv(man[MANIFEST_COLUMNS], rp.manifest)
+    save_json(dict(audit, split_clips={s: {c: int(n) for c, n in table[s].items()} for s in table}), rp.audit)
+    save_json({"classes": _recipe_classes(man)}, rp.labels)
+    return man, audit, audio, table
+
+def _cache_splits(man, audio, rp, cfg, params, workers) -> tuple:
+    "Build (or reuse) the cached clips of each split: (rows per class and split, the splits reused)."
+    key = cache_key(man, dict(params, inputs=None, data_dir=None))
+    if (rp.cache/"key.json").exists() and load_json(rp.cache/"key.json").get("key") != key: shutil.rmtree(rp.cache)
+    save_json({"key": key}, rp.cache/"key.json")
+    counts, reused, classes, ok = {}, [], load_json(rp.labels)["classes"], man.status == "ok"
+    for s in [s for s, f in zip(SPLITS, cfg.split) if f > 0]:
+        got = cached_split(rp.cache, s, key)
+        if got is None:
+            _, meta = build_split(man[ok & (man.split == s)], audio, s, cfg.seed, cfg.windows_per_clip, cfg.balance, cfg, workers,
+                                  out=rp.cache/f"{s}.npy")                 # streamed to disk, row by row
+            _write_csv(meta, rp.cache/f"{s}.csv")
+        else: reused.append(s); meta = got[1]
+        counts[s] = {c: int(n) for c, n in meta.label.value_counts().reindex(classes, fill_value=0).items()}
+    if reused: print(f"reused the cached {', '.join(reused)} split(s) in {rp.cache} (same inputs and parameters)")
+    return counts, reused
+
+def run_data_stage(data_dir, run_dir, overwrite=False, workers=None, **settings) -> dict:
+    "Discover, decode, audit, split, cache with `DataConfig` (any of its `settings` overridden); write the run's `data/`."
+    cfg, t0, rp = make_config(DataConfig, "01_data", **settings), time.time(), RunPaths(run_dir)
     data_dir = demo_data_dir(run_dir) if data_dir is None else Path(data_dir)
     files = discover(data_dir)
-    cfg = DataConfig(seed=seed, split=tuple(split), balance=balance)
-    params = dict(data_dir=str(Path(data_dir).resolve()), inputs=params_hash(sorted(zip(files.path, files.md5))),
-                  drop_duplicates=drop_duplicates, drop_augmented_copies=drop_augmented_copies,
-                  windows_per_clip=int(windows_per_clip), balance=balance, split=list(split), seed=seed, config=asdict(cfg))
+    params = config_record(cfg, data_dir=str(Path(data_dir).resolve()), inputs=params_hash(sorted(zip(files.path, files.md5))))
     state = prepare_stage(rp.data, params, overwrite)
     if state == "skip":
         print(f"data stage already done in {rp.data} with these parameters and inputs: skipping (overwrite=True redoes it).")
         return {**load_json(rp.data/"done.json")["summary"], "skipped": True}
-    print(f"data stage ({state}): {len(files)} files under {data_dir}")
-    scratch = rp.data/"decoded"                            # the 16 kHz clips, read back to check copies and cut windows
-    shutil.rmtree(scratch, ignore_errors=True)
-    from functools import partial
-    probes = parallel_map(partial(scan_file, cache_dir=scratch), files.path, workers, desc="decoding")
-    man, audit, audio = audit_files(files, probes, drop_duplicates, drop_augmented_copies, workers=workers)
-    for r in man[man.status == "unreadable"].itertuples(): warnings.warn(f"skipping unreadable file: {r.detail}")
-    classes = _recipe_classes(man)
-    ok = man.status == "ok"
-    man["split"] = ""; man.loc[ok, "split"] = split_groups(man[ok], split, seed)
-    table = check_split(man[ok], split)
-    _write_csv(man[MANIFEST_COLUMNS], rp.manifest)
-    dropped = man[~ok]                                    # (assign on an empty frame would adopt the other index)
-    _write_csv(pd.DataFrame({"path": dropped.path, "reason": dropped.status + ": " + dropped.detail}), rp.skipped)
-    save_json(dict(audit, split_clips={s: {c: int(n) for c, n in table[s].items()} for s in table}), rp.audit)
-    save_json({"classes": classes}, rp.labels)
-    key = cache_key(man, dict(params, inputs=None, data_dir=None))
-    if (rp.cache/"key.json").exists() and load_json(rp.cache/"key.json").get("key") != key: shutil.rmtree(rp.cache)
-    save_json({"key": key}, rp.cache/"key.json")
-    counts, reused = {}, []
-    for s in [s for s, f in zip(SPLITS, split) if f > 0]:
-        got = cached_split(rp.cache, s, key)
-        if got is None:
-            X, meta = build_split(man[ok & (man.split == s)], audio, s, seed, windows_per_clip, balance, cfg, workers,
-                                  out=rp.cache/f"{s}.npy")                 # streamed to disk, row by row
-            _write_csv(meta, rp.cache/f"{s}.csv")
-        else: reused.append(s); X, meta = got
-        counts[s] = {c: int(n) for c, n in meta.label.value_counts().reindex(classes, fill_value=0).items()}
-    shutil.rmtree(scratch, ignore_errors=True)
-    if reused: print(f"reused the cached {', '.join(reused)} split(s) in {rp.cache} (same inputs and parameters)")
-    summary = dict(data_dir=str(data_dir), classes=classes, n_files=len(man), status_counts=audit["status_counts"],
-                   clips_before_balancing={s: {c: int(n) for c, n in table[s].items()} for s in table},
-                   cache_rows=counts, reused_cache=reused, seconds=round(time.time() - t0, 1))
+    print(f"data stage ({state}): {len(files)} audio files under {data_dir}")
+    shutil.rmtree(rp.data/"decoded", ignore_errors=True)    # the 16 kHz clips, read back to check copies and cut windows
+    man, audit, audio, table = _audit_and_split(files, rp, cfg, workers)
+    skipped = _skipped(man, data_dir); _write_csv(skipped, rp.skipped)
+    counts, reused = _cache_splits(man, audio, rp, cfg, params, workers)
+    shutil.rmtree(rp.data/"decoded", ignore_errors=True)
+    summary = dict(data_dir=str(data_dir), classes=load_json(rp.labels)["classes"], n_files=len(man), status_counts=audit["status_counts"],
+                   n_other_files=int((skipped.reason.str.startswith("not_audio")).sum()), cache_rows=counts, reused_cache=reused,
+                   clips_before_balancing={s: {c: int(n) for c, n in table[s].items()} for s in table}, seconds=round(time.time() - t0, 1))
     mark_done(rp.data, params, summary=summary)
-    print(f"data stage done in {summary['seconds']} s: {sum(sum(c.values()) for c in counts.values())} cached clips, "
-          f"classes {classes}")
+    print(_summary_line(summary, skipped))
     return summary
+
 
 # %% ../nbs/01_data.ipynb #5319bbb2
 def plot_class_counts(summary: dict):
