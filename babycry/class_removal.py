@@ -4,7 +4,6 @@
 
 # %% ../nbs/05_class_removal.ipynb #3750a59a
 from __future__ import annotations
-from pathlib import Path
 import numpy as np, pandas as pd
 from sklearn.metrics import confusion_matrix, recall_score
 

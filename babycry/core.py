@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #40a5dd56
 from __future__ import annotations
-import contextlib, dataclasses, datetime, hashlib, json, os, random, re, shutil, socket, tempfile
+import contextlib, dataclasses, datetime, hashlib, json, os, re, shutil, socket, tempfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 

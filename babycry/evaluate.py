@@ -4,13 +4,11 @@
 
 # %% ../nbs/07_evaluation.ipynb #26020b04
 from __future__ import annotations
-import datetime, platform, textwrap
+import datetime, platform
 from pathlib import Path
 
 import numpy as np, pandas as pd
-import matplotlib
 import matplotlib.pyplot as plt
-import seaborn as sns
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
                              f1_score, log_loss, precision_recall_fscore_support, roc_auc_score, roc_curve)
 
@@ -182,7 +180,7 @@ def _fmt_ci(ci: dict) -> str:
 
 def _yaml_front_matter(metrics: dict, base_model: str | None) -> str:
     import yaml
-    t, ci = metrics["test"], metrics["ci"]
+    t = metrics["test"]
     meta = {"library_name": "transformers", "pipeline_tag": "audio-classification", "license": "apache-2.0",
             "tags": ["audio-classification", "infant-cry", "hubert", "babycry"],
             "metrics": ["accuracy", "balanced_accuracy", "f1", "roc_auc"]}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_export.ipynb #f52ffc43
 from __future__ import annotations
-import copy, datetime, hashlib, importlib.util, json, os, shutil, time, warnings
+import copy, datetime, hashlib, importlib.util, shutil, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import CLIP_SAMPLES, atomic_write, load_json, save_json
+from .core import CLIP_SAMPLES, load_json, save_json
 from .model import load_classifier
 
 # %% auto #0

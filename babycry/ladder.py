@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from .core import *
-from .data import load_audio, parallel_map, file_md5, synth_cry, _n_workers
+from .data import load_audio, parallel_map, _n_workers
 from .evaluate import bootstrap_ci, macro_f1
 from .class_removal import parse_classes
 

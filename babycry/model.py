@@ -4,17 +4,16 @@
 
 # %% ../nbs/03_model.ipynb #740926e3
 from __future__ import annotations
-import os, warnings
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from fastcore.basics import patch
-from transformers import (AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification, HubertConfig,
-                          PretrainedConfig, PreTrainedModel, Wav2Vec2FeatureExtractor)
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, PretrainedConfig, PreTrainedModel, Wav2Vec2FeatureExtractor
 
-from .core import CLASSES, CLIP_SAMPLES, DEFAULT_BACKBONE, SAMPLE_RATE, usual_permissions
+from .core import CLASSES, DEFAULT_BACKBONE, SAMPLE_RATE, usual_permissions
 from .modeling_babycry import *
 
 # %% auto #0

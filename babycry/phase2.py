@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_phase2.ipynb #ed2fe4e0
 from __future__ import annotations
-import contextlib, dataclasses, math, os, time
+import contextlib, math, os, time
 from dataclasses import replace
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
@@ -13,8 +13,8 @@ from transformers import set_seed
 
 from .core import *
 from .dataset import LabelEncoder, collate_clips
-from .model import BabyCryConfig, BabyCryForAudioClassification, freeze_for_phase2, param_summary, transfer_backbone
-from .train import adamw, decay_groups, fit, finish_phase, load_splits, training_args, last_checkpoint, args_precision
+from .model import BabyCryConfig, BabyCryForAudioClassification, freeze_for_phase2, transfer_backbone
+from .train import decay_groups, fit, finish_phase, load_splits, training_args, last_checkpoint, args_precision
 
 # %% auto #0
 __all__ = ['SPEEDS', 'llrd_groups', 'lr_table', 'llrd_optimizer', 'cosine_restarts_factory', 'restart_epochs', 'phase2_model',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_pipeline.ipynb #f30dfd92
 from __future__ import annotations
-import argparse, dataclasses, datetime, json, os, sys, time
+import argparse, dataclasses, datetime, os, sys, time
 from pathlib import Path
 
 from .core import *

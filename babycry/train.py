@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_phase1.ipynb #f5289471
 from __future__ import annotations
-import inspect, math, os, shutil, time, warnings
+import importlib.util, inspect, math, os, shutil, time
 from pathlib import Path
 
 import numpy as np, pandas as pd
@@ -120,7 +120,7 @@ class FiniteCheck(TrainerCallback):
 # %% ../nbs/04_phase1.ipynb #50ce9c38
 def plot_history(history: dict, path=None, title=None):
     "Plot the training curves of a `history.json` dict; save to `path` if given."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     rows = history["epochs"]
     if not rows: raise ValueError("history has no epochs to plot")
     ep = [r["epoch"] for r in rows]
@@ -195,8 +195,7 @@ class BabyCryTrainer(Trainer):
 def training_args(out_dir, cfg, eval_batch_size=None, **overrides) -> TrainingArguments:
     "TrainingArguments for one phase from its config (`Phase1Config` or `Phase2Config`); `overrides` must be real arguments."
     precision, cuda = cfg.precision or get_precision(), torch.cuda.is_available()
-    try: import tensorboard; report = ["tensorboard"]
-    except ImportError: report = "none"
+    report = ["tensorboard"] if importlib.util.find_spec("tensorboard") else "none"      # logs for TensorBoard, if installed
     kw = dict(output_dir=str(out_dir), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
               per_device_eval_batch_size=eval_batch_size or max(cfg.batch_size, 16),
               eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
