@@ -25,7 +25,7 @@ __all__ = ['CLASS_VOICES', 'DAC_TAGS', 'AV_CODECS', 'DEMO_RATES', 'DEMO_SHARE', 
            'parallel_map', 'scan_file', 'find_copies', 'audit_files', 'audit_table', 'split_groups', 'check_split',
            'fix_length', 'clip_windows', 'add_noise', 'pitch_shift', 'time_stretch', 'gain', 'time_shift', 'augment',
            'item_rng', 'NpyRows', 'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir',
-           'run_data_stage', 'plot_class_counts', 'plot_examples', 'explorer']
+           'run_data_stage', 'plot_class_counts', 'plot_mel', 'plot_examples', 'explorer']
 
 # %% ../nbs/01_data.ipynb #24973583
 CLASS_VOICES = {  # f0 (Hz), glide (fraction over a burst), contour, burst and gap (s), harmonic rolloff, noise, vibrato (Hz, depth)
@@ -807,9 +807,15 @@ def plot_class_counts(summary: dict):
     fig.tight_layout()
     return fig
 
+def plot_mel(x, ax, sr=SAMPLE_RATE):
+    "Draw the log-mel spectrogram (64 bands up to 8 kHz) of waveform `x` on the axes `ax`."
+    import librosa, librosa.display
+    S = librosa.power_to_db(librosa.feature.melspectrogram(y=np.asarray(x, np.float32), sr=sr, n_mels=64, fmax=8000), ref=np.max)
+    return librosa.display.specshow(S, sr=sr, x_axis="s", y_axis="mel", fmax=8000, ax=ax)
+
 def plot_examples(run_dir, split="valid", sr=SAMPLE_RATE):
     "Waveform and log-mel spectrogram of the first cached clip of each class in `split`."
-    import matplotlib.pyplot as plt, librosa, librosa.display
+    import matplotlib.pyplot as plt
     c = RunPaths(run_dir).cache
     X, meta = np.load(c/f"{split}.npy", mmap_mode="r"), pd.read_csv(c/f"{split}.csv", keep_default_na=False)
     classes = load_json(RunPaths(run_dir).labels)["classes"]
@@ -818,18 +824,16 @@ def plot_examples(run_dir, split="valid", sr=SAMPLE_RATE):
         i = meta.index[meta.label == cl][0]; x = np.asarray(X[i])
         axs[0, k].plot(np.arange(len(x)) / sr, x, lw=0.4); axs[0, k].set_title(cl); axs[0, k].set_ylim(-1, 1)
         axs[0, k].set_xlabel("s")
-        S = librosa.power_to_db(librosa.feature.melspectrogram(y=x, sr=sr, n_mels=64, fmax=8000), ref=np.max)
-        librosa.display.specshow(S, sr=sr, x_axis="s", y_axis="mel", fmax=8000, ax=axs[1, k])
+        plot_mel(x, axs[1, k], sr)
         if k: axs[0, k].set_yticklabels([]); axs[1, k].set_ylabel(""); axs[1, k].set_yticklabels([])
     fig.tight_layout()
     return fig
 
 def _spec_png(x, sr=SAMPLE_RATE) -> bytes:
     "A log-mel spectrogram of `x` as PNG bytes."
-    import io, matplotlib.pyplot as plt, librosa, librosa.display
+    import io, matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 2.5))
-    S = librosa.power_to_db(librosa.feature.melspectrogram(y=np.asarray(x), sr=sr, n_mels=64, fmax=8000), ref=np.max)
-    librosa.display.specshow(S, sr=sr, x_axis="s", y_axis="mel", fmax=8000, ax=ax)
+    plot_mel(x, ax, sr)
     fig.tight_layout(); buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90); plt.close(fig)
     return buf.getvalue()
 

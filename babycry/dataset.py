@@ -167,12 +167,12 @@ def make_loader(ds, batch_size: int = 8, train: bool = False, device=None, do_no
 # %% ../nbs/02_dataset.ipynb #e9a92128
 def show_batch(batch, encoder: LabelEncoder, n: int = 4, sr: int = SAMPLE_RATE):
     "Plot the mel spectrograms of the first `n` clips of a collated batch, titled with their class."
-    import librosa, librosa.display, matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
+    from babycry.data import plot_mel
     x, y = batch["input_values"][:n].float().cpu().numpy(), batch["labels"][:n].tolist()
     fig, axs = plt.subplots(1, len(x), figsize=(3.2*len(x), 2.6), squeeze=False, sharey=True)
     for ax, xi, yi in zip(axs[0], x, y):
-        mel = librosa.power_to_db(librosa.feature.melspectrogram(y=xi, sr=sr, n_mels=64), ref=np.max)
-        librosa.display.specshow(mel, sr=sr, x_axis="time", y_axis="mel", ax=ax)
+        plot_mel(xi, ax, sr)
         ax.set_title(encoder.decode(yi)); ax.label_outer()
     fig.tight_layout()
     return fig

@@ -107,3 +107,21 @@ def test_phase2_without_the_cache(run):
     rp = RunPaths(run)
     assert res["conv_encoder"] == "run every step (cache_encoder=False)" and not (rp.phase2/"conv_features").exists()
     assert load_json(rp.phase2/"done.json")["params"]["cache_encoder"] is False
+
+
+def test_a_recipe_default_reaches_phase2(run, monkeypatch):
+    "Editing a default in core's Phase2Config (here T_0) changes phase 2 without touching any notebook or call."
+    import dataclasses
+    from babycry.core import Phase2Config, setting
+    @dataclasses.dataclass
+    class Edited(Phase2Config):
+        T_0: int = setting(2, "epochs to the first warm restart", ge=1)
+    rp = RunPaths(run)
+    run_phase2(run, epochs=1, cache_encoder=False)                                  # finished earlier with these: skipped
+    assert load_json(rp.phase2/"done.json")["params"]["T_0"] == 5
+    monkeypatch.setattr(p2, "Phase2Config", Edited)                                # the edit: phase 2 reads it from core
+    with pytest.raises(FileExistsError, match=r"changed: \['T_0'\]"):             # never silently "already done"
+        run_phase2(run, epochs=1, cache_encoder=False)
+    run_phase2(run, epochs=1, cache_encoder=False, overwrite=True)
+    assert load_json(rp.phase2/"done.json")["params"]["T_0"] == 2
+    assert any(p.name.startswith("phase2.old-") for p in rp.root.iterdir())       # the earlier phase 2 is kept
