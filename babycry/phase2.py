@@ -245,7 +245,8 @@ def run_phase2(run_dir, overwrite=False, **settings) -> dict:
     cfg = replace(cfg, batch_size=sp["batch_size"])
     old = load_json(stage/"done.json") if is_done(stage) else None
     extending = old is not None and not overwrite and can_extend(old["params"], phase2_params(cfg, sp))
-    if settings.get("patience") is None and (extending or (stage/"extend.json").exists()): cfg = replace(cfg, patience=cfg.extended_patience)
+    continuing = extending or (not overwrite and (stage/"extend.json").exists())     # or resuming an interrupted extension
+    if settings.get("patience") is None and continuing: cfg = replace(cfg, patience=cfg.extended_patience)
     params, f = phase2_params(cfg, sp), cfg.lr_scale * sp["lr_factor"]
     if extending:
         print(f"continuing the finished {old['params']['epochs']}-epoch run from its best checkpoint up to {cfg.epochs} epochs (patience {cfg.patience})")
