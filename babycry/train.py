@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np, pandas as pd
 import torch, torch.nn as nn, torch.nn.functional as F
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainingArguments, TrainerCallback, EarlyStoppingCallback, set_seed
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -33,10 +33,8 @@ def classification_metrics(labels, preds, classes) -> dict:
     labels, preds = np.asarray(labels), np.asarray(preds)
     out = dict(accuracy=float(accuracy_score(labels, preds)),
                macro_f1=float(f1_score(labels, preds, average="macro", labels=range(len(classes)), zero_division=0)))
-    for i, c in enumerate(classes):
-        m = labels == i
-        out[f"acc_{c}"] = float((preds[m] == i).mean()) if m.any() else float("nan")
-    return out
+    recall = recall_score(labels, preds, labels=range(len(classes)), average=None, zero_division=np.nan)
+    return out | {f"acc_{c}": float(r) for c, r in zip(classes, recall)}
 
 def metrics_fn(classes):
     "A `compute_metrics` function for Trainer."
