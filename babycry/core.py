@@ -12,11 +12,11 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'LABEL_ALIASES', 'STAGES',
-           'normalize_label', 'setting', 'DataConfig', 'Phase1Config', 'ClassRemovalConfig', 'Phase2Config',
-           'EvalConfig', 'check_setting', 'make_config', 'config_record', 'stage_settings', 'settings_table',
-           'RunPaths', 'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'params_hash', 'mark_done',
-           'is_done', 'prepare_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'get_device', 'get_precision',
-           'precision_args']
+           'normalize_label', 'setting', 'DataConfig', 'TrainingConfig', 'Phase1Config', 'ClassRemovalConfig',
+           'Phase2Config', 'EvalConfig', 'check_setting', 'make_config', 'config_record', 'stage_settings',
+           'settings_table', 'RunPaths', 'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'params_hash',
+           'mark_done', 'is_done', 'prepare_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'get_device',
+           'get_precision', 'precision_args']
 
 # %% ../nbs/00_core.ipynb #9a23e3c3
 CLASSES = ("belly_pain", "burping", "cold_hot", "discomfort", "hungry", "scared", "tired")
@@ -71,7 +71,17 @@ class DataConfig:
     shift_seconds: float = setting(0.5, "circular time shift range, +/- seconds", ge=0)
 
 @dataclass
-class Phase1Config:
+class TrainingConfig:
+    "What both training phases set the same way: AdamW's decay and betas, label smoothing, selection, precision, seed."
+    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms)", ge=0)
+    betas: tuple = setting((0.9, 0.999), "AdamW betas", check=lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v) else "two numbers in [0, 1)")
+    label_smoothing: float = setting(0.05, "cross-entropy label smoothing", ge=0, lt=1)
+    select_metric: str = setting("macro_f1", "validation metric for checkpoint choice and early stopping", choices=("macro_f1", "accuracy", "loss"))
+    precision: str = setting(None, "None: chosen from the hardware", choices=(None, "bf16", "fp16", "fp32"))
+    seed: int = setting(42, "seed of the initialisation and the data order", ge=0)
+
+@dataclass
+class Phase1Config(TrainingConfig):
     "04_phase1: an MLP head on a frozen backbone, seven classes."
     backbone: str = setting(DEFAULT_BACKBONE, "a hub name, a local folder, or 'tiny' (random weights, for tests)")
     pooling: str = setting("mean", "pooling over time", choices=("mean", "max", "attention"))
@@ -79,16 +89,10 @@ class Phase1Config:
     epochs: int = setting(60, "maximum epochs", ge=1)
     batch_size: int = setting(8, "clips per step (per device)", ge=1)
     lr: float = setting(1e-4, "peak learning rate (AdamW)", gt=0)
-    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms)", ge=0)
-    betas: tuple = setting((0.9, 0.999), "AdamW betas", check=lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v) else "two numbers in [0, 1)")
     warmup_ratio: float = setting(0.1, "share of the steps with a linear warm-up", ge=0, lt=1)
-    label_smoothing: float = setting(0.05, "cross-entropy label smoothing", ge=0, lt=1)
     max_grad_norm: float = setting(1.0, "gradient clipping norm", gt=0)
     patience: int = setting(15, "epochs without a better validation score before stopping", ge=1)
     fast_path: bool = setting(True, "train the head on backbone outputs computed once")
-    select_metric: str = setting("macro_f1", "validation metric for checkpoint choice and early stopping", choices=("macro_f1", "accuracy", "loss"))
-    precision: str = setting(None, "None: chosen from the hardware", choices=(None, "bf16", "fp16", "fp32"))
-    seed: int = setting(42, "seed of the initialisation and the data order", ge=0)
 
 @dataclass
 class ClassRemovalConfig:
@@ -96,7 +100,7 @@ class ClassRemovalConfig:
     remove_classes: tuple = setting(("hungry",), "classes to drop (a class the corpus does not have is noted and skipped)")
 
 @dataclass
-class Phase2Config:
+class Phase2Config(TrainingConfig):
     "06_phase2: top six layers unfrozen with layer-wise LR decay and cosine warm restarts."
     epochs: int = setting(30, "maximum epochs (a later run with more epochs continues from the best checkpoint)", ge=1)
     batch_size: int = setting(8, "clips per step (per device)", ge=1)
@@ -105,9 +109,6 @@ class Phase2Config:
     layer_decay: float = setting(0.95, "layer-wise learning-rate decay", gt=0, le=1)
     projection_lr: float = setting(2.4e-5, "learning rate of the feature projection", gt=0)
     lr_scale: float = setting(1.0, "multiplies every learning rate and eta_min", gt=0)
-    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms)", ge=0)
-    betas: tuple = setting((0.9, 0.999), "AdamW betas", check=lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v) else "two numbers in [0, 1)")
-    label_smoothing: float = setting(0.05, "cross-entropy label smoothing", ge=0, lt=1)
     T_0: int = setting(5, "epochs to the first warm restart", ge=1)
     T_mult: int = setting(2, "each cosine period is T_mult times the previous", ge=1)
     eta_min: float = setting(1e-7, "lowest learning rate of the cosine", ge=0)
@@ -119,9 +120,6 @@ class Phase2Config:
     cache_encoder: bool = setting(True, "train from the frozen conv encoder's output, computed once per clip")
     speed: str = setting("recipe", "'fast': batch 256 with square-root-scaled learning rates and a warm-up", choices=("recipe", "fast"))
     per_class_every: int = setting(5, "print per-class validation accuracy every N epochs (0: never)", ge=0)
-    select_metric: str = setting("macro_f1", "validation metric for checkpoint choice and early stopping", choices=("macro_f1", "accuracy", "loss"))
-    precision: str = setting(None, "None: chosen from the hardware", choices=(None, "bf16", "fp16", "fp32"))
-    seed: int = setting(42, "seed of the initialisation and the data order", ge=0)
 
 @dataclass
 class EvalConfig:
