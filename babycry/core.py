@@ -141,7 +141,7 @@ def _coerce(value, kind, default):
     if kind is tuple:
         items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
         inner = type(default[0]) if default else str
-        return tuple(_coerce(v, float if inner is int and not float(v).is_integer() else inner, None) if inner is not str else str(v) for v in items)
+        return tuple(str(v) if inner is str else _coerce(v, inner, None) for v in items)
     if kind in (int, float):
         if isinstance(value, bool): raise ValueError("a number")
         try: v = float(value)
