@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #22c898cf
 from __future__ import annotations
-import hashlib, os, re, shutil, tempfile, time, uuid, warnings, zlib
+import contextlib, hashlib, os, random, re, shutil, tempfile, time, uuid, warnings, zlib
 from functools import partial
 from pathlib import Path
 
@@ -23,9 +23,9 @@ __all__ = ['CLASS_VOICES', 'DAC_TAGS', 'AV_CODECS', 'DEMO_RATES', 'DEMO_SHARE', 
            'file_md5', 'walk_files', 'discover', 'AudioDecodeError', 'read_audio', 'resample', 'load_audio', 'envelope',
            'fingerprint', 'parallel_imap', 'candidate_pairs', 'similar_pairs', 'cramers_v', 'probe_file',
            'parallel_map', 'scan_file', 'find_copies', 'audit_files', 'audit_table', 'split_groups', 'check_split',
-           'fix_length', 'clip_windows', 'add_noise', 'pitch_shift', 'time_stretch', 'gain', 'time_shift', 'augment',
-           'item_rng', 'NpyRows', 'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir',
-           'run_data_stage', 'plot_class_counts', 'plot_mel', 'plot_examples', 'explorer']
+           'fix_length', 'clip_windows', 'augmenter', 'applied', 'seeded_globals', 'augment', 'item_rng', 'NpyRows',
+           'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir', 'run_data_stage',
+           'plot_class_counts', 'plot_mel', 'plot_examples', 'explorer']
 
 # %% ../nbs/01_data.ipynb #24973583
 CLASS_VOICES = {  # f0 (Hz), glide (fraction over a burst), contour, burst and gap (s), harmonic rolloff, noise, vibrato (Hz, depth)
@@ -580,40 +580,39 @@ def clip_windows(x: np.ndarray, k: int = 1, n: int = CLIP_SAMPLES, mode: str = "
     return [fix_length(x[i * seg:(i + 1) * seg], n, mode, rng) for i in range(w)]
 
 # %% ../nbs/01_data.ipynb #9d2d68b0
-def add_noise(x, snr_db, rng):
-    "Add white noise at `snr_db` dB below the signal power."
-    p = float(np.mean(x ** 2)) + 1e-12
-    return (x + rng.standard_normal(len(x)).astype(np.float32) * np.sqrt(p / 10 ** (snr_db / 10))).astype(np.float32)
+def augmenter(cfg: DataConfig = DataConfig()):
+    "The training augmentation as an audiomentations `SomeOf`: one to all five transforms, ranges from `cfg`."
+    import audiomentations as A
+    return A.SomeOf((1, None), [A.TimeStretch(*cfg.stretch, leave_length_unchanged=False, p=1.0),
+                                A.PitchShift(-cfg.pitch_semitones, cfg.pitch_semitones, p=1.0),
+                                A.Shift(-cfg.shift_seconds, cfg.shift_seconds, shift_unit="seconds", p=1.0),
+                                A.Gain(*cfg.gain_db, p=1.0),
+                                A.AddGaussianSNR(*cfg.snr_db, p=1.0)])
 
-def pitch_shift(x, semitones, sr=SAMPLE_RATE):
-    "Shift pitch by `semitones`, keeping duration (librosa)."
-    import librosa
-    return librosa.effects.pitch_shift(x, sr=sr, n_steps=float(semitones)).astype(np.float32)
+_STEP_NAMES = {"TimeStretch": lambda p: f"stretch{p['rate']:.2f}", "PitchShift": lambda p: f"pitch{p['num_semitones']:+.1f}",
+               "Shift": lambda p: f"shift{p['shift_amount']:+.2f}s", "Gain": lambda p: f"gain{20 * np.log10(p['amplitude_ratio']):+.1f}dB",
+               "AddGaussianSNR": lambda p: f"noise(std {p['noise_std']:.1e})"}
 
-def time_stretch(x, rate):
-    "Speed up (`rate` > 1) or slow down, keeping pitch (librosa phase vocoder)."
-    import librosa
-    return librosa.effects.time_stretch(x, rate=float(rate)).astype(np.float32)
+def applied(aug) -> str:
+    "What the last call of a `SomeOf` augmenter did, e.g. 'stretch1.07+gain-2.3dB'."
+    return "+".join(_STEP_NAMES[type(t).__name__](t.parameters) for k, t in enumerate(aug.transforms) if k in aug.transform_indexes)
 
-def gain(x, db): return (x * 10 ** (db / 20)).astype(np.float32)
-
-def time_shift(x, seconds, sr=SAMPLE_RATE): return np.roll(x, int(round(seconds * sr)))
+@contextlib.contextmanager
+def seeded_globals(seed: int):
+    "Seed Python's `random` and numpy's global generator (audiomentations draws from both) inside the block; restore them after."
+    state = random.getstate(), np.random.get_state()
+    random.seed(seed); np.random.seed(seed)
+    try: yield
+    finally: random.setstate(state[0]); np.random.set_state(state[1])
 
 # %% ../nbs/01_data.ipynb #f6057d99
 def augment(x: np.ndarray, rng, cfg: DataConfig = DataConfig(), n: int = CLIP_SAMPLES, sr: int = SAMPLE_RATE):
     "A random augmentation of source clip `x` cropped/padded to `n` samples: (float32 [n], description)."
-    on = rng.random(5) < 0.5
-    if not on.any(): on[rng.integers(5)] = True
-    steps, rate = [], rng.uniform(*cfg.stretch) if on[1] else 1.0
-    y = fix_length(x, int(np.ceil(n * rate)) + 1024, "random", rng) if len(x) > n * rate else x
-    if on[1]: y = time_stretch(y, rate); steps.append(f"stretch{rate:.2f}")
-    if on[0]:
-        st = rng.uniform(-cfg.pitch_semitones, cfg.pitch_semitones); y = pitch_shift(y, st, sr); steps.append(f"pitch{st:+.1f}")
-    y = fix_length(y, n, "random", rng)
-    if on[2]: s = rng.uniform(-cfg.shift_seconds, cfg.shift_seconds); y = time_shift(y, s, sr); steps.append(f"shift{s:+.2f}s")
-    if on[3]: g = rng.uniform(*cfg.gain_db); y = gain(y, g); steps.append(f"gain{g:+.1f}dB")
-    if on[4]: snr = rng.uniform(*cfg.snr_db); y = add_noise(y, snr, rng); steps.append(f"noise{snr:.0f}dB")
-    return np.clip(y, -1, 1).astype(np.float32), "+".join(steps)
+    m = int(np.ceil(n * cfg.stretch[1])) + 1024                  # long enough that the fastest stretch still fills n
+    y = fix_length(x, m, "random", rng) if len(x) > m else np.asarray(x, np.float32)
+    aug = augmenter(cfg)
+    with seeded_globals(int(rng.integers(2**32))): y = aug(y, sr)
+    return np.clip(fix_length(y, n, "random", rng), -1, 1).astype(np.float32), applied(aug)
 
 def item_rng(seed: int, *keys) -> np.random.Generator:
     "A generator seeded by `seed` and the item's keys (strings are hashed), independent of worker count and order."
