@@ -84,8 +84,8 @@ class TrainingConfig:
 class Phase1Config(TrainingConfig):
     "04_phase1: an MLP head on a frozen backbone, seven classes."
     backbone: str = setting(DEFAULT_BACKBONE, "a hub name, a local folder, or 'tiny' (random weights, for tests)")
-    pooling: str = setting("mean", "pooling over time", choices=("mean", "max", "attention"))
-    head: str = setting("simple", "the MLP head", choices=("simple", "improved"))
+    pooling: str = setting("mean", "pooling over time (stats: mean and standard deviation)", choices=("mean", "max", "attention", "stats"))
+    head: str = setting("simple", "the head: an MLP, or a bottleneck adapter", choices=("simple", "improved", "adapter"))
     epochs: int = setting(60, "maximum epochs", ge=1)
     batch_size: int = setting(8, "clips per step (per device)", ge=1)
     lr: float = setting(1e-4, "peak learning rate (AdamW)", gt=0)
@@ -116,7 +116,7 @@ class Phase2Config(TrainingConfig):
     patience: int = setting(7, "epochs without a better validation score before stopping", ge=1)
     extended_patience: int = setting(10, "patience when continuing a finished shorter run", ge=1)
     first_trainable_layer: int = setting(6, "encoder layers from this one up train", ge=0)
-    head: str = setting("improved", "the MLP head of phase 2", choices=("simple", "improved"))
+    head: str = setting("improved", "the head of phase 2", choices=("simple", "improved", "adapter"))
     cache_encoder: bool = setting(True, "train from the frozen conv encoder's output, computed once per clip")
     speed: str = setting("recipe", "'fast': batch 256 with square-root-scaled learning rates and a warm-up", choices=("recipe", "fast"))
     per_class_every: int = setting(5, "print per-class validation accuracy every N epochs (0: never)", ge=0)

@@ -16,8 +16,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 # %% auto #0
-__all__ = ['FEATURE_EXTRACTOR_DEFAULTS', 'POOLINGS', 'HEADS', 'tiny_config', 'AttentionPool', 'Pooler', 'make_head',
-           'BabyCryConfig', 'BabyCryForAudioClassification']
+__all__ = ['FEATURE_EXTRACTOR_DEFAULTS', 'POOLINGS', 'HEADS', 'tiny_config', 'AttentionPool', 'Pooler', 'AdapterHead',
+           'make_head', 'BabyCryConfig', 'BabyCryForAudioClassification']
 
 # %% ../nbs/03a_modeling.ipynb #1bbc0642
 def tiny_config(**kwargs) -> HubertConfig:
@@ -38,7 +38,7 @@ def _choose_attention(cfg):
     return cfg
 
 # %% ../nbs/03a_modeling.ipynb #62851626
-POOLINGS = ("mean", "max", "attention")
+POOLINGS = ("mean", "max", "attention", "stats")
 
 # %% ../nbs/03a_modeling.ipynb #04a7b517
 class AttentionPool(nn.Module):
@@ -50,18 +50,20 @@ class AttentionPool(nn.Module):
         return (self.score(h).softmax(-2) * h).sum(-2)
 
 class Pooler(nn.Module):
-    "Frames -> one vector per clip: mean, max or attention over time, optionally over a learnable mix of all layers."
+    "Frames -> one vector per clip: mean, max, mean+std or attention over time, optionally over a learnable mix of all layers."
     def __init__(self, hidden_size: int, num_layers: int, pooling: str = "mean", weighted_layers: bool = False):
         super().__init__()
         if pooling not in POOLINGS: raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
         self.pooling, self.weighted_layers = pooling, weighted_layers
         self.layer_weights = nn.Parameter(torch.zeros(num_layers + 1)) if weighted_layers else None
         self.attention = AttentionPool(hidden_size) if pooling == "attention" else None
+        self.out_size = 2 * hidden_size if pooling == "stats" else hidden_size
 
     def features(self, h):
-        "The parameter-free, cacheable part: pool over time for mean/max; keep the frames for attention."
+        "The parameter-free, cacheable part: pool over time for mean/max/stats; keep the frames for attention."
         if self.pooling == "mean": return h.mean(-2)
         if self.pooling == "max": return h.amax(-2)
+        if self.pooling == "stats": return torch.cat([h.mean(-2), h.std(-2, correction=0)], -1)
         return h
 
     def forward(self, f):
@@ -75,13 +77,22 @@ class Pooler(nn.Module):
 HEADS = {
     "simple":   dict(dims=(256, 128), dropout=(0.3, 0.3), norm=False, act=nn.ReLU),
     "improved": dict(dims=(512, 256, 128), dropout=(0.45, 0.45, 0.36), norm=True, act=nn.GELU),
+    "adapter":  dict(size=128, dropout=0.1),
 }
 
-
 # %% ../nbs/03a_modeling.ipynb #ecc04aca
-def make_head(name: str, hidden_size: int, num_labels: int) -> nn.Sequential:
-    "The recipe's MLP head `name` ('simple' or 'improved') from `hidden_size` to `num_labels` logits."
+class AdapterHead(nn.Module):
+    "A bottleneck adapter (hidden -> size -> hidden, ReLU, dropout) added to its input, then a linear classifier."
+    def __init__(self, hidden_size: int, num_labels: int, size: int = 128, dropout: float = 0.1):
+        super().__init__()
+        self.adapter = nn.Sequential(nn.Linear(hidden_size, size), nn.ReLU(), nn.Dropout(dropout), nn.Linear(size, hidden_size))
+        self.classifier = nn.Linear(hidden_size, num_labels)
+    def forward(self, x): return self.classifier(x + self.adapter(x))
+
+def make_head(name: str, hidden_size: int, num_labels: int) -> nn.Module:
+    "The head `name` ('simple', 'improved' or 'adapter') from `hidden_size` inputs to `num_labels` logits."
     if name not in HEADS: raise ValueError(f"head must be one of {tuple(HEADS)}, not {name!r}.")
+    if name == "adapter": return AdapterHead(hidden_size, num_labels, **HEADS[name])
     spec, layers, d = HEADS[name], [], hidden_size
     for width, p in zip(spec["dims"], spec["dropout"]):
         layers += [nn.Linear(d, width)] + ([nn.LayerNorm(width)] if spec["norm"] else []) + [spec["act"](), nn.Dropout(p)]
@@ -122,7 +133,7 @@ class BabyCryForAudioClassification(PreTrainedModel):
             bcfg.layerdrop = 0.0
         self.backbone = AutoModel.from_config(bcfg)
         self.pooler = Pooler(bcfg.hidden_size, bcfg.num_hidden_layers, config.pooling, config.weighted_layers)
-        self.head = make_head(config.head, bcfg.hidden_size, config.num_labels)
+        self.head = make_head(config.head, self.pooler.out_size, config.num_labels)
         self.post_init()
 
     def _init_weights(self, module):
