@@ -4,12 +4,14 @@
 
 # %% ../nbs/13_ladder.ipynb #da4fd7ac
 from __future__ import annotations
-import contextlib, re, time, warnings
+import contextlib, dataclasses, io, re, shutil, time, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd
-import librosa, optuna
+import librosa, optuna, torch, torch.nn as nn, torch.nn.functional as F
 from joblib import Parallel, delayed
 from lightgbm import LGBMClassifier
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
@@ -17,18 +19,28 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+from transformers import PretrainedConfig, set_seed
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .core import *
-from .data import load_audio, parallel_map, _n_workers
+from .data import load_audio, parallel_map, _n_workers, fix_length, build_split
+from .dataset import normalize_waveforms, collate_clips
+from .model import BabyCryForAudioClassification
+from .train import fit, training_args, phase1_optimizer_factory, phase1_scheduler_factory
 from .evaluate import bootstrap_ci, macro_f1
 from .class_removal import parse_classes
 
 # %% auto #0
-__all__ = ['FEATURE_SETTINGS', 'RUNGS', 'TUNED', 'HANDCRAFTED', 'LADDER_COLUMNS', 'METRICS', 'groups_per_class', 'assign_folds',
-           'inner_splits', 'spectral_features', 'dynamics_features', 'voicing', 'pitch_features', 'clip_features',
-           'feature_names', 'file_features', 'cv_dir', 'features_for', 'make_model', 'proba_columns', 'tune',
-           'fit_fold', 'oof_frame', 'oof_predictions', 'oof_classes', 'fold_metrics', 'clip_set', 'ladder_row',
-           'load_ladder', 'update_ladder', 'plot_ladder', 'ladder_clips', 'save_oof', 'run_rung', 'run_ladder']
+__all__ = ['FEATURE_SETTINGS', 'RUNGS', 'HANDCRAFTED', 'EMBEDDING', 'TUNED', 'LADDER_RUNGS', 'LADDER_COLUMNS', 'METRICS',
+           'EMBED_SETTINGS', 'groups_per_class', 'assign_folds', 'inner_splits', 'spectral_features',
+           'dynamics_features', 'voicing', 'pitch_features', 'clip_features', 'feature_names', 'file_features',
+           'cv_dir', 'features_for', 'make_model', 'layer_count', 'proba_columns', 'tune', 'fit_fold', 'oof_frame',
+           'oof_predictions', 'stack_folds', 'oof_classes', 'fold_metrics', 'clip_set', 'ladder_row', 'load_ladder',
+           'update_ladder', 'plot_ladder', 'ladder_clips', 'save_oof', 'finish_rung', 'run_rung', 'rung_inputs',
+           'run_ladder', 'clip_window', 'frozen_backbone', 'pooled_hidden_states', 'clip_embeddings', 'embeddings_path',
+           'embeddings_for', 'LayerSelect', 'ScratchCNNConfig', 'LogMelCNN', 'Windows', 'cnn_fold',
+           'cnn_oof_predictions', 'run_cnn_rung']
 
 # %% ../nbs/13_ladder.ipynb #7d3fd859
 def groups_per_class(df) -> dict:
@@ -165,14 +177,24 @@ def _lgbm(trial, seed):
 
 RUNGS = {"majority": lambda trial, seed: DummyClassifier(strategy="most_frequent"),
          "stratified": lambda trial, seed: DummyClassifier(strategy="stratified", random_state=seed),
-         "features+logreg": _logreg, "features+lgbm": _lgbm}
-TUNED = ("features+logreg", "features+lgbm")
-HANDCRAFTED = tuple(RUNGS)
+         "features+logreg": _logreg, "features+lgbm": _lgbm, "embeddings+logreg": _logreg, "embeddings+lgbm": _lgbm}
+HANDCRAFTED = ("majority", "stratified", "features+logreg", "features+lgbm")
+EMBEDDING = ("embeddings+logreg", "embeddings+lgbm")
+TUNED = ("features+logreg", "features+lgbm", *EMBEDDING)
+LADDER_RUNGS = (*RUNGS, "cnn-scratch")
 
-def make_model(rung: str, trial, seed: int = 42) -> Pipeline:
-    "The rung's classifier behind a StandardScaler, hyper-parameters from `trial` (an Optuna trial or FixedTrial)."
+def make_model(rung: str, trial, seed: int = 42, n_layers: int | None = None) -> Pipeline:
+    "The rung's classifier behind a StandardScaler (embedding rungs: after `LayerSelect`), hyper-parameters and layer from `trial`."
     if rung not in RUNGS: raise ValueError(f"unknown rung {rung!r}: use one of {list(RUNGS)}")
-    return Pipeline([("scale", StandardScaler()), ("clf", RUNGS[rung](trial, seed))])
+    if rung in EMBEDDING and not n_layers:
+        raise ValueError(f"{rung} needs embeddings [N, L+1, D] and their number of hidden states n_layers=L+1")
+    steps = [("scale", StandardScaler()), ("clf", RUNGS[rung](trial, seed))]
+    if rung in EMBEDDING: steps.insert(0, ("layer", LayerSelect(trial.suggest_categorical("layer", ["average", *range(n_layers)]))))
+    return Pipeline(steps)
+
+def layer_count(X) -> int | None:
+    "The number of hidden states of embeddings [N, L+1, D] (None for a feature matrix [N, F])."
+    return X.shape[1] if np.ndim(X) == 3 else None
 
 # %% ../nbs/13_ladder.ipynb #3b1d7a16
 def proba_columns(model, X, n_classes: int) -> np.ndarray:
@@ -187,7 +209,7 @@ def tune(rung: str, X, y, splits, n_trials: int = 50, seed: int = 42) -> tuple:
     def objective(trial):
         scores = []
         for i, (tr, va) in enumerate(splits):
-            m = make_model(rung, trial, seed).fit(X[tr], y[tr])
+            m = make_model(rung, trial, seed, layer_count(X)).fit(X[tr], y[tr])
             scores.append(f1_score(y[va], m.predict(X[va]), labels=np.unique(y[va]), average="macro", zero_division=0))
             trial.report(float(np.mean(scores)), i)
             if trial.should_prune(): raise optuna.TrialPruned()
@@ -207,7 +229,7 @@ def fit_fold(rung, X, y, df, fold, n_classes, n_trials=50, seed=42, inner_k=3) -
         warnings.filterwarnings("ignore", category=UserWarning)
         params = {}
         if rung in TUNED: params, _ = tune(rung, X, y, inner_splits(df, tr, inner_k, seed + fold), n_trials, seed + fold)
-        m = make_model(rung, optuna.trial.FixedTrial(params), seed + fold).fit(X[tr], y[tr])
+        m = make_model(rung, optuna.trial.FixedTrial(params), seed + fold, layer_count(X)).fit(X[tr], y[tr])
         return dict(fold=int(fold), index=te, proba=proba_columns(m, X[te], n_classes), params=params)
 
 def oof_frame(df, probs, classes, model: str) -> pd.DataFrame:
@@ -225,10 +247,14 @@ def oof_predictions(rung, X, df, classes, n_trials=50, seed=42, inner_k=3, worke
     fs = sorted(df.fold.unique())
     res = Parallel(n_jobs=min(_n_workers(workers), len(fs)))(
         delayed(fit_fold)(rung, X, y, df, f, len(classes), n_trials, seed, inner_k) for f in fs)
-    P = np.full((len(df), len(classes)), np.nan)
-    for r in res: P[r["index"]] = r["proba"]
-    assert not np.isnan(P).any(), "a clip got no out-of-fold prediction"
-    return oof_frame(df, P, classes, rung), [dict(fold=r["fold"], **r["params"]) for r in res]
+    return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, rung), [dict(fold=r["fold"], **r["params"]) for r in res]
+
+def stack_folds(res, n_rows: int, n_classes: int) -> np.ndarray:
+    "The [n_rows, n_classes] out-of-fold probabilities from per-fold results (`index`, `proba`), each row predicted exactly once."
+    P, seen = np.zeros((n_rows, n_classes)), np.zeros(n_rows, int)
+    for r in res: P[r["index"]] = r["proba"]; np.add.at(seen, r["index"], 1)
+    if (seen != 1).any(): raise ValueError(f"{(seen == 0).sum()} clips got no out-of-fold prediction, {(seen > 1).sum()} more than one")
+    return P
 
 # %% ../nbs/13_ladder.ipynb #c7927ab2
 LADDER_COLUMNS = ["model", "n_clips", "n_classes", "macro_f1", "macro_f1_low", "macro_f1_high", "balanced_accuracy",
@@ -330,7 +356,8 @@ def plot_ladder(table: pd.DataFrame, path=None):
         for yi, vi, hi in zip(y, v, t[f"{k}_high"].astype(float)): ax.text(min(hi + 0.02, 0.9), yi + 0.15, f"{vi:.2f}", fontsize=9)
         ax.axvline(1 / C, ls="--", color="grey", label=f"chance 1/{C}")
         ax.set(xlim=(0, 1), xlabel=f"{name} (95% CI, groups resampled)", title=name); ax.grid(axis="x", alpha=0.3)
-    axs[0].set_yticks(y, t.model); axs[0].set_ylim(-0.6, len(t) - 0.4); axs[1].legend(loc="lower right")
+    rw = t.random_weights.astype(str).str.lower().eq("true") if "random_weights" in t else np.zeros(len(t), bool)
+    axs[0].set_yticks(y, [m + (" (random weights)" if r else "") for m, r in zip(t.model, rw)]); axs[0].set_ylim(-0.6, len(t) - 0.4); axs[1].legend(loc="lower right")
     fig.suptitle(f"baseline ladder: {int(t.n_clips.iloc[0])} clips, {C} classes, {int(t.folds.iloc[0])}-fold grouped CV "
                  "(out-of-fold)", fontsize=11)
     fig.tight_layout()
@@ -363,35 +390,199 @@ def save_oof(run_dir, oof) -> Path:
     _write_csv(oof, f); return f
 
 # %% ../nbs/13_ladder.ipynb #ebe5c5a8
-def run_rung(run_dir, rung, X, df, classes, n_trials=50, seed=42, inner_k=3, workers=None, n_bootstrap=1000) -> dict:
-    "Out-of-fold predictions of one hand-crafted rung, saved with its chosen parameters; its ladder row."
+def finish_rung(run_dir, oof, params, seconds, random_weights=False, n_bootstrap=1000, seed=42, **extra) -> dict:
+    "Save a rung's out-of-fold frame and per-fold parameters; add its ladder row (plus `extra` columns) to the table."
+    model = str(oof.model.iloc[0])
+    save_oof(run_dir, oof); save_json(params, cv_dir(run_dir)/f"params_{_slug(model)}.json")
+    row = dict(ladder_row(oof, seconds, random_weights, n_bootstrap, seed), **extra)
+    update_ladder(run_dir, row, fold_metrics(oof))
+    print(f"{model}: macro-F1 {row['macro_f1']:.3f} [{row['macro_f1_low']:.3f}, {row['macro_f1_high']:.3f}] in {seconds:.1f} s")
+    return row
+
+def run_rung(run_dir, rung, X, df, classes, n_trials=50, seed=42, inner_k=3, workers=None, n_bootstrap=1000,
+             random_weights=False, **extra) -> dict:
+    "Out-of-fold predictions of one scikit-learn rung on inputs `X`, saved with its chosen parameters; its ladder row."
     t0 = time.time()
     oof, params = oof_predictions(rung, X, df, classes, n_trials if rung in TUNED else 0, seed, inner_k, workers)
-    seconds = time.time() - t0
-    save_oof(run_dir, oof); save_json(params, cv_dir(run_dir)/f"params_{_slug(rung)}.json")
-    row = ladder_row(oof, seconds, False, n_bootstrap, seed)
-    update_ladder(run_dir, row, fold_metrics(oof))
-    print(f"{rung}: macro-F1 {row['macro_f1']:.3f} [{row['macro_f1_low']:.3f}, {row['macro_f1_high']:.3f}] in {seconds:.1f} s")
-    return row
+    return finish_rung(run_dir, oof, params, time.time() - t0, random_weights, n_bootstrap, seed, **extra)
+
+def rung_inputs(run_dir, rungs, df, backbone=DEFAULT_BACKBONE, seed=42, workers=None) -> tuple:
+    "The inputs of each scikit-learn rung (features, embeddings, or one dummy column), each kind computed once; seconds per kind."
+    kinds = {r: "embeddings" if r in EMBEDDING else "features" if r in TUNED else "none" for r in rungs if r in RUNGS}
+    X, timing = dict(none=np.zeros((len(df), 1))), {}
+    for k in dict.fromkeys(kinds.values()):
+        if k in X: continue
+        t = time.time()
+        X[k] = embeddings_for(run_dir, df, backbone, seed, workers) if k == "embeddings" else features_for(run_dir, df, workers)
+        timing[k] = round(time.time() - t, 1)
+    return {r: X[k] for r, k in kinds.items()}, timing
 
 # %% ../nbs/13_ladder.ipynb #bfc70b87
 def run_ladder(run_dir, rungs=HANDCRAFTED, folds: int = 5, n_trials: int = 50, seed: int = 42, remove_classes=None,
-               inner_folds: int = 3, n_bootstrap: int = 1000, workers=None, overwrite: bool = False) -> pd.DataFrame:
-    "Grouped K-fold ladder of the hand-crafted `rungs`: features, out-of-fold predictions, `cv/ladder.csv` and `.png`."
+               inner_folds: int = 3, n_bootstrap: int = 1000, workers=None, overwrite: bool = False,
+               backbone=DEFAULT_BACKBONE, cnn: dict | None = None) -> pd.DataFrame:
+    "Grouped K-fold ladder of `rungs` (`cnn`: `ScratchCNNConfig` settings): inputs, out-of-fold predictions, `cv/ladder.csv` and `.png`."
     rungs = [r.strip() for r in rungs.split(",")] if isinstance(rungs, str) else list(rungs)
-    bad = [r for r in rungs if r not in RUNGS]
-    if bad: raise ValueError(f"unknown rungs {bad}: the hand-crafted rungs are {list(RUNGS)}")
+    bad = [r for r in rungs if r not in LADDER_RUNGS]
+    if bad: raise ValueError(f"unknown rungs {bad}: the ladder's rungs are {list(LADDER_RUNGS)}")
     d = cv_dir(run_dir)
     if overwrite:
         for f in ("ladder.csv", "ladder_folds.csv"): (d/f).unlink(missing_ok=True)
     t0 = time.time(); df, classes = ladder_clips(run_dir, folds, seed, remove_classes)
-    X = features_for(run_dir, df, workers) if set(rungs) & set(TUNED) else np.zeros((len(df), 1))
-    timing = dict(features=round(time.time() - t0, 1))
-    print(f"{len(df)} clips, {len(classes)} classes {classes}, {folds} grouped folds; features {timing['features']} s")
-    for r in rungs: timing[r] = round(run_rung(run_dir, r, X, df, classes, n_trials, seed, inner_folds, workers, n_bootstrap)["seconds"], 1)
+    inputs, timing = rung_inputs(run_dir, rungs, df, backbone, seed, workers)
+    print(f"{len(df)} clips, {len(classes)} classes {classes}, {folds} grouped folds; inputs {timing} s")
+    for r in rungs:
+        if r == "cnn-scratch": row = run_cnn_rung(run_dir, df, classes, workers, n_bootstrap, **{"seed": seed, **(cnn or {})})
+        else: row = run_rung(run_dir, r, inputs[r], df, classes, n_trials, seed, inner_folds, workers, n_bootstrap,
+                             random_weights=r in EMBEDDING and str(backbone) == "tiny", **({"backbone": str(backbone)} if r in EMBEDDING else {}))
+        timing[r] = round(row["seconds"], 1)
     table = load_ladder(run_dir)
     plot_ladder(table, d/"ladder.png")
     save_json(dict(rungs=rungs, folds=folds, n_trials=n_trials, seed=seed, inner_folds=inner_folds, classes=classes,
-                   remove_classes=remove_classes, n_clips=len(df), seconds=timing, total_seconds=round(time.time() - t0, 1)),
-              d/"ladder_run.json")
+                   remove_classes=remove_classes, backbone=str(backbone), cnn=cnn, n_clips=len(df), seconds=timing,
+                   total_seconds=round(time.time() - t0, 1)), d/"ladder_run.json")
     return table
+
+# %% ../nbs/13_ladder.ipynb #53b4f902
+EMBED_SETTINGS = dict(window=CLIP_SAMPLES, crop="center", pooling=("mean", "std"), version=1)
+
+def clip_window(path, n: int = CLIP_SAMPLES) -> np.ndarray:
+    "The centre `n` samples (zero-padded when shorter) of the audio file at `path`, read at 16 kHz by `load_audio`."
+    return fix_length(load_audio(path), n, "center")
+
+def frozen_backbone(backbone="tiny", seed: int = 42) -> tuple:
+    "The backbone of `from_backbone(backbone)` in eval mode ('tiny': random weights drawn with `seed`), and whether its inputs are normalised."
+    torch.manual_seed(seed)
+    model = BabyCryForAudioClassification.from_backbone(backbone, ["a", "b"])
+    return model.backbone.eval(), bool(model.config.feature_extractor.get("do_normalize", True))
+
+@torch.inference_mode()
+def pooled_hidden_states(backbone, x, normalize: bool = True) -> torch.Tensor:
+    "Mean and std over time of every hidden state of `backbone` for waveforms `x` [B, T]: float32 [B, L+1, 2H] on the CPU."
+    x = torch.as_tensor(x, dtype=torch.float32).to(next(backbone.parameters()).device)
+    h = torch.stack(backbone(normalize_waveforms(x) if normalize else x, output_hidden_states=True).hidden_states, 1)
+    return torch.cat([h.mean(2), h.std(2)], -1).float().cpu()
+
+# %% ../nbs/13_ladder.ipynb #0c7e00b1
+def clip_embeddings(paths, backbone="tiny", seed: int = 42, batch_size: int = 16, workers=None, device=None) -> np.ndarray:
+    "Pooled hidden states [N, L+1, 2H] of the centre windows of the files `paths`, in order (one backbone pass per clip)."
+    net, norm = frozen_backbone(backbone, seed)
+    net.to(torch.device(device) if device is not None else get_device())
+    W = np.stack(parallel_map(clip_window, list(paths), workers, desc="windows"))
+    return torch.cat([pooled_hidden_states(net, torch.from_numpy(W[i:i + batch_size]), norm)
+                      for i in tqdm(range(0, len(W), batch_size), desc="embeddings", leave=False)]).numpy()
+
+def embeddings_path(run_dir, backbone) -> Path:
+    "Where the embeddings of `backbone` are cached: `<run>/cv/embeddings-<backbone, / as _>.npz`."
+    return cv_dir(run_dir)/f"embeddings-{_slug(str(backbone))}.npz"
+
+def embeddings_for(run_dir, rows, backbone="tiny", seed: int = 42, workers=None, batch_size: int = 16) -> np.ndarray:
+    "Embeddings [N, L+1, 2H] of `rows` (columns `path`, `md5`), in order, cached in `embeddings_path(run_dir, backbone)`."
+    f = embeddings_path(run_dir, backbone)
+    key = params_hash(dict(md5=list(rows.md5), backbone=str(backbone), seed=seed if str(backbone) == "tiny" else None,
+                           settings=EMBED_SETTINGS))
+    if f.exists():
+        with np.load(f) as z:
+            if str(z["key"]) == key: return z["E"]
+    E = clip_embeddings(rows.path, backbone, seed, batch_size, workers)
+    with atomic_write(f, "wb") as fh: np.savez(fh, E=E, key=np.array(key), backbone=np.array(str(backbone)))
+    return E
+
+# %% ../nbs/13_ladder.ipynb #7051f76f
+class LayerSelect(BaseEstimator, TransformerMixin):
+    "One hidden state (`layer`: its index) or the average over all (`'average'`) of embeddings [N, L+1, D]: [N, D]."
+    def __init__(self, layer="average"): self.layer = layer
+    def fit(self, X, y=None): return self
+    def transform(self, X):
+        X = np.asarray(X)
+        if X.ndim != 3: raise ValueError(f"LayerSelect needs embeddings [clips, layers, dims], not an array of shape {X.shape}")
+        return X.mean(1) if self.layer == "average" else X[:, int(self.layer)]
+
+# %% ../nbs/13_ladder.ipynb #aa84309e
+@dataclass
+class ScratchCNNConfig(TrainingConfig):
+    "13_ladder's `cnn-scratch` rung: a small log-mel CNN from random initialisation, trained with the recipe's engine."
+    channels: tuple = setting((16, 32, 64, 64), "output channels of the conv blocks (each halves time and frequency)")
+    n_mels: int = setting(64, "log-mel bands (up to 8 kHz)", ge=8)
+    dropout: float = setting(0.3, "dropout before the linear layer", ge=0, lt=1)
+    epochs: int = setting(30, "maximum epochs", ge=1)
+    batch_size: int = setting(16, "clips per step", ge=1)
+    lr: float = setting(1e-3, "peak learning rate (AdamW)", gt=0)
+    warmup_ratio: float = setting(0.1, "share of the steps with a linear warm-up", ge=0, lt=1)
+    max_grad_norm: float = setting(1.0, "gradient clipping norm", gt=0)
+    patience: int = setting(8, "epochs without a better validation score before stopping", ge=1)
+    valid_folds: int = setting(5, "early stopping watches one of this many grouped splits of the training folds", ge=2)
+
+# %% ../nbs/13_ladder.ipynb #c091280f
+class LogMelCNN(nn.Module):
+    "Log-mel spectrogram of 16 kHz waveforms [B, T], conv blocks, global mean and max pooling, a linear layer."
+    def __init__(self, n_classes: int, channels=(16, 32, 64, 64), n_mels: int = 64, dropout: float = 0.3,
+                 n_fft: int = 512, hop: int = 160, sr: int = SAMPLE_RATE):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.config = PretrainedConfig(num_labels=n_classes, channels=list(channels), n_mels=n_mels, dropout=dropout)   # Trainer reads it
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("mel", torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)).float(), persistent=False)
+        blocks, c = [], 1
+        for co in channels:
+            blocks += [nn.Conv2d(c, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU(), nn.MaxPool2d(2)]; c = co
+        self.blocks, self.drop, self.out = nn.Sequential(*blocks), nn.Dropout(dropout), nn.Linear(2 * c, n_classes)
+
+    def logmel(self, x):
+        "Log-mel spectrogram [B, 1, n_mels, frames] of waveforms [B, T], standardised per clip."
+        spec = torch.stft(x, self.n_fft, self.hop, window=self.window, return_complex=True).abs() ** 2
+        m = torch.log(self.mel @ spec + 1e-6)
+        return ((m - m.mean((1, 2), keepdim=True)) / (m.std((1, 2), keepdim=True) + 1e-5))[:, None]
+
+    def forward(self, input_values, labels=None):
+        "Logits for waveforms [B, T]; the cross-entropy loss too when `labels` are given."
+        h = self.blocks(self.logmel(input_values))
+        logits = self.out(self.drop(torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)))
+        return SequenceClassifierOutput(loss=None if labels is None else F.cross_entropy(logits, labels), logits=logits)
+
+# %% ../nbs/13_ladder.ipynb #d48dba3f
+class Windows(torch.utils.data.Dataset):
+    "Fixed-length waveforms [N, T] with their label ids, as (waveform, label) items for `collate_clips`."
+    def __init__(self, X, y): self.X, self.y = X, np.asarray(y, dtype=int)
+    def __len__(self): return len(self.y)
+    def __getitem__(self, i): return torch.from_numpy(np.array(self.X[i], np.float32)), int(self.y[i])
+
+def _train_cnn(train, valid, classes, cfg, out_dir):
+    "Fit a fresh `LogMelCNN` with the recipe's Trainer engine (early stopping on `valid`); the trainer, best model loaded."
+    set_seed(cfg.seed); model = LogMelCNN(len(classes), cfg.channels, cfg.n_mels, cfg.dropout)
+    with contextlib.redirect_stdout(io.StringIO()):                      # one line per epoch: kept in history.json
+        return fit(model, train, valid, out_dir, training_args(out_dir/"checkpoints", cfg), collate_clips, list(classes),
+                   "cnn-scratch", cfg.patience, optimizer_factory=phase1_optimizer_factory(cfg),
+                   scheduler_factory=phase1_scheduler_factory(cfg))
+
+def cnn_fold(df, audio, fold, classes, cfg, out_dir, workers=None) -> dict:
+    "Train `LogMelCNN` on the training folds of `df` (augmented, balanced; early stopping on an inner split), predict `fold`."
+    fold, folds, out_dir, idx = int(fold), df.fold.to_numpy(), Path(out_dir), {c: i for i, c in enumerate(classes)}
+    tr, te = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    fit_idx, va = inner_splits(df, tr, cfg.valid_folds, cfg.seed + fold)[0]
+    Xtr, mtr = build_split(df.iloc[fit_idx], audio, "train", cfg.seed + fold, workers=workers)
+    Xva, mva = build_split(df.iloc[va], audio, "valid")
+    shutil.rmtree(out_dir, ignore_errors=True)                            # a fresh model: never resume another run's fold
+    trainer = _train_cnn(Windows(Xtr, mtr.label.map(idx)), Windows(Xva, mva.label.map(idx)), classes,
+                         dataclasses.replace(cfg, seed=cfg.seed + fold), out_dir)
+    Xte = np.stack([fix_length(audio[p], CLIP_SAMPLES, "center") for p in df.path.iloc[te]])
+    logits = trainer.predict(Windows(Xte, df.label.iloc[te].map(idx))).predictions
+    shutil.rmtree(out_dir/"checkpoints", ignore_errors=True)
+    return dict(fold=int(fold), index=te, proba=torch.softmax(torch.as_tensor(logits).float(), -1).numpy(),
+                params=dict(train_windows=len(Xtr), valid_clips=len(Xva), epochs_run=round(trainer.state.epoch or 0),
+                            best_valid=trainer.state.best_metric))
+
+# %% ../nbs/13_ladder.ipynb #40538cc3
+def cnn_oof_predictions(run_dir, df, classes, workers=None, **settings) -> tuple:
+    "Out-of-fold predictions of `cnn-scratch` (`ScratchCNNConfig` with `settings`) for every row of `df`, and facts per fold."
+    cfg = make_config(ScratchCNNConfig, "cnn-scratch", **settings)
+    audio = dict(zip(df.path, parallel_map(load_audio, list(df.path), workers, desc="audio")))
+    res = [cnn_fold(df, audio, f, classes, cfg, cv_dir(run_dir)/"cnn-scratch"/f"fold{f}", workers)
+           for f in sorted(df.fold.unique())]
+    return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, "cnn-scratch"), [dict(fold=r["fold"], **r["params"]) for r in res]
+
+def run_cnn_rung(run_dir, df, classes, workers=None, n_bootstrap: int = 1000, **settings) -> dict:
+    "Out-of-fold predictions of `cnn-scratch`, saved with its per-fold facts; its ladder row."
+    t0 = time.time()
+    oof, params = cnn_oof_predictions(run_dir, df, classes, workers, **settings)
+    return finish_rung(run_dir, oof, params, time.time() - t0, n_bootstrap=n_bootstrap, seed=settings.get("seed") or 42)
