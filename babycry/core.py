@@ -60,6 +60,8 @@ class DataConfig:
     "01_data: audit, split and augmentation of the clips."
     seed: int = setting(42, "seed of the split and of the augmentation", ge=0)
     split: tuple = setting((0.70, 0.15, 0.15), "train, valid, test fractions, by recording source", check=_split_ok)
+    folds: int = setting(0, "0: the one split above; K >= 2: K-fold cross-validation over recording sources (test = one fold, "
+                            "valid = a grouped share of the others)", ge=0, check=lambda v: "0 or at least 2" if v == 1 else None)
     drop_duplicates: bool = setting(True, "keep one copy of identical audio")
     drop_augmented_copies: bool = setting(True, "drop `generated_...` files and near-identical (gain/noise) copies")
     windows_per_clip: int = setting(1, "3 s windows taken from each long clip", ge=1)
@@ -222,6 +224,9 @@ class RunPaths:
     def eval(self): return self.root/"eval"
     @property
     def notebooks(self): return self.root/"notebooks"
+    @property
+    def cv(self): return self.root/"cv"
+    def fold(self, k): return RunPaths(self.root/"folds"/str(int(k)))
     def model(self, stage): return self.stage(stage)/"model"
     def history(self, stage): return self.stage(stage)/"history.json"
 

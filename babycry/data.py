@@ -23,9 +23,10 @@ __all__ = ['CLASS_VOICES', 'DAC_TAGS', 'AV_CODECS', 'DEMO_RATES', 'DEMO_SHARE', 
            'file_md5', 'walk_files', 'discover', 'AudioDecodeError', 'read_audio', 'resample', 'load_audio', 'envelope',
            'fingerprint', 'parallel_imap', 'candidate_pairs', 'similar_pairs', 'cramers_v', 'probe_file',
            'parallel_map', 'scan_file', 'find_copies', 'audit_files', 'audit_table', 'split_groups', 'check_split',
-           'fix_length', 'clip_windows', 'augmenter', 'applied', 'seeded_globals', 'augment', 'item_rng', 'NpyRows',
-           'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir', 'run_data_stage',
-           'plot_class_counts', 'plot_mel', 'plot_examples', 'explorer']
+           'groups_per_class', 'assign_folds', 'check_folds', 'fold_split', 'fix_length', 'clip_windows', 'augmenter',
+           'applied', 'seeded_globals', 'augment', 'item_rng', 'NpyRows', 'build_split', 'cache_key', 'save_split',
+           'cached_split', 'demo_data_dir', 'run_data_stage', 'plot_class_counts', 'plot_mel', 'plot_examples',
+           'explorer']
 
 # %% ../nbs/01_data.ipynb #24973583
 CLASS_VOICES = {  # f0 (Hz), glide (fraction over a burst), contour, burst and gap (s), harmonic rolloff, noise, vibrato (Hz, depth)
@@ -561,6 +562,42 @@ def check_split(df: pd.DataFrame, fractions=(0.7, 0.15, 0.15)) -> pd.DataFrame:
     if (t == 0).any().any(): raise AssertionError(f"a class is missing from a split:\n{t}")
     return t
 
+# %% ../nbs/01_data.ipynb #5cb7a777
+def groups_per_class(df) -> dict:
+    "Number of distinct groups (recording sources) of each class in a frame with `label` and `group` columns."
+    return {str(k): int(v) for k, v in df.groupby("label")["group"].nunique().items()}
+
+def assign_folds(df, k: int = 5, seed: int = 42) -> np.ndarray:
+    "Fold number (0..k-1) of each row of `df`: StratifiedGroupKFold over `group`, stratified by `label`."
+    from sklearn.model_selection import StratifiedGroupKFold
+    n_groups, gpc = df.group.nunique(), groups_per_class(df)
+    if n_groups < k:
+        raise ValueError(f"{k}-fold grouped cross-validation needs at least {k} groups (recording sources), found "
+                         f"{n_groups}; groups per class: {gpc}. Use fewer folds.")
+    few = {c: n for c, n in gpc.items() if n < k}
+    if few: warnings.warn(f"classes with fewer groups than the {k} folds miss from some test folds: {few}")
+    out = np.full(len(df), -1)
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        for f, (_, te) in enumerate(cv.split(np.zeros(len(df)), df.label, df.group)): out[te] = f
+    return out
+
+def check_folds(df) -> pd.DataFrame:
+    "Check a fold assignment (every row in a fold, no group in two folds); return clips per class x fold."
+    if (df.fold < 0).any(): raise AssertionError(f"{int((df.fold < 0).sum())} clips without a fold")
+    leak = df.groupby("group").fold.nunique()
+    if (leak > 1).any(): raise AssertionError(f"groups in two folds: {leak[leak > 1].index.tolist()[:5]}")
+    return pd.crosstab(df.label, df.fold)
+
+def fold_split(df, fold: int, fractions=(0.7, 0.15, 0.15), seed: int = 42) -> pd.Series:
+    "Fold `fold`'s split of rows with a `fold` column: test = the fold, train and valid a grouped split of the others."
+    test, (tr, va) = df.fold.to_numpy() == fold, fractions[:2]
+    out = pd.Series("test", index=df.index, name="split")
+    try: out[~test] = split_groups(df[~test], (tr / (tr + va), va / (tr + va), 0.0), seed)
+    except ValueError as e: raise ValueError(f"fold {fold}: its training folds cannot be split into train and valid. {e} Or use fewer folds.") from None
+    return out
+
 # %% ../nbs/01_data.ipynb #4e5f5dcd
 def fix_length(x: np.ndarray, n: int = CLIP_SAMPLES, mode: str = "random", rng=None) -> np.ndarray:
     "Crop or zero-pad `x` to `n` samples: at a random offset (`mode='random'`, training) or centred (`'center'`)."
@@ -736,15 +773,23 @@ def _summary_line(summary: dict, skipped: pd.DataFrame) -> str:
             f"files ({'skipped ' + ', '.join(f'{n} {k}' for k, n in why.items()) if len(why) else 'none skipped'}; "
             f"listed in data/skipped.csv); {cached} cached clips; classes {summary['classes']}")
 
+def _assign_splits(man, ok, cfg) -> pd.DataFrame:
+    "Set `man`'s `split` (one split) or `fold` (K folds; `split` left empty) for the usable rows `ok`; return their table."
+    man["split"] = ""
+    if not cfg.folds:
+        man.loc[ok, "split"] = split_groups(man[ok], cfg.split, cfg.seed)
+        return check_split(man[ok], cfg.split)
+    man["fold"] = -1; man.loc[ok, "fold"] = assign_folds(man[ok], cfg.folds, cfg.seed)
+    return check_folds(man[ok]).rename(columns=lambda f: f"fold{f}")
+
 def _audit_and_split(files, rp, cfg, workers):
     "Decode every file (streamed to `data/decoded`), audit, split the usable clips by group; write manifest, audit, labels."
     probes = parallel_map(partial(scan_file, cache_dir=rp.data/"decoded"), files.path, workers, desc="decoding")
     man, audit, audio = audit_files(files, probes, cfg.drop_duplicates, cfg.drop_augmented_copies, workers=workers)
     for r in man[man.status == "unreadable"].itertuples(): warnings.warn(f"skipping unreadable file: {r.detail}")
     ok = man.status == "ok"
-    man["split"] = ""; man.loc[ok, "split"] = split_groups(man[ok], cfg.split, cfg.seed)
-    table = check_split(man[ok], cfg.split)
-    _write_csv(man[MANIFEST_COLUMNS], rp.manifest)
+    table = _assign_splits(man, ok, cfg)
+    _write_csv(man[MANIFEST_COLUMNS + ["fold"] * bool(cfg.folds)], rp.manifest)
     save_json(dict(audit, split_clips={s: {c: int(n) for c, n in table[s].items()} for s in table}), rp.audit)
     save_json({"classes": _recipe_classes(man)}, rp.labels)
     return man, audit, audio, table
@@ -766,6 +811,30 @@ def _cache_splits(man, audio, rp, cfg, params, workers) -> tuple:
     if reused: print(f"reused the cached {', '.join(reused)} split(s) in {rp.cache} (same inputs and parameters)")
     return counts, reused
 
+def _cache_fold(k, man, audio, rp, cfg, params, workers, overwrite) -> tuple:
+    "Write fold `k`'s complete data folder `<run>/folds/<k>/data` (manifest with its split, labels, audit, cache, done.json)."
+    fp, ok, params = rp.fold(k), man.status == "ok", dict(params, fold=int(k))
+    if prepare_stage(fp.data, params, overwrite) == "skip": return load_json(fp.data/"done.json")["summary"]["cache_rows"], ["all"]
+    man = man.assign(split=""); man.loc[ok, "split"] = fold_split(man[ok], k, cfg.split, cfg.seed)
+    table = pd.crosstab(man.label[ok], man.split[ok]).reindex(columns=list(SPLITS), fill_value=0)
+    check_split(man[ok & (man.split != "test")], (0.5, 0.5, 0))                  # no group on two sides, every class in each
+    _write_csv(man[MANIFEST_COLUMNS + ["fold"]], fp.manifest); shutil.copyfile(rp.labels, fp.labels)
+    clips = {s: {c: int(n) for c, n in table[s].items()} for s in table}
+    save_json(dict(load_json(rp.audit), fold=int(k), folds=cfg.folds, split_clips=clips), fp.audit)
+    import dataclasses
+    counts, reused = _cache_splits(man, audio, fp, dataclasses.replace(cfg, split=(1, 1, 1)), params, workers)   # all three splits
+    mark_done(fp.data, params, summary=dict(fold=int(k), folds=cfg.folds, classes=load_json(rp.labels)["classes"],
+                                            cache_rows=counts, clips_before_balancing=clips, reused_cache=reused))
+    return counts, reused
+
+def _cache_folds(man, audio, rp, cfg, params, workers, overwrite) -> tuple:
+    "Every fold's data folder: (rows per class of each fold's cached splits, as `fold<k>/<split>`; the folds reused)."
+    counts, reused = {}, []
+    for k in range(cfg.folds):
+        c, r = _cache_fold(k, man, audio, rp, cfg, params, workers, overwrite)
+        counts.update({f"fold{k}/{s}": n for s, n in c.items()}); reused += [f"fold{k}"] * bool(r)
+    return counts, reused
+
 def run_data_stage(data_dir, run_dir, overwrite=False, workers=None, **settings) -> dict:
     "Discover, decode, audit, split, cache with `DataConfig` (any of its `settings` overridden); write the run's `data/`."
     cfg, t0, rp = make_config(DataConfig, "01_data", **settings), time.time(), RunPaths(run_dir)
@@ -780,7 +849,8 @@ def run_data_stage(data_dir, run_dir, overwrite=False, workers=None, **settings)
     shutil.rmtree(rp.data/"decoded", ignore_errors=True)    # the 16 kHz clips, read back to check copies and cut windows
     man, audit, audio, table = _audit_and_split(files, rp, cfg, workers)
     skipped = _skipped(man, data_dir); _write_csv(skipped, rp.skipped)
-    counts, reused = _cache_splits(man, audio, rp, cfg, params, workers)
+    counts, reused = (_cache_folds(man, audio, rp, cfg, params, workers, overwrite) if cfg.folds
+                      else _cache_splits(man, audio, rp, cfg, params, workers))
     shutil.rmtree(rp.data/"decoded", ignore_errors=True)
     summary = dict(data_dir=str(data_dir), classes=load_json(rp.labels)["classes"], n_files=len(man), status_counts=audit["status_counts"],
                    n_other_files=int((skipped.reason.str.startswith("not_audio")).sum()), cache_rows=counts, reused_cache=reused,

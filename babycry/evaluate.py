@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_evaluation.ipynb #26020b04
 from __future__ import annotations
-import datetime, platform
+import datetime, platform, warnings
 from pathlib import Path
 
 import numpy as np, pandas as pd
@@ -18,10 +18,11 @@ from .core import *
 from .train import plot_confusion
 
 # %% auto #0
-__all__ = ['present_labels', 'macro_f1', 'roc_auc_ovr', 'reliability_table', 'expected_calibration_error', 'metrics_from_probs',
-           'bootstrap_ci', 'plot_reliability', 'plot_roc', 'predict_split', 'split_rows', 'restrict_probs',
-           'progression_row', 'misclassified', 'log_test_read', 'write_model_card', 'test_intervals', 'progression',
-           'run_evaluation']
+__all__ = ['CV_METRICS', 'present_labels', 'macro_f1', 'roc_auc_ovr', 'reliability_table', 'expected_calibration_error',
+           'metrics_from_probs', 'bootstrap_ci', 'plot_reliability', 'plot_roc', 'predict_split', 'split_rows',
+           'restrict_probs', 'progression_row', 'misclassified', 'log_test_read', 'write_model_card', 'test_intervals',
+           'progression', 'predictions_frame', 'run_evaluation', 'is_cv_run', 'clip_predictions', 'gather_oof',
+           'check_oof', 'cv_metrics', 'chosen_fold', 'run_cv_evaluation']
 
 # %% ../nbs/07_evaluation.ipynb #a724871c
 def present_labels(y_true) -> list:
@@ -271,15 +272,35 @@ def _result_fields(metrics: dict) -> dict:
                 classes=", ".join(f"`{c}`" for c in t["classes"]), n_classes=len(t["classes"]),
                 device=metrics.get("device", "?"), platform=metrics.get("platform", ""), evaluated=metrics.get("evaluated", ""))
 
-def write_model_card(model_dir, metrics: dict, run_dir) -> Path:
-    "Write `README.md` (a Hugging Face model card) into `model_dir`: the template `babycry/model_card.md`, filled from the run."
+def _protocol(rp) -> str:
+    "The card's sentence on the evaluation protocol, from the data stage's record (one split, or fold k of K)."
+    p = _done(rp, "data").get("params", {})
+    if p.get("fold") is None: return "one grouped train/validation/test split (not cross-validation)."
+    return (f"fold {p['fold']} of a {p['folds']}-fold grouped cross-validation: the test split below is fold {p['fold']}, and "
+            "training and validation are a grouped split of the other folds.")
+
+def _cv_section(cv: dict | None) -> str:
+    "The card's out-of-fold results of a cross-validated run (empty without one)."
+    if not cv: return ""
+    f = lambda k: _fmt_ci(dict(cv["ci"][k], point=cv["pooled"][k]))
+    folds = pd.DataFrame(cv["per_fold"])[["fold", "n", "accuracy", "balanced_accuracy", "f1_macro", "ece"]]
+    return (f"### Cross-validated (out-of-fold) results\n\n{cv['folds']}-fold grouped cross-validation over recording sources: "
+            f"each of the {cv['n_clips']} clips ({cv['n_groups']} sources) was predicted once, by the fold model that never saw its "
+            f"source. Pooled, with {int(cv['ci']['level'] * 100)}% bootstrap intervals over {cv['ci']['resample']}s:\n\n"
+            f"| metric | value |\n|---|---|\n| accuracy | {f('accuracy')} |\n| balanced accuracy | {f('balanced_accuracy')} |\n"
+            f"| macro-F1 | {f('f1_macro')} |\n| expected calibration error | {f('ece')} |\n\nPer fold:\n\n{_table(folds)}\n\n"
+            f"**This model is fold {cv['exported']['fold']}'s** ({cv['exported']['why']}); the test-split numbers below are of "
+            f"its own test fold only.\n\n")
+
+def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None) -> Path:
+    "Write `README.md` (a Hugging Face model card) into `model_dir`: the template `babycry/model_card.md`, filled from the run (and `cv`'s out-of-fold results)."
     from importlib.resources import files
     rp, stage = RunPaths(run_dir), metrics["model"]
     facts = _run_facts(rp, stage)
     metrics.setdefault("dataset", facts["dataset"])
     audit = _audit_lines(load_json(rp.audit)) if rp.audit.exists() else []
     fields = dict(facts, **_result_fields(metrics), stage=stage, audit="\n".join(audit or ["- (no audit found)"]),
-                  kind="a fine-tuned" if stage == "phase2" else "an MLP head on a frozen")
+                  kind="a fine-tuned" if stage == "phase2" else "an MLP head on a frozen", protocol=_protocol(rp), cv_results=_cv_section(cv))
     text = _yaml_front_matter(metrics, facts["base"]) + "\n" + (files("babycry")/"model_card.md").read_text(encoding="utf-8").format(**fields)
     with atomic_write(Path(model_dir)/"README.md", encoding="utf-8") as f: f.write(text)
     return Path(model_dir)/"README.md"
@@ -327,6 +348,15 @@ def _write_eval_plots(stage_dir, final, rows, y, p, classes, t, prog):
     with atomic_write(stage_dir/"misclassified.csv") as f: misclassified(rows, y, p, classes).to_csv(f, index=False)
     with atomic_write(stage_dir/"progression.csv") as f: pd.DataFrame(prog).to_csv(f, index=False)
 
+def predictions_frame(rows, y, probs, classes, model: str) -> pd.DataFrame:
+    "Every scored test row: path, group, window, label, pred, `p_<class>` per class, model (kept as `eval/predictions.csv`)."
+    probs = np.asarray(probs, dtype=float)
+    out = rows.reset_index(drop=True)[[c for c in ("path", "group", "window") if c in rows]].copy()
+    out["label"], out["pred"] = np.asarray(classes)[np.asarray(y)], np.asarray(classes)[probs.argmax(1)]
+    for i, c in enumerate(classes): out[f"p_{c}"] = probs[:, i]
+    out["model"] = model
+    return out
+
 def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, device=None, **settings) -> dict:
     "The evaluation stage with `EvalConfig` (any of its `settings` overridden): test metrics with CIs, plots, model card."
     cfg, rp = make_config(EvalConfig, "07_evaluation", **settings), RunPaths(run_dir)
@@ -346,8 +376,112 @@ def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, devic
                    progression=prog, device=str(get_device(device)), evaluated=datetime.datetime.now().isoformat(timespec="seconds"),
                    platform=f"{platform.platform()}, {platform.processor() or platform.machine()}")
     _write_eval_plots(rp.eval, final, rows, y, p, classes, t, prog)
+    with atomic_write(rp.eval/"predictions.csv") as f: predictions_frame(rows, y, p, classes, final).to_csv(f, index=False)
     metrics["model_card"] = str(write_model_card(rp.model(final), metrics, run_dir))
     save_json(metrics, rp.eval/"metrics.json")
     mark_done(rp.eval, params, result={k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "f1_macro")})
     return metrics
 
+
+# %% ../nbs/07_evaluation.ipynb #ff5bbc36
+def is_cv_run(run_dir) -> bool:
+    "Is `run_dir` the top of a cross-validated run (a data stage that wrote `folds/<k>/`)?"
+    p = _done(RunPaths(run_dir), "data").get("params", {})
+    return int(p.get("folds") or 0) >= 2 and p.get("fold") is None
+
+def clip_predictions(pred: pd.DataFrame) -> pd.DataFrame:
+    "One row per clip (`path`) of a predictions frame: its windows' probabilities averaged, the prediction their argmax."
+    pc = [c for c in pred.columns if c.startswith("p_")]
+    out = pred.groupby("path", sort=True).agg({"group": "first", "label": "first", "model": "first", **{c: "mean" for c in pc}})
+    out["pred"] = np.asarray([c[2:] for c in pc])[out[pc].to_numpy().argmax(1)]
+    return out.reset_index()
+
+def gather_oof(run_dir) -> pd.DataFrame:
+    "The out-of-fold frame of a cross-validated run: each fold's test predictions, one row per clip, with its fold."
+    rp, parts = RunPaths(run_dir), []
+    for k in range(int(_done(rp, "data")["params"]["folds"])):
+        e = rp.fold(k).eval
+        if not is_done(e): raise FileNotFoundError(f"fold {k} has no finished evaluation in {e}: run its stages (babycry-run --run-dir {rp.root} does).")
+        parts.append(clip_predictions(pd.read_csv(e/"predictions.csv", keep_default_na=False)).assign(fold=k))
+    oof = pd.concat(parts, ignore_index=True)
+    if oof.model.nunique() != 1 or oof.filter(like="p_").isna().any().any():
+        raise ValueError(f"the folds' final models differ ({sorted(oof.model.unique())}) or have other classes: run every fold to the same stage")
+    return oof[["path", "group", "fold", "label", "pred"] + [c for c in oof if c.startswith("p_")] + ["model"]]
+
+# %% ../nbs/07_evaluation.ipynb #77795ebe
+def check_oof(oof: pd.DataFrame, run_dir) -> pd.DataFrame:
+    "`oof`, after checking: every usable clip of its classes exactly once, in its own fold, its source unseen by that fold's training."
+    rp = RunPaths(run_dir); man = pd.read_csv(rp.manifest, keep_default_na=False)
+    usable = man[(man.status == "ok") & man.label.isin([c[2:] for c in oof if c.startswith("p_")])]
+    dup, missing, extra = oof.path[oof.path.duplicated()], set(usable.path) - set(oof.path), set(oof.path) - set(usable.path)
+    if len(dup) or missing or extra:
+        raise AssertionError(f"out-of-fold predictions must cover every usable clip once: {len(dup)} predicted twice, {len(missing)} "
+                             f"never, {len(extra)} not usable clips (e.g. {(list(dup) + sorted(missing) + sorted(extra))[:3]})")
+    wrong = oof.fold.to_numpy() != oof.path.map(usable.set_index("path").fold.astype(int)).to_numpy()
+    if wrong.any(): raise AssertionError(f"{int(wrong.sum())} clips predicted by another fold than the manifest's, e.g. {oof.path[wrong].iloc[0]}")
+    for k, d in oof.groupby("fold"):
+        fm, fp = pd.read_csv(rp.fold(k).manifest, keep_default_na=False), rp.fold(k)
+        seen = set(fm.group[fm.split.isin(["train", "valid"])]) | set(pd.read_csv(fp.cache/"train.csv", keep_default_na=False).group)
+        if set(d.group) & seen: raise AssertionError(f"fold {k}: sources of its test clips were in its training side: {sorted(set(d.group) & seen)[:5]}")
+    return oof
+
+# %% ../nbs/07_evaluation.ipynb #e5f9149f
+CV_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "ece")
+
+def _ci_metrics(y, P, classes) -> dict:
+    "Metric functions of an index array into (`y`, `P`), for `bootstrap_ci`: the CV metrics and the recall of each class."
+    yp, labels = P.argmax(1), present_labels(y)
+    def recall(j): return lambda a, _: float(np.mean(yp[a][y[a] == j] == j)) if (y[a] == j).any() else np.nan
+    def quiet(f):
+        def g(a, _):
+            with warnings.catch_warnings(): warnings.simplefilter("ignore"); return f(a)
+        return g
+    return dict(accuracy=quiet(lambda a: accuracy_score(y[a], yp[a])), balanced_accuracy=quiet(lambda a: balanced_accuracy_score(y[a], yp[a])),
+                f1_macro=quiet(lambda a: macro_f1(y[a], yp[a], labels)), ece=quiet(lambda a: expected_calibration_error(y[a], P[a])),
+                **{f"recall_{c}": recall(j) for j, c in enumerate(classes) if j in labels})
+
+def cv_metrics(oof: pd.DataFrame, cfg: EvalConfig = EvalConfig()) -> dict:
+    "Pooled out-of-fold metrics with bootstrap intervals (over sources by default), and each fold's, with their mean and std."
+    pc = [c for c in oof if c.startswith("p_")]; classes = [c[2:] for c in pc]
+    y, P = oof.label.map({c: i for i, c in enumerate(classes)}).to_numpy(), oof[pc].to_numpy(float)
+    pooled = metrics_from_probs(y, P, classes)
+    pooled.update({f"recall_{c}": pooled["per_class"][c]["recall"] for c in classes})
+    idx, groups = np.arange(len(y)), oof.group.astype(str).to_numpy() if cfg.bootstrap_by == "group" else None
+    ci = {k: bootstrap_ci(idx, idx, f, cfg.n_bootstrap, cfg.seed, groups) for k, f in _ci_metrics(y, P, classes).items()}
+    ci.update(level=0.95, n_bootstrap=int(cfg.n_bootstrap), resample=cfg.bootstrap_by)
+    per_fold = [dict(fold=int(k), n=int(len(d)), **{m: metrics_from_probs(y[d.index], P[d.index], classes)[m] for m in CV_METRICS})
+                for k, d in oof.groupby("fold")]
+    pf = pd.DataFrame(per_fold)
+    return dict(pooled=pooled, ci=ci, per_fold=per_fold, fold_mean={m: float(pf[m].mean()) for m in CV_METRICS},
+                fold_std={m: float(pf[m].std()) for m in CV_METRICS})
+
+# %% ../nbs/07_evaluation.ipynb #92ddd1b5
+def chosen_fold(run_dir, folds: int, stage: str) -> int:
+    "The fold whose `stage` model has the best validation macro-F1 (the lowest fold on ties)."
+    rp = RunPaths(run_dir)
+    scores = [(_done(rp.fold(k), stage).get("result", {}).get("valid", {}).get("macro_f1") or 0.0) for k in range(folds)]
+    return int(np.argmax(scores))
+
+def _write_cv_plots(cv_dir, m: dict, model: str):
+    for norm, name in [(False, "confusion_counts.png"), (True, "confusion_normalized.png")]:
+        plt.close(plot_confusion(m["pooled"]["confusion"], m["pooled"]["classes"], norm,
+                                 f"{model}, out-of-fold: " + ("recall per class" if norm else "counts"), cv_dir/name))
+
+def run_cv_evaluation(run_dir, overwrite: bool = False, **settings) -> dict:
+    "Gather a cross-validated run's folds: `cv/oof.csv`, `cv/metrics.json` (pooled with intervals, per fold), plots, the exported model's card."
+    cfg, rp = make_config(EvalConfig, "07_evaluation", **settings), RunPaths(run_dir)
+    K = int(_done(rp, "data")["params"]["folds"]); oof = check_oof(gather_oof(run_dir), run_dir)
+    params = config_record(cfg, folds=K, fold_evaluations=[_done(rp.fold(k), "eval")["finished"] for k in range(K)])
+    if prepare_stage(rp.cv, params, overwrite) == "skip":
+        print(f"{rp.cv} is already finished for these folds' evaluations."); return load_json(rp.cv/"metrics.json")
+    model = str(oof.model.iloc[0]); k = chosen_fold(run_dir, K, model)
+    with atomic_write(rp.cv/"oof.csv") as f: oof.to_csv(f, index=False)
+    m = dict(protocol=f"{K}-fold grouped cross-validation over recording sources (out-of-fold predictions)", model=model, folds=K,
+             n_clips=len(oof), n_groups=int(oof.group.nunique()), **cv_metrics(oof, cfg),
+             exported=dict(fold=k, model_dir=str(rp.fold(k).model(model)), why="the best validation macro-F1 of the folds' models"),
+             evaluated=datetime.datetime.now().isoformat(timespec="seconds"))
+    _write_cv_plots(rp.cv, m, model)
+    m["model_card"] = str(write_model_card(rp.fold(k).model(model), load_json(rp.fold(k).eval/"metrics.json"), rp.fold(k).root, cv=m))
+    save_json(m, rp.cv/"metrics.json")
+    mark_done(rp.cv, params, result={k: m["pooled"][k] for k in CV_METRICS})
+    return m

@@ -24,7 +24,7 @@ from transformers import PretrainedConfig, set_seed
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .core import *
-from .data import load_audio, parallel_map, _n_workers, fix_length, build_split
+from .data import load_audio, parallel_map, _n_workers, fix_length, build_split, assign_folds, groups_per_class
 from .dataset import normalize_waveforms, collate_clips
 from .model import BabyCryForAudioClassification
 from .train import fit, training_args, phase1_optimizer_factory, phase1_scheduler_factory
@@ -33,34 +33,13 @@ from .class_removal import parse_classes
 
 # %% auto #0
 __all__ = ['FEATURE_SETTINGS', 'RUNGS', 'HANDCRAFTED', 'EMBEDDING', 'TUNED', 'LADDER_RUNGS', 'LADDER_COLUMNS', 'METRICS',
-           'EMBED_SETTINGS', 'groups_per_class', 'assign_folds', 'inner_splits', 'spectral_features',
-           'dynamics_features', 'voicing', 'pitch_features', 'clip_features', 'feature_names', 'file_features',
-           'cv_dir', 'features_for', 'make_model', 'layer_count', 'proba_columns', 'tune', 'fit_fold', 'oof_frame',
-           'oof_predictions', 'stack_folds', 'oof_classes', 'fold_metrics', 'clip_set', 'ladder_row', 'load_ladder',
-           'update_ladder', 'plot_ladder', 'ladder_clips', 'save_oof', 'finish_rung', 'run_rung', 'rung_inputs',
-           'run_ladder', 'clip_window', 'frozen_backbone', 'pooled_hidden_states', 'clip_embeddings', 'embeddings_path',
-           'embeddings_for', 'LayerSelect', 'ScratchCNNConfig', 'LogMelCNN', 'Windows', 'cnn_fold',
-           'cnn_oof_predictions', 'run_cnn_rung']
-
-# %% ../nbs/13_ladder.ipynb #7d3fd859
-def groups_per_class(df) -> dict:
-    "Number of distinct groups (recording sources) of each class in a frame with `label` and `group` columns."
-    return {str(k): int(v) for k, v in df.groupby("label")["group"].nunique().items()}
-
-def assign_folds(df, k: int = 5, seed: int = 42) -> np.ndarray:
-    "Fold number (0..k-1) of each row of `df`: StratifiedGroupKFold over `group`, stratified by `label`."
-    n_groups, gpc = df.group.nunique(), groups_per_class(df)
-    if n_groups < k:
-        raise ValueError(f"{k}-fold grouped cross-validation needs at least {k} groups (recording sources), found "
-                         f"{n_groups}; groups per class: {gpc}. Use fewer folds.")
-    few = {c: n for c, n in gpc.items() if n < k}
-    if few: warnings.warn(f"classes with fewer groups than the {k} folds miss from some test folds: {few}")
-    out = np.full(len(df), -1)
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class")
-        for f, (_, te) in enumerate(cv.split(np.zeros(len(df)), df.label, df.group)): out[te] = f
-    return out
+           'EMBED_SETTINGS', 'inner_splits', 'spectral_features', 'dynamics_features', 'voicing', 'pitch_features',
+           'clip_features', 'feature_names', 'file_features', 'cv_dir', 'features_for', 'make_model', 'layer_count',
+           'proba_columns', 'tune', 'fit_fold', 'oof_frame', 'oof_predictions', 'stack_folds', 'oof_classes',
+           'fold_metrics', 'clip_set', 'ladder_row', 'load_ladder', 'update_ladder', 'plot_ladder', 'ladder_clips',
+           'save_oof', 'finish_rung', 'run_rung', 'rung_inputs', 'run_ladder', 'clip_window', 'frozen_backbone',
+           'pooled_hidden_states', 'clip_embeddings', 'embeddings_path', 'embeddings_for', 'LayerSelect',
+           'ScratchCNNConfig', 'LogMelCNN', 'Windows', 'cnn_fold', 'cnn_oof_predictions', 'run_cnn_rung']
 
 # %% ../nbs/13_ladder.ipynb #c221744b
 def inner_splits(df, train_idx, k: int = 3, seed: int = 42) -> list:
@@ -366,14 +345,17 @@ def plot_ladder(table: pd.DataFrame, path=None):
 
 # %% ../nbs/13_ladder.ipynb #8ada3d06
 def ladder_clips(run_dir, folds: int = 5, seed: int = 42, remove_classes=None) -> tuple:
-    "The usable clips of the data stage (minus `remove_classes`), each with its grouped fold, and the classes."
+    "The usable clips of the data stage (minus `remove_classes`), each with its grouped fold (the manifest's, if it has one), and the classes."
     rp = RunPaths(run_dir)
     if not rp.manifest.exists(): raise FileNotFoundError(f"{rp.manifest} is missing: run the data stage (01_data) with run_dir={str(run_dir)!r} first.")
     man, classes = pd.read_csv(rp.manifest, keep_default_na=False), load_json(rp.labels)["classes"]
     drop = parse_classes(remove_classes, classes)
     classes = [c for c in classes if c not in drop]
     df = man[(man.status == "ok") & man.label.isin(classes)].reset_index(drop=True)
-    df = df[["path", "label", "group", "md5"]].assign(fold=assign_folds(df, folds, seed))
+    if "fold" in df and (df.fold.astype(int) >= 0).all():                 # the data stage's folds (babycry-run --folds K)
+        df = df[["path", "label", "group", "md5", "fold"]].astype({"fold": int})
+        if df.fold.nunique() != folds: print(f"using the data stage's {df.fold.nunique()} folds from {rp.manifest}, not folds={folds}")
+    else: df = df[["path", "label", "group", "md5"]].assign(fold=assign_folds(df, folds, seed))
     t = load_ladder(run_dir)
     if len(t) and "clip_set" in t and (t.clip_set != clip_set(df)).any():
         raise ValueError(f"{cv_dir(run_dir)/'ladder.csv'} holds rows on other clips, classes or folds (folds={folds}, "

@@ -12,8 +12,9 @@ from .core import *
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_DIRS', 'STAGE_ALIASES', 'DEMO_PARAMS', 'STAGE_CONFIGS', 'FULL_PARAMS', 'stage_name',
            'parse_value', 'split_params', 'notebook_params', 'declared_params', 'notebook_dirs', 'find_notebooks',
-           'stage_record', 'stage_status', 'record_stage', 'plan', 'check_plan', 'format_plan', 'StageFailed',
-           'run_stage', 'stale_evaluation', 'summary', 'run_pipeline', 'merge_settings', 'resolve_settings', 'main']
+           'stage_record', 'stage_status', 'record_stage', 'run_folds', 'plan', 'check_plan', 'format_plan',
+           'StageFailed', 'run_stage', 'stale_evaluation', 'cv_summary', 'summary', 'run_pipeline', 'merge_settings',
+           'resolve_settings', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #33b71549
 STAGE_NOTEBOOKS = ("01_data", "02_dataset", "03_model", "04_phase1", "05_class_removal", "06_phase2", "07_evaluation")
@@ -101,10 +102,10 @@ def stage_record(run_dir, nb: str) -> Path:
     "The pipeline's record of a stage: `<run_dir>/notebooks/<nb>.json`."
     return RunPaths(run_dir).notebooks/f"{nb}.json"
 
-def stage_status(run_dir, nb: str, params: dict) -> str:
-    "'done' (finished with these parameters), 'changed' (finished with others) or 'todo'."
+def stage_status(run_dir, nb: str, params: dict, stage_dir: str | None = None) -> str:
+    "'done' (finished with these parameters), 'changed' (finished with others) or 'todo'; `stage_dir` overrides `STAGE_DIRS`."
     rec = load_json(stage_record(run_dir, nb)) if stage_record(run_dir, nb).exists() else None
-    d = STAGE_DIRS[nb]
+    d = stage_dir or STAGE_DIRS[nb]
     finished = is_done(RunPaths(run_dir).stage(d)) if d else rec is not None
     if not finished: return "todo"
     if rec is None or rec.get("params_hash") == params_hash(params): return "done"
@@ -116,18 +117,31 @@ def record_stage(run_dir, nb: str, params: dict, seconds: float):
                    finished=datetime.datetime.now().isoformat(timespec="seconds")), stage_record(run_dir, nb))
 
 # %% ../nbs/09_pipeline.ipynb #6fdff32a
+def run_folds(params: dict) -> int:
+    "The folds 01_data is asked for (`-p folds K`, `-p data.folds K` or `--folds K`); 0: one split."
+    common, per = split_params(params)
+    return check_setting(DataConfig, "folds", per["01_data"].get("folds", common.get("folds")), "01_data")
+
+def _chains(run_dir, folds: int) -> list:
+    "(fold, run_dir, notebooks) in order: all stages on `run_dir`; or 01 on it, 02-07 per fold in `folds/<k>`, and 07 on it ('cv')."
+    if not folds: return [(None, run_dir, STAGE_NOTEBOOKS)]
+    return ([(None, run_dir, STAGE_NOTEBOOKS[:1])] + [(k, RunPaths(run_dir).fold(k).root, STAGE_NOTEBOOKS[1:]) for k in range(folds)]
+            + [("cv", run_dir, STAGE_NOTEBOOKS[-1:])])
+
 def plan(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None) -> list:
-    "One dict per selected stage: notebook, status, action ('skip' or 'run'), parameters (those it declares, with `nbs_dir`)."
-    rows, running = [], False
-    unused = set(split_params(params)[0])
-    for nb in STAGE_NOTEBOOKS:
-        if nb not in stages: continue
-        declared = declared_params(Path(nbs_dir)/f"{nb}.ipynb") if nbs_dir else None
-        p = notebook_params(nb, params, run_dir, declared)
-        unused -= set(p)
-        st = stage_status(run_dir, nb, p)
-        running = running or st != "done"
-        rows.append(dict(notebook=nb, status=st, action="run" if running else "skip", params=p))
+    "One dict per selected stage (and fold): notebook, fold, status, action ('skip' or 'run'), parameters (those it declares, with `nbs_dir`)."
+    rows, unused, first = [], set(split_params(params)[0]), False
+    for fold, rd, nbs in _chains(run_dir, run_folds(params)):
+        running = first or (fold == "cv" and any(r["action"] == "run" for r in rows))    # a fold's chain restarts after 01
+        for nb in nbs:
+            if nb not in stages: continue
+            declared = declared_params(Path(nbs_dir)/f"{nb}.ipynb") if nbs_dir else None
+            p = notebook_params(nb, params, rd, declared)
+            unused -= set(p)
+            st = stage_status(rd, nb, p, "cv" if fold == "cv" else None)
+            running = running or st != "done"
+            rows.append(dict(notebook=nb, fold=fold, status=st, action="run" if running else "skip", params=p))
+        if fold is None: first = running
     if nbs_dir and set(stages) == set(STAGE_NOTEBOOKS) and unused:
         raise ValueError(f"no stage notebook has a parameter {', '.join(sorted(unused))} (a typo?)")
     return rows
@@ -142,13 +156,16 @@ def check_plan(rows) -> list:
             if k in {f.name for f in dataclasses.fields(cls)}: check_setting(cls, k, v, r["notebook"])
     return rows
 
+def _row_name(r) -> str:
+    return r["notebook"] + {None: "", "cv": " (all folds)"}.get(r.get("fold"), f" fold {r.get('fold')}")
+
 def format_plan(rows, run_dir) -> str:
     "The plan as text."
     out = [f"babycry-run plan for {run_dir}:"]
     for i, r in enumerate(rows, 1):
         why = {"done": "finished", "changed": "finished with other parameters", "todo": "not finished"}[r["status"]]
         ps = " ".join(f"{k}={v}" for k, v in r["params"].items() if k != "run_dir")
-        out.append(f"  [{i}/{len(rows)}] {r['notebook']:<17} {r['action']:<4} ({why})  {ps}")
+        out.append(f"  [{i}/{len(rows)}] {_row_name(r):<25} {r['action']:<4} ({why})  {ps}")
     return "\n".join(out)
 
 # %% ../nbs/09_pipeline.ipynb #207bb224
@@ -178,12 +195,31 @@ def stale_evaluation(run_dir, metrics: dict) -> bool:
     done = RunPaths(run_dir).stage(metrics["model"])/"done.json"
     return not done.exists() or load_json(done).get("finished") != metrics.get("model_finished", load_json(done).get("finished"))
 
+def cv_summary(run_dir) -> list:
+    "Lines on a cross-validated run's out-of-fold metrics (from cv/metrics.json)."
+    rp = RunPaths(run_dir)
+    if not (rp.cv/"metrics.json").exists(): return ["no cross-validated evaluation yet (cv/metrics.json is missing)"]
+    m = load_json(rp.cv/"metrics.json"); ci = m["ci"]; e = m["exported"]
+    f = lambda k: (f"{m['pooled'][k]:.3f} [{ci[k]['low']:.3f}, {ci[k]['high']:.3f}]   per fold {m['fold_mean'][k]:.3f} ± "
+                   f"{m['fold_std'][k]:.3f}")
+    return [f"out-of-fold metrics of {m['model']} ({m['folds']}-fold grouped cross-validation: {m['n_clips']} clips, {m['n_groups']} "
+            f"recording sources; 95% bootstrap CI over {ci['resample']}s; mean ± std over folds):",
+            f"  accuracy           {f('accuracy')}", f"  balanced accuracy  {f('balanced_accuracy')}",
+            f"  macro-F1           {f('f1_macro')}", f"  ECE                {f('ece')}",
+            f"exported model: {e['model_dir']} (fold {e['fold']}: {e['why']})", f"model card:   {m['model_card']}",
+            f"out-of-fold:  {rp.cv/'oof.csv'}; metrics: {rp.cv/'metrics.json'} (plots: {rp.cv}/*.png)"]
+
+def _is_cv(rp) -> bool:
+    p = load_json(rp.data/"done.json")["params"] if (rp.data/"done.json").exists() else {}
+    return int(p.get("folds") or 0) >= 2 and p.get("fold") is None
+
 def summary(run_dir) -> str:
-    "Headline test metrics (from eval/metrics.json) and the run's important paths, as text."
+    "Headline test metrics (from eval/metrics.json, or cv/metrics.json of a cross-validated run) and the run's important paths, as text."
     rp = RunPaths(run_dir)
     lines = [f"run directory: {rp.root.resolve()}"]
     m = load_json(rp.eval/"metrics.json") if (rp.eval/"metrics.json").exists() else None
-    if m is not None and stale_evaluation(run_dir, m):
+    if _is_cv(rp): lines += cv_summary(run_dir)
+    elif m is not None and stale_evaluation(run_dir, m):
         lines.append(f"the evaluation in {rp.eval} is of a {m['model']} model that no longer exists (trained again since): "
                      "run 07_evaluation again (-p evaluation.overwrite True; the test split is read once more, and counted)")
     elif m is not None:
@@ -213,11 +249,11 @@ def run_pipeline(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None, dr
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     for i, r in enumerate(rows, 1):
-        tag = f"[{i}/{len(rows)}] {r['notebook']}"
+        tag = f"[{i}/{len(rows)}] {_row_name(r)}"
         if r["action"] == "skip":
             echo(f"{tag}: finished earlier, skipped"); r["seconds"] = 0.0; continue
         echo(f"{tag}: running ... (elapsed {_hms(time.time() - t0)})")
-        r["seconds"] = run_stage(r["notebook"], r["params"], run_dir, nbs, log_output, progress_bar)
+        r["seconds"] = run_stage(r["notebook"], r["params"], r["params"]["run_dir"], nbs, log_output, progress_bar)
         echo(f"{tag}: done in {_hms(r['seconds'])} (elapsed {_hms(time.time() - t0)})")
     echo(f"all {len(rows)} stage(s) finished in {_hms(time.time() - t0)}")
     return rows
@@ -233,6 +269,8 @@ def _parser():
     ap.add_argument("--run-dir", default=None, help="an existing run folder to resume (or a new one to create)")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="a notebook parameter for every stage, or STAGE.NAME for one stage (e.g. -p phase2.epochs 62)")
+    ap.add_argument("--folds", type=int, default=None, metavar="K",
+                    help="K-fold cross-validation over recording sources (the same as -p folds K; default: one split)")
     ap.add_argument("--stages", default=None, help="comma-separated subset, e.g. 01,04 or data,phase1 (default: all)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the console")
@@ -254,7 +292,7 @@ def merge_settings(saved: dict, given: dict) -> dict:
 def resolve_settings(a) -> tuple[Path, dict, dict]:
     "Run directory, notebook parameters and the settings to record, from parsed arguments (a resumed run's are the base)."
     given = dict(demo=a.demo, data_dir=a.data_dir and str(Path(a.data_dir).expanduser().resolve()),
-                 parameters=[list(p) for p in a.parameter])
+                 parameters=[list(p) for p in a.parameter] + ([["folds", str(a.folds)]] if a.folds is not None else []))
     if a.run_dir:
         run_dir = Path(a.run_dir)
         if (run_dir/"pipeline.json").exists(): given = merge_settings(load_json(run_dir/"pipeline.json"), given)

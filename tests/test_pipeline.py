@@ -67,6 +67,31 @@ def test_second_run_skips_finished_stages(demo_run, capsys):
     assert "accuracy" in out and "macro-F1" in out
 
 
+def test_cross_validation_on_the_demo_corpus(demo_run, tmp_path, capsys):
+    "babycry-run --folds 2 (data, phase 1 and evaluation only, to stay short): every usable clip predicted once, by the fold that never saw its source."
+    args = ["--stages", "01,04,07", "-p", "backbone", "tiny", "-p", "phase1.lr", "1e-3", "-p", "phase1.epochs", "3"]
+    assert main(["--data-dir", str(demo_run/"demo_corpus"), "--runs", str(tmp_path), "--name", "cv", "--folds", "2"] + args) == 0
+    rp = RunPaths(tmp_path/"cv")
+    man = pd.read_csv(rp.manifest, keep_default_na=False); ok = man[man.status == "ok"]
+    oof = pd.read_csv(rp.cv/"oof.csv", keep_default_na=False)
+    assert sorted(oof.path) == sorted(ok.path)                                   # every usable clip, exactly once
+    assert (oof.fold.to_numpy() == oof.path.map(ok.set_index("path").fold).to_numpy()).all()
+    for k in (0, 1):
+        fm = pd.read_csv(rp.fold(k).manifest, keep_default_na=False)
+        train = pd.read_csv(rp.fold(k).cache/"train.csv", keep_default_na=False)
+        assert set(fm.path[fm.split == "test"]) == set(ok.path[ok.fold == k])
+        assert train.augmented.astype(str).isin(["True"]).any()                   # balancing augmented training clips ...
+        seen = set(fm.group[fm.split.isin(["train", "valid"])]) | set(train.group)
+        assert not seen & set(oof.group[oof.fold == k]), k                         # ... of no source of the fold's test clips
+    m = json.loads((rp.cv/"metrics.json").read_text())
+    for k in ("accuracy", "balanced_accuracy", "f1_macro", "ece"): assert m["ci"][k]["low"] <= m["pooled"][k] <= m["ci"][k]["high"], k
+    assert m["ci"]["resample"] == "group" and len(m["per_fold"]) == 2 and m["n_clips"] == len(ok)
+    assert "**This model is fold" in Path(m["model_card"]).read_text()
+    assert "out-of-fold metrics of phase1 (2-fold" in capsys.readouterr().out
+    assert main(["--run-dir", str(rp.root)] + args[:2]) == 0                       # resumed: every fold's stages skipped
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 6
+
+
 def test_new_run_never_lands_on_an_old_one(demo_run, capsys):
     old = os.getcwd(); os.chdir(demo_run.parent.parent)
     try: assert main(["--demo", "--name", "e2e", "--dry-run"]) == 0
