@@ -14,9 +14,9 @@ import numpy as np
 __all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'LABEL_ALIASES', 'STAGES',
            'normalize_label', 'setting', 'DataConfig', 'TrainingConfig', 'Phase1Config', 'ClassRemovalConfig',
            'Phase2Config', 'EvalConfig', 'check_setting', 'make_config', 'config_record', 'stage_settings',
-           'settings_table', 'RunPaths', 'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'params_hash',
-           'mark_done', 'is_done', 'prepare_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'get_device',
-           'get_precision', 'precision_args']
+           'settings_table', 'RunPaths', 'usual_permissions', 'atomic_write', 'save_json', 'load_json',
+           'data_band_limit', 'params_hash', 'mark_done', 'is_done', 'prepare_stage', 'new_run_dir', 'RunLocked',
+           'run_lock', 'get_device', 'get_precision', 'precision_args']
 
 # %% ../nbs/00_core.ipynb #9a23e3c3
 CLASSES = ("belly_pain", "burping", "cold_hot", "discomfort", "hungry", "scared", "tired")
@@ -71,6 +71,7 @@ class DataConfig:
     stretch: tuple = setting((0.8, 1.2), "time-stretch rate range", check=_range_ok)
     gain_db: tuple = setting((-6.0, 6.0), "gain range (dB)", check=_range_ok)
     shift_seconds: float = setting(0.5, "circular time shift range, +/- seconds", ge=0)
+    equalize_bandwidth: str = setting("auto", "low-pass every cached clip to the lowest native Nyquist frequency: 'auto' when the audit flags the sample rate as a shortcut", choices=("auto", "always", "never"))
 
 @dataclass
 class TrainingConfig:
@@ -275,6 +276,11 @@ def load_json(path):
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first.")
     return json.loads(path.read_text(encoding="utf-8"))
+
+# %% ../nbs/00_core.ipynb #0a8efebf
+def data_band_limit(run_dir) -> float | None:
+    "The low-pass (Hz) the data stage of `run_dir` applied to every cached clip (`band_limit` in data/audit.json), or None."
+    return (load_json(RunPaths(run_dir).audit).get("band_limit") or {}).get("hz")
 
 # %% ../nbs/00_core.ipynb #c6148a5d
 def params_hash(params: dict) -> str:

@@ -20,13 +20,13 @@ from .core import (CLASSES, SAMPLE_RATE, CLIP_SAMPLES, DataConfig, RunPaths, ato
 __all__ = ['CLASS_VOICES', 'DAC_TAGS', 'AV_CODECS', 'DEMO_RATES', 'DEMO_SHARE', 'AUDIO_EXTS', 'KNOWN_LABELS', 'DAC_RE',
            'AUG_NAME_RE', 'LAYOUT_HELP', 'MIN_SECONDS', 'SILENCE_DBFS', 'QUIET_DBFS', 'ENV_HOP_S', 'SPLITS',
            'CACHE_VERSION', 'MANIFEST_COLUMNS', 'synth_cry', 'write_av', 'make_demo_corpus', 'parse_dac_name',
-           'file_md5', 'walk_files', 'discover', 'AudioDecodeError', 'read_audio', 'resample', 'load_audio', 'envelope',
-           'fingerprint', 'parallel_imap', 'candidate_pairs', 'similar_pairs', 'cramers_v', 'probe_file',
-           'parallel_map', 'scan_file', 'find_copies', 'audit_files', 'audit_table', 'split_groups', 'check_split',
-           'groups_per_class', 'assign_folds', 'check_folds', 'fold_split', 'fix_length', 'clip_windows', 'augmenter',
-           'applied', 'seeded_globals', 'augment', 'item_rng', 'NpyRows', 'build_split', 'cache_key', 'save_split',
-           'cached_split', 'demo_data_dir', 'run_data_stage', 'plot_class_counts', 'plot_mel', 'plot_examples',
-           'explorer']
+           'file_md5', 'walk_files', 'discover', 'AudioDecodeError', 'read_audio', 'resample', 'load_audio',
+           'band_limit', 'high_band_share', 'envelope', 'fingerprint', 'parallel_imap', 'candidate_pairs',
+           'similar_pairs', 'cramers_v', 'probe_file', 'parallel_map', 'scan_file', 'find_copies', 'audit_files',
+           'decide_band_limit', 'audit_table', 'split_groups', 'check_split', 'groups_per_class', 'assign_folds',
+           'check_folds', 'fold_split', 'fix_length', 'clip_windows', 'augmenter', 'applied', 'seeded_globals',
+           'augment', 'item_rng', 'NpyRows', 'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir',
+           'run_data_stage', 'plot_class_counts', 'plot_mel', 'plot_examples', 'explorer']
 
 # %% ../nbs/01_data.ipynb #24973583
 CLASS_VOICES = {  # f0 (Hz), glide (fraction over a burst), contour, burst and gap (s), harmonic rolloff, noise, vibrato (Hz, depth)
@@ -245,6 +245,19 @@ def load_audio(path, sr: int = SAMPLE_RATE) -> np.ndarray:
     "Decode any supported file to float32 mono at `sr` (raises `AudioDecodeError` naming the file)."
     x, sr0 = read_audio(path)
     return resample(x.mean(axis=1), sr0, sr)
+
+# %% ../nbs/01_data.ipynb #0a7d013e
+def band_limit(x: np.ndarray, hz: float | None, sr: int = SAMPLE_RATE) -> np.ndarray:
+    "Low-pass `x` (rate `sr`) at `hz` by resampling down to `2*hz` and back up with soxr; unchanged if `hz` is None or >= sr/2."
+    x = np.asarray(x, np.float32)
+    if hz is None or 2 * hz >= sr or len(x) == 0: return x
+    y = resample(resample(x, sr, int(round(2 * hz))), int(round(2 * hz)), sr)[:len(x)]
+    return np.pad(y, (0, len(x) - len(y))) if len(y) < len(x) else y
+
+def high_band_share(x: np.ndarray, sr: int = SAMPLE_RATE, hz: float = 4000) -> float:
+    "The share of the energy of `x` (rate `sr`) above `hz` (0 for a silent clip)."
+    P = np.abs(np.fft.rfft(np.asarray(x, np.float64))) ** 2
+    return float(P[np.fft.rfftfreq(len(x), 1 / sr) > hz].sum() / P.sum()) if P.sum() > 0 else 0.0
 
 # %% ../nbs/01_data.ipynb #c84787ab
 MIN_SECONDS = 0.5           # shorter clips would be mostly padding in a 3 s window
@@ -492,6 +505,21 @@ def audit_files(files: pd.DataFrame, probes: list, drop_duplicates=True, drop_au
     return df, _audit_record(df, copies, named), {p: pr[p]["audio"] for p in df.path[ok]}
 
 
+# %% ../nbs/01_data.ipynb #6c0ba35d
+def decide_band_limit(rates, shortcut: dict | None = None, mode: str = "auto", sr: int = SAMPLE_RATE) -> dict:
+    "Whether (and at what `hz`) to low-pass every cached clip: the lowest native Nyquist, if `mode` and the rate's `shortcut` record ask."
+    rates = sorted({int(r) for r in rates}); low = rates[0] if rates else None
+    v = (shortcut or {}).get("cramers_v", 0.0); flagged = bool((shortcut or {}).get("flag"))
+    if mode not in ("auto", "always", "never"): raise ValueError(f"equalize_bandwidth must be 'auto', 'always' or 'never', not {mode!r}")
+    if mode == "never": why = "equalize_bandwidth='never'"
+    elif low is None or low >= sr: why = f"no clip was recorded below {sr} Hz: every clip keeps its full band"
+    elif mode == "auto" and not flagged: why = f"the native sample rate does not predict the class (Cramér's V {v:.2f} < 0.5)"
+    else: why = None
+    hz = None if why else (low // 2 if low % 2 == 0 else low / 2)
+    if hz: why = (f"the native sample rate predicts the class (Cramér's V {v:.2f})" if mode == "auto" else "equalize_bandwidth='always'") + \
+                 f": every cached clip is low-passed at {hz} Hz, the Nyquist frequency of the lowest native rate ({low} Hz)"
+    return dict(setting=mode, applied=hz is not None, hz=hz, lowest_native_rate=low, native_rates=rates, reason=why)
+
 # %% ../nbs/01_data.ipynb #22facda7
 def audit_table(audit: dict) -> pd.DataFrame:
     "One line per audit check: what was found and an example."
@@ -508,6 +536,7 @@ def audit_table(audit: dict) -> pd.DataFrame:
          ", ".join(sorted({f"{d['tag_label']} in {d['folder_label']}/" for d in audit["label_disagreements"]}))),
         *[(f"{c} predicts class (Cramér's V)", f"{v['cramers_v']:.2f}", ("FLAG: possible shortcut; " if v["flag"] else "") + f"levels {v['levels']}")
           for c, v in sc.items()],
+        *[("band limit (Hz)", str(b["hz"]), b["reason"]) for b in [audit.get("band_limit")] if b],
         ("silent", len(audit["silent"]), Path(audit["silent"][0]).name if audit["silent"] else ""),
         ("too short", len(audit["too_short"]), Path(audit["too_short"][0]).name if audit["too_short"] else ""),
         ("quiet (kept)", len(audit["quiet_kept"]), ", ".join(f"{d['label']} {d['rms_db']} dB" for d in audit["quiet_kept"][:4])),
@@ -698,19 +727,19 @@ def _balance_jobs(meta, segs, seed, cfg):
     return jobs, jmeta
 
 def build_split(rows: pd.DataFrame, audio: dict, split: str, seed=42, windows_per_clip=1, balance=True,
-                cfg: DataConfig = DataConfig(), workers=None, out=None):
-    "Fixed-length (and for train, augmented and balanced) clips of one split: (float32 [N, 48000], DataFrame of rows)."
+                cfg: DataConfig = DataConfig(), workers=None, out=None, band_hz=None):
+    "Fixed-length (and for train, augmented and balanced) clips of one split, low-passed at `band_hz`: (float32 [N, 48000], rows)."
     mode = "random" if split == "train" else "center"
     meta, segs = [], []
     with NpyRows(out) as X:
         for r in rows.sort_values("path").itertuples():
             ws = clip_windows(_wave(audio[r.path]), windows_per_clip, mode=mode, rng=item_rng(seed, r.path, "crop"))
             for i, y in enumerate(ws):
-                X.add(y); segs.append((audio[r.path], i, len(ws)))
+                X.add(band_limit(y, band_hz)); segs.append((audio[r.path], i, len(ws)))
                 meta.append(dict(label=r.label, path=r.path, group=r.group, augmented=False, aug="", window=i))
         jobs, jmeta = _balance_jobs(meta, segs, seed, cfg) if split == "train" and balance and meta else ([], [])
         for (y, desc), m in zip(parallel_imap(_aug_job, jobs, workers, desc=f"augmenting {split}"), jmeta):
-            X.add(y); meta.append({**m, "aug": desc})
+            X.add(band_limit(y, band_hz)); meta.append({**m, "aug": desc})   # the last step, after augmentation
     return X.array(), pd.DataFrame(meta, columns=["label", "path", "group", "augmented", "aug", "window"])
 
 # %% ../nbs/01_data.ipynb #f66ff0cd
@@ -789,6 +818,8 @@ def _audit_and_split(files, rp, cfg, workers):
     for r in man[man.status == "unreadable"].itertuples(): warnings.warn(f"skipping unreadable file: {r.detail}")
     ok = man.status == "ok"
     table = _assign_splits(man, ok, cfg)
+    audit["band_limit"] = decide_band_limit(man.sample_rate[ok], audit.get("shortcuts", {}).get("sample_rate"), cfg.equalize_bandwidth)
+    if audit["band_limit"]["applied"]: print(f"band limit: {audit['band_limit']['reason']}")
     _write_csv(man[MANIFEST_COLUMNS + ["fold"] * bool(cfg.folds)], rp.manifest)
     save_json(dict(audit, split_clips={s: {c: int(n) for c, n in table[s].items()} for s in table}), rp.audit)
     save_json({"classes": _recipe_classes(man)}, rp.labels)
@@ -796,7 +827,8 @@ def _audit_and_split(files, rp, cfg, workers):
 
 def _cache_splits(man, audio, rp, cfg, params, workers) -> tuple:
     "Build (or reuse) the cached clips of each split: (rows per class and split, the splits reused)."
-    key = cache_key(man, dict(params, inputs=None, data_dir=None))
+    hz = load_json(rp.audit)["band_limit"]["hz"]                           # decided by the audit
+    key = cache_key(man, dict(params, inputs=None, data_dir=None, band_limit_hz=hz))
     if (rp.cache/"key.json").exists() and load_json(rp.cache/"key.json").get("key") != key: shutil.rmtree(rp.cache)
     save_json({"key": key}, rp.cache/"key.json")
     counts, reused, classes, ok = {}, [], load_json(rp.labels)["classes"], man.status == "ok"
@@ -804,7 +836,7 @@ def _cache_splits(man, audio, rp, cfg, params, workers) -> tuple:
         got = cached_split(rp.cache, s, key)
         if got is None:
             _, meta = build_split(man[ok & (man.split == s)], audio, s, cfg.seed, cfg.windows_per_clip, cfg.balance, cfg, workers,
-                                  out=rp.cache/f"{s}.npy")                 # streamed to disk, row by row
+                                  out=rp.cache/f"{s}.npy", band_hz=hz)     # streamed to disk, row by row
             _write_csv(meta, rp.cache/f"{s}.csv")
         else: reused.append(s); meta = got[1]
         counts[s] = {c: int(n) for c, n in meta.label.value_counts().reindex(classes, fill_value=0).items()}
@@ -855,6 +887,7 @@ def run_data_stage(data_dir, run_dir, overwrite=False, workers=None, **settings)
     summary = dict(data_dir=str(data_dir), classes=load_json(rp.labels)["classes"], n_files=len(man), status_counts=audit["status_counts"],
                    n_other_files=int((skipped.reason.str.startswith("not_audio")).sum()), cache_rows=counts, reused_cache=reused,
                    clips_before_balancing={s: {c: int(n) for c, n in table[s].items()} for s in table}, seconds=round(time.time() - t0, 1))
+    summary["band_limit"] = audit["band_limit"]
     mark_done(rp.data, params, summary=summary)
     print(_summary_line(summary, skipped))
     return summary

@@ -13,7 +13,7 @@ from .core import CLIP_SAMPLES, SAMPLE_RATE, get_device
 
 # %% auto #0
 __all__ = ['MIN_SECONDS_WARN', 'SILENT_DBFS', 'sliding_windows', 'load_input', 'load_model', 'window_probs', 'fast_model',
-           'input_warning', 'predict', 'expand_inputs', 'main', 'probability_bars', 'upload_demo']
+           'model_input', 'input_warning', 'predict', 'expand_inputs', 'main', 'probability_bars', 'upload_demo']
 
 # %% ../nbs/08_inference.ipynb #c9324fd5
 def sliding_windows(x: np.ndarray, n: int = CLIP_SAMPLES, hop: int = CLIP_SAMPLES // 2) -> np.ndarray:
@@ -81,6 +81,14 @@ def fast_model(model_dir, device=None):
     if str(device or get_device()) != "cpu" or not meta.exists(): return None
     return _load_fast_cached(str(Path(model_dir).resolve()), meta.stat().st_mtime_ns)   # a new export is picked up
 
+# %% ../nbs/08_inference.ipynb #a9b23179
+def model_input(x: np.ndarray, model) -> np.ndarray:
+    "The 16 kHz waveform `x` as `model` was trained to hear it: low-passed at its `band_limit_hz`, if it has one."
+    hz = getattr(getattr(model, "config", model), "band_limit_hz", None)
+    if hz is None: return x
+    from babycry.data import band_limit
+    return band_limit(x, hz, SAMPLE_RATE)
+
 # %% ../nbs/08_inference.ipynb #406a8aec
 MIN_SECONDS_WARN, SILENT_DBFS = 1.0, -60.0
 
@@ -92,7 +100,7 @@ def input_warning(x: np.ndarray) -> str:
     return ""
 
 def _predict_one(audio, model, fe, sr=None, hop_seconds=1.5, batch_size=16, fast=None) -> dict:
-    x = load_input(audio, sr)
+    x = model_input(load_input(audio, sr), model)
     if len(x) == 0: raise ValueError(f"{audio if isinstance(audio, (str, Path)) else 'the array'} holds no audio")
     w = sliding_windows(x, CLIP_SAMPLES, max(1, int(round(hop_seconds * SAMPLE_RATE))))
     p = window_probs(model, w, fe, batch_size, fast).mean(0)

@@ -106,7 +106,7 @@ class BabyCryConfig(PretrainedConfig):
     sub_configs = {"backbone_config": AutoConfig}
 
     def __init__(self, backbone_config=None, head="simple", pooling="mean", weighted_layers=False, backbone_name="tiny",
-                 feature_extractor=None, label_smoothing=0.0, **kwargs):
+                 feature_extractor=None, label_smoothing=0.0, band_limit_hz=None, **kwargs):
         if backbone_config is None: backbone_config = tiny_config()
         elif isinstance(backbone_config, dict): backbone_config = AutoConfig.for_model(**backbone_config)
         if head not in HEADS: raise ValueError(f"head must be one of {tuple(HEADS)}, not {head!r}.")
@@ -114,6 +114,7 @@ class BabyCryConfig(PretrainedConfig):
         self.backbone_config, self.head, self.pooling, self.weighted_layers = backbone_config, head, pooling, bool(weighted_layers)
         self.backbone_name, self.label_smoothing = str(backbone_name), float(label_smoothing)
         self.feature_extractor = dict(feature_extractor or FEATURE_EXTRACTOR_DEFAULTS)
+        self.band_limit_hz = None if band_limit_hz is None else float(band_limit_hz)   # the data stage's low-pass of every clip
         super().__init__(**kwargs)
 
 # %% ../nbs/03a_modeling.ipynb #91fd0553

@@ -76,7 +76,8 @@ def phase2_model(run_dir, classes, head: str = "improved"):
     c = p1.config
     model = BabyCryForAudioClassification(BabyCryConfig(
         c.backbone_config, head=head, pooling=c.pooling, weighted_layers=c.weighted_layers, backbone_name=c.backbone_name,
-        feature_extractor=c.feature_extractor, id2label=dict(enumerate(classes)), label2id={k: i for i, k in enumerate(classes)}))
+        feature_extractor=c.feature_extractor, band_limit_hz=getattr(c, "band_limit_hz", None),
+        id2label=dict(enumerate(classes)), label2id={k: i for i, k in enumerate(classes)}))
     report = transfer_backbone(p1, model)
     return model, report
 

@@ -407,7 +407,8 @@ def run_phase1(run_dir, overwrite=False, **settings) -> dict:
     set_seed(cfg.seed); t0 = time.time()
     enc = LabelEncoder.load(rp.labels); enc.save(stage/"labels.json")
     train_ds, valid_ds = load_splits(run_dir, enc)
-    model = BabyCryForAudioClassification.from_backbone(cfg.backbone, enc.classes, head=cfg.head, pooling=cfg.pooling)
+    model = BabyCryForAudioClassification.from_backbone(cfg.backbone, enc.classes, head=cfg.head, pooling=cfg.pooling,
+                                                        band_limit_hz=data_band_limit(run_dir))    # the data stage's low-pass
     freeze_backbone(model)
     summary = param_summary(model)
     args = training_args(stage/"checkpoints", cfg)
