@@ -358,8 +358,26 @@ def _decode(kwargs: dict) -> dict:
         return getattr(importlib.import_module(mod), name)(**{k: tuple(x) if isinstance(x, list) else x for k, x in v["fields"].items()})
     return {k: one(v) for k, v in kwargs.items()}
 
+# torchrun, stopped (SIGTERM: it stops its processes) when the process that started it is gone
+_TORCHRUN = """import os, signal, sys, threading, time
+def _watch(parent=os.getppid()):
+    while os.getppid() == parent: time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=_watch, daemon=True).start()
+from torch.distributed.run import main
+main(sys.argv[1:])"""
+
+def _stop_when_orphaned():
+    "SIGTERM this process once its parent (torchrun) is gone, so that a killed kernel leaves no training process behind."
+    import signal, threading
+    def watch(parent=os.getppid()):
+        while os.getppid() == parent: time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, daemon=True).start()
+
 def rank_main(job_dir):
     "What each process that `run_ranks` starts does: run the job's function, then save rank 0's result, or this rank's error."
+    _stop_when_orphaned()
     job, r = Path(job_dir), process_rank()
     spec = load_json(job/"job.json"); mod, name = spec["fn"].split(":")
     try: out = getattr(importlib.import_module(mod), name)(**_decode(spec["kwargs"]))
@@ -371,7 +389,7 @@ def rank_main(job_dir):
 # %% ../nbs/04_phase1.ipynb #342d4517
 def launch_command(nproc: int, job_dir) -> list:
     "The torchrun command that runs `rank_main(job_dir)` in `nproc` processes on this machine."
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}",
+    return [sys.executable, "-c", _TORCHRUN, "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}",
             "--no-python", sys.executable, "-c", "import sys; from babycry.train import rank_main; rank_main(sys.argv[1])", str(job_dir)]
 
 def _relay(cmd) -> tuple[int, list]:

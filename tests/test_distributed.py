@@ -113,3 +113,28 @@ def test_a_failing_rank_stops_the_stage_with_its_error(monkeypatch):
     with pytest.raises(RankFailed, match="rank 1 of 2 failed: ValueError: rank 1 broke on purpose"):
         run_ranks(fail_on_rank_1, 2)
     assert time.time() - t0 < 120, "the other rank was not stopped"
+
+
+def sleep_on_every_rank(seconds: float = 300):
+    "Every rank waits."
+    time.sleep(seconds)
+
+
+def test_a_killed_launcher_leaves_no_training_process(tmp_path):
+    "SIGKILL to the process that called run_ranks (a kernel killed outright): torchrun and its processes stop by themselves."
+    import subprocess
+    psutil = pytest.importorskip("psutil")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]))
+    code = "from babycry.train import run_ranks; import test_distributed as t; run_ranks(t.sleep_on_every_rank, 2)"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ranks, t0 = [], time.time()
+        while len(ranks) < 2 and time.time() - t0 < 120:
+            time.sleep(0.5)
+            ranks = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                     if "rank_main" in " ".join(c.cmdline()) and "torch.distributed.run" not in " ".join(c.cmdline())]
+        assert len(ranks) == 2, "the two processes did not start"
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    finally: proc.kill(); proc.wait()
+    gone, alive = psutil.wait_procs(tree, timeout=30)
+    assert not alive, f"still running: {[p.cmdline()[:3] for p in alive]}"
