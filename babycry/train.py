@@ -25,9 +25,10 @@ __all__ = ['classification_metrics', 'metrics_fn', 'HistoryCallback', 'QuietProg
            'plot_history', 'BabyCryTrainer', 'world_size', 'process_rank', 'resolve_nproc', 'per_device_batch',
            'epoch_steps', 'training_args', 'last_checkpoint', 'allow_numpy_rng_state', 'fit', 'predictions_frame',
            'plot_confusion', 'save_model_dir', 'finish_phase', 'RankFailed', 'rank_main', 'launch_command',
-           'rank_failure', 'run_ranks', 'rank_report', 'decay_groups', 'adamw', 'phase1_optimizer_factory',
-           'phase1_scheduler_factory', 'FeatureClips', 'HeadOnly', 'extract_features', 'cached_features',
-           'keep_frozen_in_eval', 'load_splits', 'train_phase1', 'recipe_record', 'run_phase1', 'args_precision']
+           'rank_failure', 'importable_name', 'run_ranks', 'rank_report', 'decay_groups', 'adamw',
+           'phase1_optimizer_factory', 'phase1_scheduler_factory', 'FeatureClips', 'HeadOnly', 'extract_features',
+           'cached_features', 'keep_frozen_in_eval', 'load_splits', 'train_phase1', 'recipe_record', 'run_phase1',
+           'args_precision']
 
 # %% ../nbs/04_phase1.ipynb #afc0285e
 def classification_metrics(labels, preds, classes) -> dict:
@@ -413,12 +414,20 @@ def rank_failure(job_dir, nproc: int, status: int, tail: list) -> RankFailed:
     e = errs[0]
     return RankFailed(f"rank {e['rank']} of {nproc} failed: {e['error']}: {e['message']}")
 
+def importable_name(fn) -> str:
+    "`module:name` by which a new process imports `fn`; for a function defined in a notebook (`__main__`), its library export."
+    if fn.__module__ != "__main__": return f"{fn.__module__}:{fn.__name__}"
+    from babycry._modidx import d
+    mods = [m for m, syms in d["syms"].items() if f"{m}.{fn.__name__}" in syms]
+    if not mods: raise ValueError(f"{fn.__name__} is defined only in this notebook: export it (nbdev_export) so that the processes can import it.")
+    return f"{mods[0]}:{fn.__name__}"
+
 def run_ranks(fn, nproc: int = 1, **kwargs):
     "`fn(**kwargs)` here (`nproc=1`), or in `nproc` processes that torchrun starts; rank 0's return value."
     if nproc == 1: return fn(**kwargs)
     job = Path(tempfile.mkdtemp(prefix="babycry-ranks-"))
     try:
-        save_json(dict(fn=f"{fn.__module__}:{fn.__name__}", kwargs=_encode(kwargs)), job/"job.json")
+        save_json(dict(fn=importable_name(fn), kwargs=_encode(kwargs)), job/"job.json")
         status, tail = _relay(launch_command(nproc, job))
         if status: raise rank_failure(job, nproc, status, tail)
         return load_json(job/"result.json")["result"]
