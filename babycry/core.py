@@ -75,13 +75,14 @@ class DataConfig:
 
 @dataclass
 class TrainingConfig:
-    "What both training phases set the same way: AdamW's decay and betas, label smoothing, selection, precision, seed."
+    "What both training phases set the same way: AdamW's decay and betas, label smoothing, selection, precision, seed, processes."
     weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms)", ge=0)
     betas: tuple = setting((0.9, 0.999), "AdamW betas", check=lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v) else "two numbers in [0, 1)")
     label_smoothing: float = setting(0.05, "cross-entropy label smoothing", ge=0, lt=1)
     select_metric: str = setting("macro_f1", "validation metric for checkpoint choice and early stopping", choices=("macro_f1", "accuracy", "loss"))
     precision: str = setting(None, "None: chosen from the hardware", choices=(None, "bf16", "fp16", "fp32"))
     seed: int = setting(42, "seed of the initialisation and the data order", ge=0)
+    nproc: int = setting(None, "training processes, one per GPU, data-parallel (DDP); None: every visible GPU (1 without one)", ge=1)
 
 @dataclass
 class Phase1Config(TrainingConfig):
@@ -90,7 +91,7 @@ class Phase1Config(TrainingConfig):
     pooling: str = setting("mean", "pooling over time (stats: mean and standard deviation)", choices=("mean", "max", "attention", "stats"))
     head: str = setting("simple", "the head: an MLP, or a bottleneck adapter", choices=("simple", "improved", "adapter"))
     epochs: int = setting(60, "maximum epochs", ge=1)
-    batch_size: int = setting(8, "clips per step (per device)", ge=1)
+    batch_size: int = setting(8, "clips per optimizer step, split evenly over the nproc processes", ge=1)
     lr: float = setting(1e-4, "peak learning rate (AdamW)", gt=0)
     warmup_ratio: float = setting(0.1, "share of the steps with a linear warm-up", ge=0, lt=1)
     max_grad_norm: float = setting(1.0, "gradient clipping norm", gt=0)
@@ -106,7 +107,7 @@ class ClassRemovalConfig:
 class Phase2Config(TrainingConfig):
     "06_phase2: top six layers unfrozen with layer-wise LR decay and cosine warm restarts."
     epochs: int = setting(30, "maximum epochs (a later run with more epochs continues from the best checkpoint)", ge=1)
-    batch_size: int = setting(8, "clips per step (per device)", ge=1)
+    batch_size: int = setting(8, "clips per optimizer step, split evenly over the nproc processes", ge=1)
     head_lr: float = setting(5e-5, "learning rate of the head", gt=0)
     top_layer_lr: float = setting(2e-5, "learning rate of the top encoder layer; each lower one x layer_decay", gt=0)
     layer_decay: float = setting(0.95, "layer-wise learning-rate decay", gt=0, le=1)

@@ -15,6 +15,7 @@ from .core import *
 from .dataset import LabelEncoder, collate_clips
 from .model import BabyCryConfig, BabyCryForAudioClassification, freeze_for_phase2, transfer_backbone
 from .train import decay_groups, fit, finish_phase, load_splits, training_args, last_checkpoint, args_precision
+from .train import epoch_steps, per_device_batch, process_rank, rank_report, recipe_record, resolve_nproc, run_ranks
 
 # %% auto #0
 __all__ = ['SPEEDS', 'llrd_groups', 'lr_table', 'llrd_optimizer', 'cosine_restarts_factory', 'restart_epochs', 'phase2_model',
@@ -175,8 +176,8 @@ def speed_settings(speed="recipe", batch_size=None) -> dict:
 
 # %% ../nbs/06_phase2.ipynb #577c9e0d
 def phase2_params(cfg, speed: dict) -> dict:
-    "What `done.json` records of a phase-2 run: its whole config and what its speed made of it."
-    return config_record(cfg, lr_factor=speed["lr_factor"], warmup_epochs=speed["warmup_epochs"])
+    "What `done.json` records of a phase-2 run: its whole config (but `nproc`) and what its speed made of it."
+    return recipe_record(cfg, lr_factor=speed["lr_factor"], warmup_epochs=speed["warmup_epochs"])
 
 def can_extend(old: dict, new: dict) -> bool:
     "Is `new` the same run as `old` with more epochs (patience may change)?"
@@ -198,47 +199,51 @@ def archive_for_extension(stage, old_done) -> str:
     return str(best)
 
 # %% ../nbs/06_phase2.ipynb #906c05ce
-def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder=True, precision="fp32"):
+def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder=True, precision="fp32", device=None):
     "(module, train set, valid set, collator, reason): the cached conv-encoder path, or the waveforms with the reason why not."
     why = "cache_encoder=False" if not cache_encoder else conv_cache_unsupported(model)
     if why:
         print(f"phase 2 runs the conv encoder on every step: {why}")
         return model, train_ds, valid_ds, collate_clips, why
-    paths = {s: cached_conv_features(model, ds, Path(stage)/"conv_features"/f"{s}.npy", key, precision=precision)
+    paths = {s: cached_conv_features(model, ds, Path(stage)/"conv_features"/f"{s}.npy", key, precision=precision, device=device)
              for s, ds in (("train", train_ds), ("valid", valid_ds))}
     return (ConvCached(model), ConvFeatureClips(paths["train"], train_ds.labels), ConvFeatureClips(paths["valid"], valid_ds.labels),
             None, None)
 
 def train_phase2(run_dir, cfg, warmup_epochs=0) -> dict:
-    "Train phase 2 with the settings in `cfg` (learning rates already scaled) into `phase2/`; return the result record."
-    rp = RunPaths(run_dir); stage = rp.phase2
+    "Train phase 2 in this process (one of `world_size()`) with `cfg` (learning rates already scaled); rank 0 writes `phase2/` and returns the record."
+    rp = RunPaths(run_dir); stage = rp.phase2; writer = process_rank() == 0
     set_seed(cfg.seed); t0 = time.time()
-    enc = LabelEncoder.load(rp.class_removal/"labels.json"); enc.save(stage/"labels.json")
+    enc = LabelEncoder.load(rp.class_removal/"labels.json")
+    if writer: enc.save(stage/"labels.json")
     rows = {s: pd.read_csv(rp.class_removal/f"{s}.csv") for s in ("train", "valid")}
     train_ds, valid_ds = load_splits(run_dir, enc, rows=rows)
     model, report = phase2_model(run_dir, enc.classes, cfg.head)
     freeze_for_phase2(model, cfg.first_trainable_layer)
-    save_json(report, stage/"transfer_report.json")
+    if writer: save_json(report, stage/"transfer_report.json")
     groups = llrd_groups(model, cfg)
     args = training_args(stage/"checkpoints", cfg, dataloader_persistent_workers=torch.cuda.is_available())
     key = params_hash(dict({s: load_json(getattr(rp, s)/"done.json")["params_hash"] for s in ("data", "phase1", "class_removal")},
                            precision=args_precision(args)))
-    net, tds, vds, collator, why = phase2_inputs(model, train_ds, valid_ds, stage, key, cfg.cache_encoder, args_precision(args))
-    steps_per_epoch = -(-len(train_ds) // (cfg.batch_size * max(1, torch.cuda.device_count())))
+    with args.main_process_first(desc="conv-encoder cache"):      # rank 0 writes the cache; the others then read it
+        net, tds, vds, collator, why = phase2_inputs(model, train_ds, valid_ds, stage, key, cfg.cache_encoder, args_precision(args), args.device)
+    steps_per_epoch = epoch_steps(len(train_ds), cfg.batch_size, args.world_size)
     resume = None
     if (stage/"extend.json").exists() and not last_checkpoint(stage/"checkpoints"): resume = load_json(stage/"extend.json")["resume_from"]
     trainer = fit(net, tds, vds, stage, args, collator, enc.classes, "phase2", cfg.patience,
                   optimizer_factory=lambda m: llrd_optimizer(m, cfg),
                   scheduler_factory=cosine_restarts_factory(cfg, steps_per_epoch, warmup_epochs * steps_per_epoch),
                   resume_from=resume, per_class_every=cfg.per_class_every)
+    ranks = rank_report(trainer)
     res = finish_phase(trainer, vds, enc.classes, stage, model, "phase2", valid_index=rows["valid"]["index"].values)
-    res.update(seconds=round(time.time() - t0, 1), classes=list(enc.classes), lr_table=lr_table(groups).reset_index().to_dict("records"),
+    if res is None: return None
+    res.update(world_size=args.world_size, ranks=ranks, seconds=round(time.time() - t0, 1), classes=list(enc.classes), lr_table=lr_table(groups).reset_index().to_dict("records"),
                precision=args_precision(args), device=str(trainer.args.device), transfer=report,
                conv_encoder="cached" if why is None else f"run every step ({why})")
     return res
 
 def run_phase2(run_dir, overwrite=False, **settings) -> dict:
-    "Phase 2 with `Phase2Config` (any of its `settings` overridden): LLRD and warm restarts on the reduced classes; write `phase2/`."
+    "Phase 2 with `Phase2Config` (any of its `settings` overridden) in `nproc` processes: LLRD and warm restarts on the reduced classes; write `phase2/`."
     rp = RunPaths(run_dir); stage = rp.phase2
     cfg = make_config(Phase2Config, "06_phase2", **settings)
     if not is_done(rp.class_removal): raise FileNotFoundError(f"{rp.class_removal} is not finished: run 05_class_removal with run_dir={run_dir!r} first.")
@@ -255,7 +260,8 @@ def run_phase2(run_dir, overwrite=False, **settings) -> dict:
     if prepare_stage(stage, params, overwrite) == "skip":
         print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")["result"]
     scaled = replace(cfg, **{k: getattr(cfg, k) * f for k in ("head_lr", "top_layer_lr", "projection_lr", "eta_min")})
-    res = train_phase2(run_dir, scaled, sp["warmup_epochs"])
+    n = resolve_nproc(cfg.nproc); per_device_batch(cfg.batch_size, n)     # a batch that does not split fails before anything starts
+    res = run_ranks(train_phase2, n, run_dir=str(run_dir), cfg=scaled, warmup_epochs=sp["warmup_epochs"])
     mark_done(stage, params, result=res)
     return res
 

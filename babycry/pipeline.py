@@ -12,9 +12,9 @@ from .core import *
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_DIRS', 'STAGE_ALIASES', 'DEMO_PARAMS', 'STAGE_CONFIGS', 'FULL_PARAMS', 'stage_name',
            'parse_value', 'split_params', 'notebook_params', 'declared_params', 'notebook_dirs', 'find_notebooks',
-           'stage_record', 'stage_status', 'record_stage', 'run_folds', 'plan', 'check_plan', 'format_plan',
-           'StageFailed', 'run_stage', 'stale_evaluation', 'cv_summary', 'summary', 'run_pipeline', 'merge_settings',
-           'resolve_settings', 'main']
+           'stage_record', 'recipe_params', 'stage_status', 'record_stage', 'run_folds', 'plan', 'check_plan',
+           'format_plan', 'StageFailed', 'run_stage', 'stale_evaluation', 'cv_summary', 'summary', 'run_pipeline',
+           'merge_settings', 'resolve_settings', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #33b71549
 STAGE_NOTEBOOKS = ("01_data", "02_dataset", "03_model", "04_phase1", "05_class_removal", "06_phase2", "07_evaluation")
@@ -102,18 +102,22 @@ def stage_record(run_dir, nb: str) -> Path:
     "The pipeline's record of a stage: `<run_dir>/notebooks/<nb>.json`."
     return RunPaths(run_dir).notebooks/f"{nb}.json"
 
+def recipe_params(params: dict) -> dict:
+    "The parameters that decide a stage's result: all but `nproc` (how many processes train changes the speed)."
+    return {k: v for k, v in params.items() if k != "nproc"}
+
 def stage_status(run_dir, nb: str, params: dict, stage_dir: str | None = None) -> str:
     "'done' (finished with these parameters), 'changed' (finished with others) or 'todo'; `stage_dir` overrides `STAGE_DIRS`."
     rec = load_json(stage_record(run_dir, nb)) if stage_record(run_dir, nb).exists() else None
     d = stage_dir or STAGE_DIRS[nb]
     finished = is_done(RunPaths(run_dir).stage(d)) if d else rec is not None
     if not finished: return "todo"
-    if rec is None or rec.get("params_hash") == params_hash(params): return "done"
+    if rec is None or rec.get("params_hash") == params_hash(recipe_params(params)): return "done"
     return "changed"
 
 def record_stage(run_dir, nb: str, params: dict, seconds: float):
     "Write the pipeline's record of a stage that just ran."
-    save_json(dict(params=params, params_hash=params_hash(params), seconds=round(seconds, 1),
+    save_json(dict(params=params, params_hash=params_hash(recipe_params(params)), seconds=round(seconds, 1),
                    finished=datetime.datetime.now().isoformat(timespec="seconds")), stage_record(run_dir, nb))
 
 # %% ../nbs/09_pipeline.ipynb #6fdff32a
@@ -275,6 +279,7 @@ def _parser():
     ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the console")
     ap.add_argument("--nbs-dir", default=None, help="folder with the stage notebooks (default: found automatically)")
+    ap.add_argument("--nproc", type=int, default=None, help="processes (one per GPU) that phases 1 and 2 train in (default: every visible GPU)")
     return ap
 
 def merge_settings(saved: dict, given: dict) -> dict:
@@ -300,6 +305,7 @@ def resolve_settings(a) -> tuple[Path, dict, dict]:
     params = dict(DEMO_PARAMS if given["demo"] else FULL_PARAMS)
     if not given["demo"] and given["data_dir"]: params["data_dir"] = given["data_dir"]
     params.update({k: parse_value(v) for k, v in given["parameters"]})
+    if getattr(a, "nproc", None) is not None: params["nproc"] = a.nproc
     if not given["demo"] and params.get("data_dir") and not Path(params["data_dir"]).exists():
         raise FileNotFoundError(f"data directory {params['data_dir']} does not exist: put the corpus there "
                                 "(one folder per class), pass --data-dir, or try babycry-run --demo")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_phase1.ipynb #f5289471
 from __future__ import annotations
-import importlib.util, inspect, math, os, shutil, time
+import collections, dataclasses, importlib, importlib.util, inspect, math, os, shutil, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 
 import numpy as np, pandas as pd
@@ -22,10 +22,13 @@ from .model import BabyCryForAudioClassification, freeze_backbone, param_summary
 
 # %% auto #0
 __all__ = ['classification_metrics', 'metrics_fn', 'HistoryCallback', 'QuietProgress', 'NonFiniteError', 'FiniteCheck',
-           'plot_history', 'BabyCryTrainer', 'training_args', 'last_checkpoint', 'allow_numpy_rng_state', 'fit',
-           'predictions_frame', 'plot_confusion', 'save_model_dir', 'finish_phase', 'decay_groups', 'adamw',
+           'plot_history', 'BabyCryTrainer', 'world_size', 'process_rank', 'resolve_nproc', 'per_device_batch',
+           'epoch_steps', 'training_args', 'last_checkpoint', 'allow_numpy_rng_state', 'fit', 'predictions_frame',
+           'plot_confusion', 'save_model_dir', 'finish_phase', 'RankFailed', 'rank_main', 'launch_command',
+           'rank_failure', 'importable_name', 'run_ranks', 'rank_report', 'decay_groups', 'adamw',
            'phase1_optimizer_factory', 'phase1_scheduler_factory', 'FeatureClips', 'HeadOnly', 'extract_features',
-           'cached_features', 'keep_frozen_in_eval', 'load_splits', 'run_phase1', 'args_precision']
+           'cached_features', 'keep_frozen_in_eval', 'load_splits', 'train_phase1', 'recipe_record', 'run_phase1',
+           'args_precision']
 
 # %% ../nbs/04_phase1.ipynb #afc0285e
 def classification_metrics(labels, preds, classes) -> dict:
@@ -71,12 +74,12 @@ class HistoryCallback(TrainerCallback):
         row["seconds"] = round(time.time() - self.t0, 2)
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
         self.steps = []
-        self.write(state)
-        self._print(row)
+        if state.is_world_process_zero: self.write(state); self._print(row)     # one process writes and prints
 
     def write(self, state):
         metric = self.trainer.args.metric_for_best_model if self.trainer is not None else None
-        save_json(dict(phase=self.phase, metric=metric, best_metric=state.best_metric,
+        world = self.trainer.args.world_size if self.trainer is not None else 1
+        save_json(dict(phase=self.phase, metric=metric, best_metric=state.best_metric, world_size=world,
                        best_checkpoint=state.best_model_checkpoint, epochs=self.rows), self.path)
 
     def _print(self, r):
@@ -154,7 +157,7 @@ class BabyCryTrainer(Trainer):
     def __init__(self, *args, optimizer_factory=None, scheduler_factory=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.optimizer_factory, self.scheduler_factory = optimizer_factory, scheduler_factory
-        self._correct, self._seen, self._grad_norms = 0, 0, []
+        self._correct, self._seen, self._grad_norms, self.clips_trained = 0, 0, [], 0
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.optimizer_factory is not None:
@@ -172,6 +175,7 @@ class BabyCryTrainer(Trainer):
         if model.training and labels is not None:
             logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
             self._correct += (logits.detach().argmax(-1) == labels).sum(); self._seen += labels.numel()
+            self.clips_trained += labels.numel()
         return (loss, outputs) if return_outputs else loss
 
     def _clip_grad_norm(self, model):
@@ -180,21 +184,49 @@ class BabyCryTrainer(Trainer):
         return norm
 
     def pop_train_stats(self) -> dict:
-        "Training accuracy (running, with dropout on) and pre-clip gradient norms since the last call, then reset."
-        out = {}
-        if self._seen: out["train_accuracy"] = float(self._correct) / self._seen
+        "Training accuracy (running, with dropout on, over all processes) and pre-clip gradient norms since the last call, then reset."
+        out, correct, seen = {}, float(self._correct), float(self._seen)
+        if self.args.world_size > 1:     # each process saw its share of the batches (gradients, and so norms, are shared)
+            correct, seen = self.accelerator.reduce(torch.tensor([correct, seen], device=self.args.device), "sum").tolist()
+        if seen: out["train_accuracy"] = correct / seen
         if self._grad_norms:
             g = torch.stack([n.to(self._grad_norms[0].device) for n in self._grad_norms])
             out.update(grad_norm_mean=float(g.mean()), grad_norm_max=float(g.max()))
         self._correct, self._seen, self._grad_norms = 0, 0, []
         return out
 
+# %% ../nbs/04_phase1.ipynb #45442598
+def world_size() -> int:
+    "How many processes train together: torchrun's WORLD_SIZE, 1 outside a launch."
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+def process_rank() -> int:
+    "This process's rank among them (torchrun's RANK, 0 outside a launch): rank 0 writes the run files."
+    return int(os.environ.get("RANK", 0))
+
+def resolve_nproc(nproc=None) -> int:
+    "The number of training processes: `nproc`, or every visible GPU (1 without one); more than the GPUs is an error."
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    n = int(nproc or max(1, gpus))
+    if gpus and n > gpus: raise ValueError(f"nproc={n}, but {gpus} GPU(s) are visible: use nproc <= {gpus} (one process per GPU).")
+    return n
+
+def per_device_batch(batch_size: int, world: int = 1) -> int:
+    "Each process's share of the recipe's `batch_size` (clips per optimizer step), so that the effective batch stays the recipe's."
+    if batch_size % world: raise ValueError(f"batch_size={batch_size} does not split evenly over {world} processes: "
+                                            f"choose a batch_size that is a multiple of {world}, or another nproc.")
+    return batch_size // world
+
+def epoch_steps(n_clips: int, batch_size: int, world: int = 1) -> int:
+    "Optimizer steps in an epoch of `n_clips`: batches of `batch_size // world` dealt out to `world` processes, the last ones padded."
+    return -(-(-(-n_clips // per_device_batch(batch_size, world))) // world)
+
 # %% ../nbs/04_phase1.ipynb #bef01b97
 def training_args(out_dir, cfg, eval_batch_size=None, **overrides) -> TrainingArguments:
     "TrainingArguments for one phase from its config (`Phase1Config` or `Phase2Config`); `overrides` must be real arguments."
-    precision, cuda = cfg.precision or get_precision(), torch.cuda.is_available()
+    precision, cuda, world = cfg.precision or get_precision(), torch.cuda.is_available(), world_size()
     report = ["tensorboard"] if importlib.util.find_spec("tensorboard") else "none"      # logs for TensorBoard, if installed
-    kw = dict(output_dir=str(out_dir), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+    kw = dict(output_dir=str(out_dir), num_train_epochs=cfg.epochs, per_device_train_batch_size=per_device_batch(cfg.batch_size, world),
               per_device_eval_batch_size=eval_batch_size or max(cfg.batch_size, 16),
               eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
               save_total_limit=2, load_best_model_at_end=True, metric_for_best_model=cfg.select_metric,
@@ -205,7 +237,10 @@ def training_args(out_dir, cfg, eval_batch_size=None, **overrides) -> TrainingAr
               remove_unused_columns=False, label_names=["labels"], report_to=report, **precision_args(precision))
     known = inspect.signature(TrainingArguments.__init__).parameters   # transformers < 5 only: v5 always writes safetensors
     kw.update({k: v for k, v in dict(logging_dir=str(Path(out_dir)/"tensorboard"), save_safetensors=True).items() if k in known})
-    return TrainingArguments(**{**kw, **overrides})
+    if world > 1 and not cuda: kw.update(use_cpu=True, ddp_backend="gloo")   # processes on CPUs (the tests); NCCL on GPUs
+    args = TrainingArguments(**{**kw, **overrides})
+    if args.n_gpu > 1: args._n_gpu = 1      # one process and several GPUs: train on one, never through nn.DataParallel
+    return args
 
 # %% ../nbs/04_phase1.ipynb #18a147ff
 def last_checkpoint(ckpt_dir):
@@ -285,9 +320,10 @@ def save_model_dir(model, path):
     return path
 
 def finish_phase(trainer, valid_ds, classes, stage_dir, model, phase, valid_index=None):
-    "Validation predictions, confusion matrix, curves and the saved model of a finished phase."
+    "Validation predictions, confusion matrix, curves and the saved model of a finished phase (rank 0; the other ranks get None)."
     stage_dir = Path(stage_dir)
-    out = trainer.predict(valid_ds)
+    out = trainer.predict(valid_ds)          # all processes predict their share; each gets the whole split back
+    if not trainer.is_world_process_zero(): return None
     df = predictions_frame(out.predictions, out.label_ids, classes, valid_index)
     with atomic_write(stage_dir/"valid_predictions.csv") as f: df.to_csv(f, index=False)
     plot_confusion(confusion_matrix(df.label, df.pred, labels=list(classes)), classes, True,
@@ -305,6 +341,103 @@ def _epoch_of(ckpt, hist):
     "Epoch of a checkpoint folder, from the step in its name."
     step = int(Path(ckpt).name.split("-")[-1])
     return next((r["epoch"] for r in hist["epochs"] if r.get("step") == step), None)
+
+# %% ../nbs/04_phase1.ipynb #d662ab42
+class RankFailed(RuntimeError):
+    "A training process failed; the message names its rank and its error."
+
+def _encode(kwargs: dict) -> dict:
+    "Keyword arguments as JSON: dataclass configs by class name and fields."
+    return {k: dict(__dataclass__=f"{type(v).__module__}:{type(v).__qualname__}", fields=dataclasses.asdict(v))
+            if dataclasses.is_dataclass(v) else v for k, v in kwargs.items()}
+
+def _decode(kwargs: dict) -> dict:
+    "Inverse of `_encode` (lists in configs back to tuples)."
+    def one(v):
+        if not (isinstance(v, dict) and "__dataclass__" in v): return v
+        mod, name = v["__dataclass__"].split(":")
+        return getattr(importlib.import_module(mod), name)(**{k: tuple(x) if isinstance(x, list) else x for k, x in v["fields"].items()})
+    return {k: one(v) for k, v in kwargs.items()}
+
+# torchrun, stopped (SIGTERM: it stops its processes) when the process that started it is gone
+_TORCHRUN = """import os, signal, sys, threading, time
+def _watch(parent=os.getppid()):
+    while os.getppid() == parent: time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=_watch, daemon=True).start()
+from torch.distributed.run import main
+main(sys.argv[1:])"""
+
+def _stop_when_orphaned():
+    "SIGTERM this process once its parent (torchrun) is gone, so that a killed kernel leaves no training process behind."
+    import signal, threading
+    def watch(parent=os.getppid()):
+        while os.getppid() == parent: time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, daemon=True).start()
+
+def rank_main(job_dir):
+    "What each process that `run_ranks` starts does: run the job's function, then save rank 0's result, or this rank's error."
+    _stop_when_orphaned()
+    job, r = Path(job_dir), process_rank()
+    spec = load_json(job/"job.json"); mod, name = spec["fn"].split(":")
+    try: out = getattr(importlib.import_module(mod), name)(**_decode(spec["kwargs"]))
+    except BaseException as e:
+        save_json(dict(rank=r, error=type(e).__name__, message=str(e), traceback=traceback.format_exc(), time=time.time()), job/f"error-{r}.json")
+        raise
+    if r == 0: save_json(dict(result=out), job/"result.json")
+
+# %% ../nbs/04_phase1.ipynb #342d4517
+def launch_command(nproc: int, job_dir) -> list:
+    "The torchrun command that runs `rank_main(job_dir)` in `nproc` processes on this machine."
+    return [sys.executable, "-c", _TORCHRUN, "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}",
+            "--no-python", sys.executable, "-c", "import sys; from babycry.train import rank_main; rank_main(sys.argv[1])", str(job_dir)]
+
+def _relay(cmd) -> tuple[int, list]:
+    "Run `cmd`, printing its output as it comes; stop it if this process is interrupted. Its exit status and last lines."
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE=os.environ.get("TQDM_DISABLE", "1"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    tail = collections.deque(maxlen=30)
+    try:
+        for line in proc.stdout: print(line, end="", flush=True); tail.append(line)
+        return proc.wait(), list(tail)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()                     # torchrun passes it on to its processes
+            try: proc.wait(30)
+            except subprocess.TimeoutExpired: proc.kill()
+
+def rank_failure(job_dir, nproc: int, status: int, tail: list) -> RankFailed:
+    "The error of the process that failed first, or torchrun's last lines if none could write one."
+    errs = sorted((load_json(p) for p in Path(job_dir).glob("error-*.json")), key=lambda e: e["time"])
+    if not errs: return RankFailed(f"the {nproc} training processes stopped (torchrun exit status {status}):\n" + "".join(tail[-12:]))
+    e = errs[0]
+    return RankFailed(f"rank {e['rank']} of {nproc} failed: {e['error']}: {e['message']}")
+
+def importable_name(fn) -> str:
+    "`module:name` by which a new process imports `fn`; for a function defined in a notebook (`__main__`), its library export."
+    if fn.__module__ != "__main__": return f"{fn.__module__}:{fn.__name__}"
+    from babycry._modidx import d
+    mods = [m for m, syms in d["syms"].items() if f"{m}.{fn.__name__}" in syms]
+    if not mods: raise ValueError(f"{fn.__name__} is defined only in this notebook: export it (nbdev_export) so that the processes can import it.")
+    return f"{mods[0]}:{fn.__name__}"
+
+def run_ranks(fn, nproc: int = 1, **kwargs):
+    "`fn(**kwargs)` here (`nproc=1`), or in `nproc` processes that torchrun starts; rank 0's return value."
+    if nproc == 1: return fn(**kwargs)
+    job = Path(tempfile.mkdtemp(prefix="babycry-ranks-"))
+    try:
+        save_json(dict(fn=importable_name(fn), kwargs=_encode(kwargs)), job/"job.json")
+        status, tail = _relay(launch_command(nproc, job))
+        if status: raise rank_failure(job, nproc, status, tail)
+        return load_json(job/"result.json")["result"]
+    finally: shutil.rmtree(job, ignore_errors=True)
+
+def rank_report(trainer) -> list:
+    "What each process did (rank, device, clips trained), gathered from all of them (call it on every rank)."
+    from accelerate.utils import gather_object
+    me = dict(rank=trainer.args.process_index, device=str(trainer.args.device), clips_trained=int(trainer.clips_trained))
+    return gather_object([me]) if trainer.args.world_size > 1 else [me]
 
 # %% ../nbs/04_phase1.ipynb #f80f0fcc
 def decay_groups(groups, weight_decay: float) -> list:
@@ -340,15 +473,16 @@ class FeatureClips(torch.utils.data.Dataset):
 
 class HeadOnly(nn.Module):
     "The classifier minus its backbone: maps precomputed `backbone_features` to logits (modules shared with `model`)."
+    logits_from_features = BabyCryForAudioClassification.logits_from_features    # run on HeadOnly's own modules
+
     def __init__(self, model):
         super().__init__()
-        object.__setattr__(self, "full", model)   # not a submodule: its backbone stays out of checkpoints
         self.config = model.config                 # Trainer reads the model's config
         for name, child in model.named_children():
             if name != "backbone": self.add_module(name, child)
         for name, p in model.named_parameters(recurse=False): self.register_parameter(name, p)
     def forward(self, features, labels=None):
-        logits = self.full.logits_from_features(features.float())
+        logits = self.logits_from_features(features.float())
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -397,26 +531,24 @@ def load_splits(run_dir, encoder, splits=("train", "valid"), rows=None):
     return [CachedClips(run_dir, s, encoder, rows=None if rows is None else rows[s]) for s in splits]
 
 # %% ../nbs/04_phase1.ipynb #90812c31
-def run_phase1(run_dir, overwrite=False, **settings) -> dict:
-    "Phase 1: train the head on the frozen backbone with `Phase1Config` (any of its `settings` overridden); write `phase1/`."
-    cfg = make_config(Phase1Config, "04_phase1", **settings)
+def train_phase1(run_dir, cfg) -> dict | None:
+    "Train phase 1 in this process (one of `world_size()`); rank 0 writes `phase1/` and returns the result record, the others None."
     rp = RunPaths(run_dir); stage = rp.phase1
-    params = config_record(cfg)
-    if prepare_stage(stage, params, overwrite) == "skip":
-        print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")
     set_seed(cfg.seed); t0 = time.time()
-    enc = LabelEncoder.load(rp.labels); enc.save(stage/"labels.json")
+    enc = LabelEncoder.load(rp.labels)
+    if process_rank() == 0: enc.save(stage/"labels.json")
     train_ds, valid_ds = load_splits(run_dir, enc)
     model = BabyCryForAudioClassification.from_backbone(cfg.backbone, enc.classes, head=cfg.head, pooling=cfg.pooling,
                                                         band_limit_hz=data_band_limit(run_dir))    # the data stage's low-pass
     freeze_backbone(model)
     summary = param_summary(model)
-    args = training_args(stage/"checkpoints", cfg)
+    args = training_args(stage/"checkpoints", cfg, ddp_find_unused_parameters=False)   # DDP: the head uses all its weights
     facts = dict(optimizer_factory=phase1_optimizer_factory(cfg), scheduler_factory=phase1_scheduler_factory(cfg))
     if cfg.fast_path:
         key = params_hash(dict(backbone=str(cfg.backbone), pooling=cfg.pooling, data=load_json(rp.data/"done.json")["params_hash"]))
-        feats = {s: cached_features(model, ds, stage/"features"/f"{s}.pt", key, precision=args_precision(args))
-                 for s, ds in [("train", train_ds), ("valid", valid_ds)]}
+        with args.main_process_first(desc="backbone features"):    # rank 0 embeds and writes the cache; the others then read it
+            feats = {s: cached_features(model, ds, stage/"features"/f"{s}.pt", key, precision=args_precision(args), device=args.device)
+                     for s, ds in [("train", train_ds), ("valid", valid_ds)]}
         trainer = fit(HeadOnly(model), FeatureClips(feats["train"], train_ds.labels), FeatureClips(feats["valid"], valid_ds.labels),
                       stage, args, None, enc.classes, "phase1", cfg.patience, **facts)
         vds = FeatureClips(feats["valid"], valid_ds.labels)
@@ -424,9 +556,26 @@ def run_phase1(run_dir, overwrite=False, **settings) -> dict:
         keep_frozen_in_eval(model)
         trainer = fit(model, train_ds, valid_ds, stage, args, collate_clips, enc.classes, "phase1", cfg.patience, **facts)
         vds = valid_ds
+    ranks = rank_report(trainer)
     res = finish_phase(trainer, vds, enc.classes, stage, model, "phase1")
+    if res is None: return None
     res.update(seconds=round(time.time() - t0, 1), classes=list(enc.classes), params_M=summary.loc["total"].round(3).to_dict(),
-               precision=args_precision(args), device=str(trainer.args.device))
+               precision=args_precision(args), device=str(trainer.args.device), world_size=args.world_size, ranks=ranks)
+    return res
+
+def recipe_record(cfg, **extra) -> dict:
+    "`config_record` without `nproc`: the number of processes changes the speed, not the recipe."
+    return {k: v for k, v in config_record(cfg, **extra).items() if k != "nproc"}
+
+def run_phase1(run_dir, overwrite=False, **settings) -> dict:
+    "Phase 1: train the head on the frozen backbone with `Phase1Config` (any of its `settings` overridden) in `nproc` processes; write `phase1/`."
+    cfg = make_config(Phase1Config, "04_phase1", **settings)
+    rp = RunPaths(run_dir); stage = rp.phase1
+    params = recipe_record(cfg)
+    if prepare_stage(stage, params, overwrite) == "skip":
+        print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")
+    n = resolve_nproc(cfg.nproc); per_device_batch(cfg.batch_size, n)     # a batch that does not split fails before anything starts
+    res = run_ranks(train_phase1, n, run_dir=str(run_dir), cfg=cfg)
     mark_done(stage, params, result=res)
     return res
 
