@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'LABEL_ALIASES', 'STAGES',
-           'normalize_label', 'setting', 'DataConfig', 'TrainingConfig', 'Phase1Config', 'ClassRemovalConfig',
-           'Phase2Config', 'EvalConfig', 'check_setting', 'make_config', 'config_record', 'stage_settings',
-           'settings_table', 'RunPaths', 'usual_permissions', 'atomic_write', 'save_json', 'load_json',
-           'data_band_limit', 'params_hash', 'mark_done', 'is_done', 'prepare_stage', 'new_run_dir', 'RunLocked',
-           'run_lock', 'get_device', 'get_precision', 'precision_args']
+__all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'LABEL_ALIASES', 'RECIPE_RUNGS',
+           'LADDER_RUNGS', 'STAGES', 'normalize_label', 'setting', 'DataConfig', 'TrainingConfig', 'Phase1Config',
+           'ClassRemovalConfig', 'Phase2Config', 'EvalConfig', 'LadderConfig', 'ScratchCNNConfig', 'check_setting',
+           'make_config', 'config_record', 'stage_settings', 'settings_table', 'RunPaths', 'usual_permissions',
+           'atomic_write', 'save_json', 'load_json', 'data_band_limit', 'params_hash', 'mark_done', 'is_done',
+           'prepare_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'get_device', 'get_precision', 'precision_args']
 
 # %% ../nbs/00_core.ipynb #9a23e3c3
 CLASSES = ("belly_pain", "burping", "cold_hot", "discomfort", "hungry", "scared", "tired")
@@ -131,6 +131,41 @@ class EvalConfig:
     n_bootstrap: int = setting(1000, "bootstrap resamples for the intervals", ge=10)
     bootstrap_by: str = setting("group", "resample recording sources ('group') or clips ('clip')", choices=("group", "clip"))
     seed: int = setting(42, "seed of the bootstrap", ge=0)
+
+RECIPE_RUNGS = ("phase1", "phase2", "phase1-adapter", "phase1-stats")
+LADDER_RUNGS = ("majority", "stratified", "features+logreg", "features+lgbm", "embeddings+logreg", "embeddings+lgbm",
+                "cnn-scratch", *RECIPE_RUNGS)
+
+def _rungs_ok(v):
+    bad = [r for r in v if r not in LADDER_RUNGS]
+    if bad or not v: return f"a comma-separated list of the ladder's rungs {', '.join(LADDER_RUNGS)} (not {', '.join(bad) or 'none'})"
+
+@dataclass
+class LadderConfig:
+    "13_ladder: the baseline ladder, every rung on the same grouped folds and clips."
+    rungs: tuple = setting(LADDER_RUNGS, "the rungs to run (the recipe's need a cross-validated run: babycry-run --folds K)", check=_rungs_ok)
+    folds: int = setting(5, "outer grouped folds, when the data stage made none (a cross-validated run's own folds win)", ge=2)
+    n_trials: int = setting(50, "Optuna trials per tuned rung and outer fold", ge=1)
+    inner_folds: int = setting(3, "grouped inner folds (of the training folds) that score each trial", ge=2)
+    remove_classes: tuple = setting(None, "classes left out of every rung; None: those the recipe's class removal dropped (a cross-validated run), else none")
+    backbone: str = setting(DEFAULT_BACKBONE, "the frozen backbone of the embedding rungs: a hub name, a local folder, or 'tiny' (random weights)")
+    n_bootstrap: int = setting(1000, "bootstrap resamples (over recording sources) for each rung's intervals", ge=10)
+    seed: int = setting(42, "seed of the folds, the searches and the models", ge=0)
+
+@dataclass
+class ScratchCNNConfig(TrainingConfig):
+    "13_ladder's `cnn-scratch` rung: a small log-mel CNN from random initialisation, trained with the recipe's engine."
+    channels: tuple = setting((16, 32, 64), "output channels of the conv blocks (each halves time and frequency)")
+    n_mels: int = setting(40, "log-mel bands (up to 8 kHz)", ge=8)
+    hop: int = setting(320, "samples between spectrogram frames (320: 20 ms)", ge=16)
+    dropout: float = setting(0.3, "dropout before the linear layer", ge=0, lt=1)
+    epochs: int = setting(20, "maximum epochs", ge=1)
+    batch_size: int = setting(16, "clips per step", ge=1)
+    lr: float = setting(1e-3, "peak learning rate (AdamW)", gt=0)
+    warmup_ratio: float = setting(0.1, "share of the steps with a linear warm-up", ge=0, lt=1)
+    max_grad_norm: float = setting(1.0, "gradient clipping norm", gt=0)
+    patience: int = setting(5, "epochs without a better validation score before stopping", ge=1)
+    valid_folds: int = setting(5, "early stopping watches one of this many grouped splits of the training folds", ge=2)
 
 
 # %% ../nbs/00_core.ipynb #32a72b0f

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_evaluation.ipynb #26020b04
 from __future__ import annotations
-import datetime, platform, warnings
+import datetime, platform, shutil, warnings
 from pathlib import Path
 
 import numpy as np, pandas as pd
@@ -21,8 +21,8 @@ from .train import plot_confusion
 __all__ = ['CV_METRICS', 'present_labels', 'macro_f1', 'roc_auc_ovr', 'reliability_table', 'expected_calibration_error',
            'metrics_from_probs', 'bootstrap_ci', 'plot_reliability', 'plot_roc', 'predict_split', 'split_rows',
            'restrict_probs', 'progression_row', 'misclassified', 'log_test_read', 'write_model_card', 'test_intervals',
-           'progression', 'predictions_frame', 'run_evaluation', 'is_cv_run', 'clip_predictions', 'gather_oof',
-           'check_oof', 'cv_metrics', 'chosen_fold', 'run_cv_evaluation']
+           'progression', 'predictions_frame', 'run_evaluation', 'is_cv_run', 'clip_predictions', 'fold_predictions',
+           'gather_oof', 'check_oof', 'cv_metrics', 'chosen_fold', 'ladder_table', 'write_cv_card', 'run_cv_evaluation']
 
 # %% ../nbs/07_evaluation.ipynb #a724871c
 def present_labels(y_true) -> list:
@@ -293,15 +293,29 @@ def _cv_section(cv: dict | None) -> str:
             f"**This model is fold {cv['exported']['fold']}'s** ({cv['exported']['why']}); the test-split numbers below are of "
             f"its own test fold only.\n\n")
 
-def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None) -> Path:
-    "Write `README.md` (a Hugging Face model card) into `model_dir`: the template `babycry/model_card.md`, filled from the run (and `cv`'s out-of-fold results)."
+def _ladder_section(ladder: pd.DataFrame | None) -> str:
+    "The card's baseline ladder (13_ladder's `cv/ladder.csv`): each rung's out-of-fold macro-F1 and balanced accuracy (empty without one)."
+    if ladder is None or not len(ladder): return ""
+    t, ci = ladder.reset_index(drop=True), lambda r, k: f"{r[k]:.3f} [{r[k + '_low']:.3f}, {r[k + '_high']:.3f}]"
+    rw = t.random_weights.astype(str).str.lower().eq("true")
+    rows = pd.DataFrame({"model": [m + (" (random weights)" if w else "") for m, w in zip(t.model, rw)],
+                         "macro-F1 [95% CI]": [ci(r, "macro_f1") for _, r in t.iterrows()],
+                         "balanced accuracy [95% CI]": [ci(r, "balanced_accuracy") for _, r in t.iterrows()],
+                         "accuracy": t.accuracy.astype(float), "seconds": [f"{v:.1f}" for v in t.seconds.astype(float)]})
+    return (f"### Against the baseline ladder\n\nEvery rung was scored out of fold on the same {int(t.n_clips.iloc[0])} clips, "
+            f"{int(t.n_classes.max())} classes and grouped folds (13_ladder; intervals resample recording sources). Chance is "
+            f"{1 / int(t.n_classes.max()):.3f} balanced accuracy. " + ("Rows marked *random weights* used a randomly initialised "
+            "backbone: they measure the plumbing, not skill. " if rw.any() else "") + f"\n\n{_table(rows)}\n\n")
+
+def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None, ladder: pd.DataFrame | None = None) -> Path:
+    "Write `README.md` (a Hugging Face model card) into `model_dir`: the template `babycry/model_card.md`, filled from the run (and `cv`'s out-of-fold results, the `ladder`)."
     from importlib.resources import files
     rp, stage = RunPaths(run_dir), metrics["model"]
     facts = _run_facts(rp, stage)
     metrics.setdefault("dataset", facts["dataset"])
     audit = _audit_lines(load_json(rp.audit)) if rp.audit.exists() else []
     fields = dict(facts, **_result_fields(metrics), stage=stage, audit="\n".join(audit or ["- (no audit found)"]),
-                  kind="a fine-tuned" if stage == "phase2" else "an MLP head on a frozen", protocol=_protocol(rp), cv_results=_cv_section(cv))
+                  kind="a fine-tuned" if stage == "phase2" else "an MLP head on a frozen", protocol=_protocol(rp), cv_results=_cv_section(cv) + _ladder_section(ladder))
     text = _yaml_front_matter(metrics, facts["base"]) + "\n" + (files("babycry")/"model_card.md").read_text(encoding="utf-8").format(**fields)
     with atomic_write(Path(model_dir)/"README.md", encoding="utf-8") as f: f.write(text)
     return Path(model_dir)/"README.md"
@@ -377,7 +391,9 @@ def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, devic
                    progression=prog, device=str(get_device(device)), evaluated=datetime.datetime.now().isoformat(timespec="seconds"),
                    platform=f"{platform.platform()}, {platform.processor() or platform.machine()}")
     _write_eval_plots(rp.eval, final, rows, y, p, classes, t, prog)
-    with atomic_write(rp.eval/"predictions.csv") as f: predictions_frame(rows, y, p, classes, final).to_csv(f, index=False)
+    for s, (r, ys, ps, cs) in scored.items():             # every scored model's, for the ladder; predictions.csv: the final model's
+        with atomic_write(rp.eval/f"predictions_{s}.csv") as f: predictions_frame(r, ys, ps, cs, s).to_csv(f, index=False)
+    shutil.copyfile(rp.eval/f"predictions_{final}.csv", rp.eval/"predictions.csv")
     metrics["model_card"] = str(write_model_card(rp.model(final), metrics, run_dir))
     save_json(metrics, rp.eval/"metrics.json")
     mark_done(rp.eval, params, result={k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "f1_macro")})
@@ -397,17 +413,22 @@ def clip_predictions(pred: pd.DataFrame) -> pd.DataFrame:
     out["pred"] = np.asarray([c[2:] for c in pc])[out[pc].to_numpy().argmax(1)]
     return out.reset_index()
 
-def gather_oof(run_dir) -> pd.DataFrame:
-    "The out-of-fold frame of a cross-validated run: each fold's test predictions, one row per clip, with its fold."
-    rp, parts = RunPaths(run_dir), []
-    for k in range(int(_done(rp, "data")["params"]["folds"])):
-        e = rp.fold(k).eval
-        if not is_done(e): raise FileNotFoundError(f"fold {k} has no finished evaluation in {e}: run its stages (babycry-run --run-dir {rp.root} does).")
-        parts.append(clip_predictions(pd.read_csv(e/"predictions.csv", keep_default_na=False)).assign(fold=k))
-    oof = pd.concat(parts, ignore_index=True)
+def fold_predictions(run_dir, k: int, model: str | None = None) -> pd.DataFrame:
+    "Fold `k`'s test predictions of `model` (None: the final model its evaluation scored), one row per clip, with its fold."
+    e = RunPaths(run_dir).fold(k).eval
+    if not is_done(e): raise FileNotFoundError(f"fold {k} has no finished evaluation in {e}: run its stages (babycry-run --run-dir {run_dir} does).")
+    f = e/("predictions.csv" if model is None else f"predictions_{model}.csv")
+    if not f.exists(): raise FileNotFoundError(f"{f} is missing: fold {k}'s evaluation did not score {model} (evaluate it again: -p evaluation.overwrite True)")
+    return clip_predictions(pd.read_csv(f, keep_default_na=False)).assign(fold=int(k))
+
+def gather_oof(run_dir, model: str | None = None) -> pd.DataFrame:
+    "The out-of-fold frame of a cross-validated run: each fold's test predictions (of `model`, None: the final one), one row per clip, with its fold."
+    rp = RunPaths(run_dir)
+    oof = pd.concat([fold_predictions(run_dir, k, model) for k in range(int(_done(rp, "data")["params"]["folds"]))], ignore_index=True)
     if oof.model.nunique() != 1 or oof.filter(like="p_").isna().any().any():
         raise ValueError(f"the folds' final models differ ({sorted(oof.model.unique())}) or have other classes: run every fold to the same stage")
     return oof[["path", "group", "fold", "label", "pred"] + [c for c in oof if c.startswith("p_")] + ["model"]]
+
 
 # %% ../nbs/07_evaluation.ipynb #77795ebe
 def check_oof(oof: pd.DataFrame, run_dir) -> pd.DataFrame:
@@ -468,6 +489,16 @@ def _write_cv_plots(cv_dir, m: dict, model: str):
         plt.close(plot_confusion(m["pooled"]["confusion"], m["pooled"]["classes"], norm,
                                  f"{model}, out-of-fold: " + ("recall per class" if norm else "counts"), cv_dir/name))
 
+def ladder_table(run_dir) -> pd.DataFrame | None:
+    "The baseline ladder of a run (`cv/ladder.csv`, written by 13_ladder), or None."
+    f = RunPaths(run_dir).cv/"ladder.csv"
+    return pd.read_csv(f) if f.exists() else None
+
+def write_cv_card(run_dir, m: dict) -> Path:
+    "The exported fold model's card, with the out-of-fold results `m` (a `cv/metrics.json`) and the baseline ladder, if any."
+    fp = RunPaths(run_dir).fold(m["exported"]["fold"])
+    return write_model_card(fp.model(m["model"]), load_json(fp.eval/"metrics.json"), fp.root, cv=m, ladder=ladder_table(run_dir))
+
 def run_cv_evaluation(run_dir, overwrite: bool = False, **settings) -> dict:
     "Gather a cross-validated run's folds: `cv/oof.csv`, `cv/metrics.json` (pooled with intervals, per fold), plots, the exported model's card."
     cfg, rp = make_config(EvalConfig, "07_evaluation", **settings), RunPaths(run_dir)
@@ -482,7 +513,7 @@ def run_cv_evaluation(run_dir, overwrite: bool = False, **settings) -> dict:
              exported=dict(fold=k, model_dir=str(rp.fold(k).model(model)), why="the best validation macro-F1 of the folds' models"),
              evaluated=datetime.datetime.now().isoformat(timespec="seconds"))
     _write_cv_plots(rp.cv, m, model)
-    m["model_card"] = str(write_model_card(rp.fold(k).model(model), load_json(rp.fold(k).eval/"metrics.json"), rp.fold(k).root, cv=m))
+    m["model_card"] = str(write_cv_card(run_dir, m))
     save_json(m, rp.cv/"metrics.json")
     mark_done(rp.cv, params, result={k: m["pooled"][k] for k in CV_METRICS})
     return m

@@ -27,19 +27,21 @@ from .core import *
 from .data import load_audio, parallel_map, _n_workers, fix_length, build_split, assign_folds, groups_per_class
 from .dataset import normalize_waveforms, collate_clips
 from .model import BabyCryForAudioClassification
-from .train import fit, training_args, phase1_optimizer_factory, phase1_scheduler_factory
-from .evaluate import bootstrap_ci, macro_f1
+from .train import fit, training_args, phase1_optimizer_factory, phase1_scheduler_factory, run_phase1
+from .evaluate import (bootstrap_ci, macro_f1, is_cv_run, fold_predictions, restrict_probs, predict_split, split_rows,
+                              predictions_frame, clip_predictions, log_test_read, write_cv_card, _done)
 from .class_removal import parse_classes
 
 # %% auto #0
-__all__ = ['FEATURE_SETTINGS', 'RUNGS', 'HANDCRAFTED', 'EMBEDDING', 'TUNED', 'LADDER_RUNGS', 'LADDER_COLUMNS', 'METRICS',
+__all__ = ['FEATURE_SETTINGS', 'RUNGS', 'HANDCRAFTED', 'EMBEDDING', 'TUNED', 'LADDER_COLUMNS', 'METRICS', 'PHASE1_VARIANTS',
            'EMBED_SETTINGS', 'inner_splits', 'spectral_features', 'dynamics_features', 'voicing', 'pitch_features',
            'clip_features', 'feature_names', 'file_features', 'cv_dir', 'features_for', 'make_model', 'layer_count',
            'proba_columns', 'tune', 'fit_fold', 'oof_frame', 'oof_predictions', 'stack_folds', 'oof_classes',
            'fold_metrics', 'clip_set', 'ladder_row', 'load_ladder', 'update_ladder', 'plot_ladder', 'ladder_clips',
-           'save_oof', 'finish_rung', 'run_rung', 'rung_inputs', 'run_ladder', 'clip_window', 'frozen_backbone',
-           'pooled_hidden_states', 'clip_embeddings', 'embeddings_path', 'embeddings_for', 'LayerSelect',
-           'ScratchCNNConfig', 'LogMelCNN', 'Windows', 'cnn_fold', 'cnn_oof_predictions', 'run_cnn_rung']
+           'save_oof', 'finish_rung', 'run_rung', 'rung_inputs', 'recipe_removed', 'recipe_oof', 'variant_fold',
+           'run_recipe_rung', 'recipe_ready', 'run_ladder', 'clip_window', 'frozen_backbone', 'pooled_hidden_states',
+           'clip_embeddings', 'embeddings_path', 'embeddings_for', 'LayerSelect', 'LogMelCNN', 'Windows', 'cnn_fold',
+           'cnn_oof_predictions', 'run_cnn_rung']
 
 # %% ../nbs/13_ladder.ipynb #c221744b
 def inner_splits(df, train_idx, k: int = 3, seed: int = 42) -> list:
@@ -160,7 +162,6 @@ RUNGS = {"majority": lambda trial, seed: DummyClassifier(strategy="most_frequent
 HANDCRAFTED = ("majority", "stratified", "features+logreg", "features+lgbm")
 EMBEDDING = ("embeddings+logreg", "embeddings+lgbm")
 TUNED = ("features+logreg", "features+lgbm", *EMBEDDING)
-LADDER_RUNGS = (*RUNGS, "cnn-scratch")
 
 def make_model(rung: str, trial, seed: int = 42, n_layers: int | None = None) -> Pipeline:
     "The rung's classifier behind a StandardScaler (embedding rungs: after `LayerSelect`), hyper-parameters and layer from `trial`."
@@ -324,14 +325,15 @@ def _pos(t, model):
 
 # %% ../nbs/13_ladder.ipynb #6955c0c9
 def plot_ladder(table: pd.DataFrame, path=None):
-    "Macro-F1 and balanced accuracy of each rung with 95% intervals, chance (1/C) as a dashed line; saved to `path`."
+    "Macro-F1 and balanced accuracy of each rung (the recipe's in orange) with 95% intervals, chance (1/C) dashed; saved to `path`."
     import matplotlib.pyplot as plt
     t = table.reset_index(drop=True); y = np.arange(len(t))[::-1]; C = int(t.n_classes.max())
     fig, axs = plt.subplots(1, 2, figsize=(11, 1.2 + 0.55 * len(t)), sharey=True)
     for ax, k, name in zip(axs, ("macro_f1", "balanced_accuracy"), ("macro-F1", "balanced accuracy")):
         v = t[k].astype(float).to_numpy()
         err = [v - t[f"{k}_low"].astype(float), t[f"{k}_high"].astype(float) - v]
-        ax.errorbar(v, y, xerr=err, fmt="o", capsize=4, color="tab:blue")
+        for j, c in enumerate(np.where(t.model.isin(RECIPE_RUNGS), "tab:orange", "tab:blue")):
+            ax.errorbar(v[j], y[j], xerr=[[err[0][j]], [err[1][j]]], fmt="o", capsize=4, color=c)
         for yi, vi, hi in zip(y, v, t[f"{k}_high"].astype(float)): ax.text(min(hi + 0.02, 0.9), yi + 0.15, f"{vi:.2f}", fontsize=9)
         ax.axvline(1 / C, ls="--", color="grey", label=f"chance 1/{C}")
         ax.set(xlim=(0, 1), xlabel=f"{name} (95% CI, groups resampled)", title=name); ax.grid(axis="x", alpha=0.3)
@@ -399,30 +401,101 @@ def rung_inputs(run_dir, rungs, df, backbone=DEFAULT_BACKBONE, seed=42, workers=
         timing[k] = round(time.time() - t, 1)
     return {r: X[k] for r, k in kinds.items()}, timing
 
+# %% ../nbs/13_ladder.ipynb #69c917dd
+PHASE1_VARIANTS = {"phase1-adapter": dict(head="adapter"), "phase1-stats": dict(pooling="stats")}
+
+def recipe_removed(run_dir) -> list:
+    "The classes the recipe's class removal dropped in the folds of a cross-validated run ([] for another run, or none)."
+    if not is_cv_run(run_dir): return []
+    rp = RunPaths(run_dir); K = int(_done(rp, "data")["params"]["folds"])
+    removed = {tuple(_done(rp.fold(k), "class_removal").get("params", {}).get("removed") or ()) for k in range(K)}
+    if len(removed) > 1: raise ValueError(f"the folds of {rp.root} removed different classes {sorted(removed)}: pass remove_classes to the ladder")
+    return list(removed.pop())
+
+# %% ../nbs/13_ladder.ipynb #19a8a084
+def recipe_oof(df, classes, parts, model: str) -> pd.DataFrame:
+    "The out-of-fold frame of `model` on the ladder's rows `df` and `classes`, from per-fold clip predictions `parts` (probabilities restricted to `classes`)."
+    pred = pd.concat(parts, ignore_index=True)
+    own = [c[2:] for c in pred if c.startswith("p_")]
+    if set(classes) - set(own): raise ValueError(f"{model} predicts {own}, not the ladder's classes {sorted(set(classes) - set(own))}")
+    if pred.path.duplicated().any() or set(df.path) - set(pred.path):
+        raise ValueError(f"{model}: {int(pred.path.duplicated().sum())} clips predicted twice, {len(set(df.path) - set(pred.path))} of the ladder's never")
+    pred = pred.set_index("path").loc[df.path]
+    if (pred.fold.to_numpy() != df.fold.to_numpy()).any(): raise ValueError(f"{model}: clips predicted by another fold than the ladder's")
+    return oof_frame(df, restrict_probs(pred[[f"p_{c}" for c in own]].to_numpy(float), own, classes), classes, model)
+
+# %% ../nbs/13_ladder.ipynb #89c6d796
+def _fold_seconds(run_dir, folds, stages) -> float:
+    "Training seconds of `stages` summed over `folds` (from their done.json)."
+    rp = RunPaths(run_dir)
+    return float(sum(_done(rp.fold(k), s).get("result", {}).get("seconds") or 0 for k in folds for s in stages))
+
+def variant_fold(run_dir, k: int, rung: str) -> pd.DataFrame:
+    "Phase 1 of fold `k` with the settings of `rung` (`PHASE1_VARIANTS`) in `folds/<k>/<rung>/`, and its clip predictions on the fold's test split."
+    fp = RunPaths(run_dir).fold(k)
+    p1 = _done(fp, "phase1").get("params")
+    if p1 is None: raise FileNotFoundError(f"{fp.phase1} has no finished phase 1: the variant {rung} takes its settings from there (run the fold's stages first)")
+    names = {f.name for f in dataclasses.fields(Phase1Config)}
+    settings = {**{a: v for a, v in p1.items() if a in names}, **PHASE1_VARIANTS[rung]}
+    try: run_phase1(fp.root, stage=rung, **settings)
+    except FileExistsError:                          # the fold's phase 1 changed since: train the variant again, the old one kept aside
+        print(f"fold {k}: phase 1 has other settings than {rung} was trained with: training {rung} again"); run_phase1(fp.root, True, rung, **settings)
+    f, finished = fp.stage(rung)/"test_predictions.csv", load_json(fp.stage(rung)/"done.json")["finished"]
+    if f.exists() and (old := pd.read_csv(f, keep_default_na=False)).finished.iloc[0] == finished: return old.drop(columns="finished")
+    log_test_read(fp.root, rung, finished)
+    y, p, cls = predict_split(fp.model(rung), fp.root, "test")
+    out = clip_predictions(predictions_frame(split_rows(fp.root, "phase1"), y, p, cls, rung)).assign(fold=int(k))
+    _write_csv(out.assign(finished=finished), f)
+    return out
+
+# %% ../nbs/13_ladder.ipynb #6cca3269
+def run_recipe_rung(run_dir, rung, df, classes, n_bootstrap: int = 1000, seed: int = 42) -> dict:
+    "The ladder row of a recipe rung: `phase1`/`phase2` gathered from the folds' evaluations, a `PHASE1_VARIANTS` rung trained per fold."
+    t0, folds = time.time(), sorted(df.fold.unique())
+    if rung in PHASE1_VARIANTS: parts = [variant_fold(run_dir, k, rung) for k in folds]
+    else: parts = [fold_predictions(run_dir, k, rung) for k in folds]
+    oof = recipe_oof(df, classes, parts, rung)
+    seconds = time.time() - t0 if rung in PHASE1_VARIANTS else _fold_seconds(run_dir, folds, ["phase1", "phase2"][:2 if rung == "phase2" else 1])
+    backbone = _done(RunPaths(run_dir).fold(folds[0]), "phase1")["params"]["backbone"]
+    return finish_rung(run_dir, oof, [dict(fold=int(k)) for k in folds], seconds, str(backbone) == "tiny", n_bootstrap, seed,
+                       backbone=str(backbone))
+
+def recipe_ready(run_dir, rung) -> str | None:
+    "Why `rung` (a recipe rung) cannot be scored on this run, or None when it can."
+    if not is_cv_run(run_dir): return "not a cross-validated run (babycry-run --folds K trains the recipe on the ladder's folds)"
+    rp = RunPaths(run_dir); K = int(_done(rp, "data")["params"]["folds"])
+    need = "phase2" if rung == "phase2" else "phase1"
+    missing = [k for k in range(K) if not is_done(rp.fold(k).stage(need)) or not is_done(rp.fold(k).eval)]
+    return f"folds {missing} have no finished {need} and evaluation" if missing else None
+
 # %% ../nbs/13_ladder.ipynb #bfc70b87
-def run_ladder(run_dir, rungs=HANDCRAFTED, folds: int = 5, n_trials: int = 50, seed: int = 42, remove_classes=None,
-               inner_folds: int = 3, n_bootstrap: int = 1000, workers=None, overwrite: bool = False,
-               backbone=DEFAULT_BACKBONE, cnn: dict | None = None) -> pd.DataFrame:
-    "Grouped K-fold ladder of `rungs` (`cnn`: `ScratchCNNConfig` settings): inputs, out-of-fold predictions, `cv/ladder.csv` and `.png`."
-    rungs = [r.strip() for r in rungs.split(",")] if isinstance(rungs, str) else list(rungs)
-    bad = [r for r in rungs if r not in LADDER_RUNGS]
-    if bad: raise ValueError(f"unknown rungs {bad}: the ladder's rungs are {list(LADDER_RUNGS)}")
-    d = cv_dir(run_dir)
+def _rung_row(run_dir, r, inputs, df, classes, cfg, workers=None, cnn=None, timing=None) -> dict:
+    "Run rung `r` of the ladder with `LadderConfig` `cfg` on the clips `df`; its row (`input_seconds`: computing its shared input, from `timing`)."
+    if r in RECIPE_RUNGS: return run_recipe_rung(run_dir, r, df, classes, cfg.n_bootstrap, cfg.seed)
+    if r == "cnn-scratch": return run_cnn_rung(run_dir, df, classes, workers, cfg.n_bootstrap, **{"seed": cfg.seed, **(cnn or {})})
+    emb, kind = r in EMBEDDING, "embeddings" if r in EMBEDDING else "features" if r in TUNED else None
+    return run_rung(run_dir, r, inputs[r], df, classes, cfg.n_trials, cfg.seed, cfg.inner_folds, workers, cfg.n_bootstrap,
+                    random_weights=emb and str(cfg.backbone) == "tiny", input_seconds=(timing or {}).get(kind, 0.0),
+                    **({"backbone": str(cfg.backbone)} if emb else {}))
+
+def run_ladder(run_dir, workers=None, overwrite: bool = False, cnn: dict | None = None, **settings) -> pd.DataFrame:
+    "The ladder with `LadderConfig` (any `settings` overridden; `cnn`: `ScratchCNNConfig` settings): `cv/ladder.csv` and `.png`, the card's ladder."
+    cfg, d = make_config(LadderConfig, "13_ladder", **settings), cv_dir(run_dir)
+    skipped = {r: why for r in cfg.rungs if r in RECIPE_RUNGS and (why := recipe_ready(run_dir, r))}
+    for r, why in skipped.items(): print(f"skipped {r}: {why}")
+    rungs = [r for r in cfg.rungs if r not in skipped]
     if overwrite:
         for f in ("ladder.csv", "ladder_folds.csv"): (d/f).unlink(missing_ok=True)
-    t0 = time.time(); df, classes = ladder_clips(run_dir, folds, seed, remove_classes)
-    inputs, timing = rung_inputs(run_dir, rungs, df, backbone, seed, workers)
-    print(f"{len(df)} clips, {len(classes)} classes {classes}, {folds} grouped folds; inputs {timing} s")
-    for r in rungs:
-        if r == "cnn-scratch": row = run_cnn_rung(run_dir, df, classes, workers, n_bootstrap, **{"seed": seed, **(cnn or {})})
-        else: row = run_rung(run_dir, r, inputs[r], df, classes, n_trials, seed, inner_folds, workers, n_bootstrap,
-                             random_weights=r in EMBEDDING and str(backbone) == "tiny", **({"backbone": str(backbone)} if r in EMBEDDING else {}))
-        timing[r] = round(row["seconds"], 1)
+    t0 = time.time()
+    df, classes = ladder_clips(run_dir, cfg.folds, cfg.seed, recipe_removed(run_dir) if cfg.remove_classes is None else cfg.remove_classes)
+    inputs, timing = rung_inputs(run_dir, rungs, df, cfg.backbone, cfg.seed, workers)
+    print(f"{len(df)} clips, {len(classes)} classes {classes}, {df.fold.nunique()} grouped folds; inputs {timing} s")
+    for r in rungs: timing[r] = round(_rung_row(run_dir, r, inputs, df, classes, cfg, workers, cnn, dict(timing))["seconds"], 1)
     table = load_ladder(run_dir)
     plot_ladder(table, d/"ladder.png")
-    save_json(dict(rungs=rungs, folds=folds, n_trials=n_trials, seed=seed, inner_folds=inner_folds, classes=classes,
-                   remove_classes=remove_classes, backbone=str(backbone), cnn=cnn, n_clips=len(df), seconds=timing,
+    save_json(dict(config_record(cfg), cnn=cnn, classes=classes, n_clips=len(df), skipped=skipped, seconds=timing,
                    total_seconds=round(time.time() - t0, 1)), d/"ladder_run.json")
+    if is_cv_run(run_dir) and (d/"metrics.json").exists(): write_cv_card(run_dir, load_json(d/"metrics.json"))   # the card shows the ladder
     return table
 
 # %% ../nbs/13_ladder.ipynb #53b4f902
@@ -479,22 +552,6 @@ class LayerSelect(BaseEstimator, TransformerMixin):
         X = np.asarray(X)
         if X.ndim != 3: raise ValueError(f"LayerSelect needs embeddings [clips, layers, dims], not an array of shape {X.shape}")
         return X.mean(1) if self.layer == "average" else X[:, int(self.layer)]
-
-# %% ../nbs/13_ladder.ipynb #aa84309e
-@dataclass
-class ScratchCNNConfig(TrainingConfig):
-    "13_ladder's `cnn-scratch` rung: a small log-mel CNN from random initialisation, trained with the recipe's engine."
-    channels: tuple = setting((16, 32, 64), "output channels of the conv blocks (each halves time and frequency)")
-    n_mels: int = setting(40, "log-mel bands (up to 8 kHz)", ge=8)
-    hop: int = setting(320, "samples between spectrogram frames (320: 20 ms)", ge=16)
-    dropout: float = setting(0.3, "dropout before the linear layer", ge=0, lt=1)
-    epochs: int = setting(20, "maximum epochs", ge=1)
-    batch_size: int = setting(16, "clips per step", ge=1)
-    lr: float = setting(1e-3, "peak learning rate (AdamW)", gt=0)
-    warmup_ratio: float = setting(0.1, "share of the steps with a linear warm-up", ge=0, lt=1)
-    max_grad_norm: float = setting(1.0, "gradient clipping norm", gt=0)
-    patience: int = setting(5, "epochs without a better validation score before stopping", ge=1)
-    valid_folds: int = setting(5, "early stopping watches one of this many grouped splits of the training folds", ge=2)
 
 # %% ../nbs/13_ladder.ipynb #c091280f
 class LogMelCNN(nn.Module):

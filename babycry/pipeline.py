@@ -10,24 +10,28 @@ from pathlib import Path
 from .core import *
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'STAGE_DIRS', 'STAGE_ALIASES', 'DEMO_PARAMS', 'STAGE_CONFIGS', 'FULL_PARAMS', 'stage_name',
-           'parse_value', 'split_params', 'notebook_params', 'declared_params', 'notebook_dirs', 'find_notebooks',
-           'stage_record', 'recipe_params', 'stage_status', 'record_stage', 'run_folds', 'plan', 'check_plan',
-           'format_plan', 'StageFailed', 'run_stage', 'stale_evaluation', 'cv_summary', 'summary', 'run_pipeline',
-           'merge_settings', 'resolve_settings', 'main']
+__all__ = ['STAGE_NOTEBOOKS', 'STAGE_DIRS', 'LADDER_NOTEBOOK', 'ALL_NOTEBOOKS', 'STAGE_ALIASES', 'DEMO_PARAMS', 'STAGE_CONFIGS',
+           'FULL_PARAMS', 'stage_name', 'parse_value', 'split_params', 'notebook_params', 'declared_params',
+           'notebook_dirs', 'find_notebooks', 'stage_record', 'recipe_params', 'stage_status', 'record_stage',
+           'run_folds', 'plan', 'check_plan', 'format_plan', 'StageFailed', 'run_stage', 'stale_evaluation',
+           'cv_summary', 'ladder_summary', 'summary', 'run_pipeline', 'merge_settings', 'resolve_settings', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #33b71549
 STAGE_NOTEBOOKS = ("01_data", "02_dataset", "03_model", "04_phase1", "05_class_removal", "06_phase2", "07_evaluation")
 STAGE_DIRS = {"01_data": "data", "02_dataset": None, "03_model": None, "04_phase1": "phase1",
               "05_class_removal": "class_removal", "06_phase2": "phase2", "07_evaluation": "eval"}
-STAGE_ALIASES = {"dataset": "02_dataset", "model": "03_model", "evaluation": "07_evaluation",
-                 **{n[:2]: n for n in STAGE_NOTEBOOKS}, **{n: n for n in STAGE_NOTEBOOKS},
+LADDER_NOTEBOOK = "13_ladder"                 # the baseline ladder: after the stages, on a cross-validated run (--ladder)
+ALL_NOTEBOOKS = (*STAGE_NOTEBOOKS, LADDER_NOTEBOOK)
+STAGE_DIRS[LADDER_NOTEBOOK] = None
+STAGE_ALIASES = {"dataset": "02_dataset", "model": "03_model", "evaluation": "07_evaluation", "ladder": LADDER_NOTEBOOK,
+                 **{n[:2]: n for n in ALL_NOTEBOOKS}, **{n: n for n in ALL_NOTEBOOKS},
                  **{d: n for n, d in STAGE_DIRS.items() if d}}
 
 DEMO_PARAMS = {"data_dir": None, "backbone": "tiny", "04_phase1.lr": 1e-3, "06_phase2.epochs": 8, "06_phase2.lr_scale": 20.0}
 # the random tiny backbone needs larger steps than pretrained HuBERT to learn in minutes; everything else is the recipe's
 STAGE_CONFIGS = {"01_data": DataConfig, "02_dataset": Phase1Config, "03_model": Phase1Config, "04_phase1": Phase1Config,
-                 "05_class_removal": ClassRemovalConfig, "06_phase2": Phase2Config, "07_evaluation": EvalConfig}
+                 "05_class_removal": ClassRemovalConfig, "06_phase2": Phase2Config, "07_evaluation": EvalConfig,
+                 LADDER_NOTEBOOK: LadderConfig}
 FULL_PARAMS = {"data_dir": "data", "backbone": DEFAULT_BACKBONE}
 
 def stage_name(s: str) -> str:
@@ -35,8 +39,8 @@ def stage_name(s: str) -> str:
     key = str(s).strip()
     if key.isdigit(): key = f"{int(key):02d}"
     if key not in STAGE_ALIASES:
-        raise ValueError(f"unknown stage {s!r}: use one of {', '.join(STAGE_NOTEBOOKS)} (or their number or folder: "
-                         f"{', '.join(sorted(k for k in STAGE_ALIASES if k not in STAGE_NOTEBOOKS))})")
+        raise ValueError(f"unknown stage {s!r}: use one of {', '.join(ALL_NOTEBOOKS)} (or their number or folder: "
+                         f"{', '.join(sorted(k for k in STAGE_ALIASES if k not in ALL_NOTEBOOKS))})")
     return STAGE_ALIASES[key]
 
 # %% ../nbs/09_pipeline.ipynb #db3fa8b2
@@ -52,7 +56,7 @@ def parse_value(v: str):
 
 def split_params(params: dict) -> tuple[dict, dict]:
     "Split `{name: v, 'stage.name': v}` into parameters for every notebook and per-notebook ones."
-    common, per = {}, {n: {} for n in STAGE_NOTEBOOKS}
+    common, per = {}, {n: {} for n in ALL_NOTEBOOKS}
     for k, v in params.items():
         if "." in k:
             s, name = k.split(".", 1)
@@ -127,16 +131,18 @@ def run_folds(params: dict) -> int:
     return check_setting(DataConfig, "folds", per["01_data"].get("folds", common.get("folds")), "01_data")
 
 def _chains(run_dir, folds: int) -> list:
-    "(fold, run_dir, notebooks) in order: all stages on `run_dir`; or 01 on it, 02-07 per fold in `folds/<k>`, and 07 on it ('cv')."
+    "(fold, run_dir, notebooks) in order: all stages on `run_dir`; or 01 on it, 02-07 per fold in `folds/<k>`, 07 on it ('cv'), the ladder."
     if not folds: return [(None, run_dir, STAGE_NOTEBOOKS)]
     return ([(None, run_dir, STAGE_NOTEBOOKS[:1])] + [(k, RunPaths(run_dir).fold(k).root, STAGE_NOTEBOOKS[1:]) for k in range(folds)]
-            + [("cv", run_dir, STAGE_NOTEBOOKS[-1:])])
+            + [("cv", run_dir, STAGE_NOTEBOOKS[-1:]), ("ladder", run_dir, (LADDER_NOTEBOOK,))])
 
 def plan(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None) -> list:
     "One dict per selected stage (and fold): notebook, fold, status, action ('skip' or 'run'), parameters (those it declares, with `nbs_dir`)."
-    rows, unused, first = [], set(split_params(params)[0]), False
-    for fold, rd, nbs in _chains(run_dir, run_folds(params)):
-        running = first or (fold == "cv" and any(r["action"] == "run" for r in rows))    # a fold's chain restarts after 01
+    rows, unused, first, folds = [], set(split_params(params)[0]), False, run_folds(params)
+    if LADDER_NOTEBOOK in stages and not folds:
+        raise ValueError("the ladder (--ladder, stage 13) compares every rung on the recipe's folds: add --folds K (K >= 2)")
+    for fold, rd, nbs in _chains(run_dir, folds):
+        running = first or (fold in ("cv", "ladder") and any(r["action"] == "run" for r in rows))   # a fold's chain restarts after 01
         for nb in nbs:
             if nb not in stages: continue
             declared = declared_params(Path(nbs_dir)/f"{nb}.ipynb") if nbs_dir else None
@@ -146,7 +152,7 @@ def plan(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None) -> list:
             running = running or st != "done"
             rows.append(dict(notebook=nb, fold=fold, status=st, action="run" if running else "skip", params=p))
         if fold is None: first = running
-    if nbs_dir and set(stages) == set(STAGE_NOTEBOOKS) and unused:
+    if nbs_dir and set(STAGE_NOTEBOOKS) <= set(stages) and unused:
         raise ValueError(f"no stage notebook has a parameter {', '.join(sorted(unused))} (a typo?)")
     return rows
 
@@ -161,7 +167,7 @@ def check_plan(rows) -> list:
     return rows
 
 def _row_name(r) -> str:
-    return r["notebook"] + {None: "", "cv": " (all folds)"}.get(r.get("fold"), f" fold {r.get('fold')}")
+    return r["notebook"] + {None: "", "cv": " (all folds)", "ladder": " (all folds)"}.get(r.get("fold"), f" fold {r.get('fold')}")
 
 def format_plan(rows, run_dir) -> str:
     "The plan as text."
@@ -213,6 +219,18 @@ def cv_summary(run_dir) -> list:
             f"exported model: {e['model_dir']} (fold {e['fold']}: {e['why']})", f"model card:   {m['model_card']}",
             f"out-of-fold:  {rp.cv/'oof.csv'}; metrics: {rp.cv/'metrics.json'} (plots: {rp.cv}/*.png)"]
 
+def ladder_summary(run_dir) -> list:
+    "Lines on the baseline ladder of a run (`cv/ladder.csv`, written by 13_ladder); none without one."
+    import pandas as pd
+    f = RunPaths(run_dir).cv/"ladder.csv"
+    if not f.exists(): return []
+    t = pd.read_csv(f); C = int(t.n_classes.max())
+    rw = lambda r: "  (random weights)" if str(r.random_weights).lower() == "true" else ""
+    return ([f"baseline ladder ({int(t.n_clips.iloc[0])} clips, {C} classes, the same folds; out-of-fold macro-F1 [95% CI], "
+             f"balanced accuracy; chance {1 / C:.3f}):"]
+            + [f"  {r.model:<18} {r.macro_f1:.3f} [{r.macro_f1_low:.3f}, {r.macro_f1_high:.3f}]   {r.balanced_accuracy:.3f}{rw(r)}"
+               for r in t.itertuples()] + [f"ladder:       {f} (plot: {f.with_suffix('.png')})"])
+
 def _is_cv(rp) -> bool:
     p = load_json(rp.data/"done.json")["params"] if (rp.data/"done.json").exists() else {}
     return int(p.get("folds") or 0) >= 2 and p.get("fold") is None
@@ -222,7 +240,7 @@ def summary(run_dir) -> str:
     rp = RunPaths(run_dir)
     lines = [f"run directory: {rp.root.resolve()}"]
     m = load_json(rp.eval/"metrics.json") if (rp.eval/"metrics.json").exists() else None
-    if _is_cv(rp): lines += cv_summary(run_dir)
+    if _is_cv(rp): lines += cv_summary(run_dir) + ladder_summary(run_dir)
     elif m is not None and stale_evaluation(run_dir, m):
         lines.append(f"the evaluation in {rp.eval} is of a {m['model']} model that no longer exists (trained again since): "
                      "run 07_evaluation again (-p evaluation.overwrite True; the test split is read once more, and counted)")
@@ -275,6 +293,7 @@ def _parser():
                     help="a notebook parameter for every stage, or STAGE.NAME for one stage (e.g. -p phase2.epochs 62)")
     ap.add_argument("--folds", type=int, default=None, metavar="K",
                     help="K-fold cross-validation over recording sources (the same as -p folds K; default: one split)")
+    ap.add_argument("--ladder", action="store_true", help="after a --folds K run, the baseline ladder on its folds (stage 13_ladder)")
     ap.add_argument("--stages", default=None, help="comma-separated subset, e.g. 01,04 or data,phase1 (default: all)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the console")
@@ -298,9 +317,10 @@ def resolve_settings(a) -> tuple[Path, dict, dict]:
     "Run directory, notebook parameters and the settings to record, from parsed arguments (a resumed run's are the base)."
     given = dict(demo=a.demo, data_dir=a.data_dir and str(Path(a.data_dir).expanduser().resolve()),
                  parameters=[list(p) for p in a.parameter] + ([["folds", str(a.folds)]] if a.folds is not None else []))
+    if getattr(a, "ladder", False): given["ladder"] = True
     if a.run_dir:
         run_dir = Path(a.run_dir)
-        if (run_dir/"pipeline.json").exists(): given = merge_settings(load_json(run_dir/"pipeline.json"), given)
+        if (run_dir/"pipeline.json").exists(): given = {**(m := merge_settings(load_json(run_dir/"pipeline.json"), given)), "ladder": given.get("ladder") or m.get("ladder", False)}
     else: run_dir = new_run_dir(a.runs, a.name)
     params = dict(DEMO_PARAMS if given["demo"] else FULL_PARAMS)
     if not given["demo"] and given["data_dir"]: params["data_dir"] = given["data_dir"]
@@ -326,6 +346,7 @@ def main(argv=None) -> int:
             print(f"note: {Path(a.runs)/a.name} already exists, so this run goes to {run_dir} "
                   f"(resume the old one with --run-dir {Path(a.runs)/a.name})")
         stages = [stage_name(s) for s in (a.stages.split(",") if a.stages else STAGE_NOTEBOOKS)]
+        if (a.ladder or given.get("ladder")) and LADDER_NOTEBOOK not in stages: stages.append(LADDER_NOTEBOOK)
         check_plan(plan(run_dir, params, stages, find_notebooks(a.nbs_dir, stages)))    # before anything is written or moved
         if a.dry_run: run_pipeline(run_dir, params, stages, a.nbs_dir, True, a.log_output); return 0
         _sigterm_as_interrupt()

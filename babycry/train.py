@@ -531,9 +531,9 @@ def load_splits(run_dir, encoder, splits=("train", "valid"), rows=None):
     return [CachedClips(run_dir, s, encoder, rows=None if rows is None else rows[s]) for s in splits]
 
 # %% ../nbs/04_phase1.ipynb #90812c31
-def train_phase1(run_dir, cfg) -> dict | None:
-    "Train phase 1 in this process (one of `world_size()`); rank 0 writes `phase1/` and returns the result record, the others None."
-    rp = RunPaths(run_dir); stage = rp.phase1
+def train_phase1(run_dir, cfg, stage: str = "phase1") -> dict | None:
+    "Train phase 1 in this process (one of `world_size()`); rank 0 writes `<run>/<stage>/` and returns the result record, the others None."
+    rp = RunPaths(run_dir); stage = rp.stage(stage)
     set_seed(cfg.seed); t0 = time.time()
     enc = LabelEncoder.load(rp.labels)
     if process_rank() == 0: enc.save(stage/"labels.json")
@@ -567,15 +567,15 @@ def recipe_record(cfg, **extra) -> dict:
     "`config_record` without `nproc`: the number of processes changes the speed, not the recipe."
     return {k: v for k, v in config_record(cfg, **extra).items() if k != "nproc"}
 
-def run_phase1(run_dir, overwrite=False, **settings) -> dict:
-    "Phase 1: train the head on the frozen backbone with `Phase1Config` (any of its `settings` overridden) in `nproc` processes; write `phase1/`."
+def run_phase1(run_dir, overwrite=False, stage: str = "phase1", **settings) -> dict:
+    "Phase 1: train the head on the frozen backbone with `Phase1Config` (any of its `settings` overridden) in `nproc` processes; write `<run>/<stage>/`."
     cfg = make_config(Phase1Config, "04_phase1", **settings)
-    rp = RunPaths(run_dir); stage = rp.phase1
+    name, stage = stage, RunPaths(run_dir).stage(stage)
     params = recipe_record(cfg)
     if prepare_stage(stage, params, overwrite) == "skip":
         print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")
     n = resolve_nproc(cfg.nproc); per_device_batch(cfg.batch_size, n)     # a batch that does not split fails before anything starts
-    res = run_ranks(train_phase1, n, run_dir=str(run_dir), cfg=cfg)
+    res = run_ranks(train_phase1, n, run_dir=str(run_dir), cfg=cfg, stage=name)
     mark_done(stage, params, result=res)
     return res
 

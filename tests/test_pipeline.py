@@ -90,6 +90,31 @@ def test_cross_validation_on_the_demo_corpus(demo_run, tmp_path, capsys):
     assert "out-of-fold metrics of phase1 (2-fold" in capsys.readouterr().out
     assert main(["--run-dir", str(rp.root)] + args[:2]) == 0                       # resumed: every fold's stages skipped
     assert capsys.readouterr().out.count("finished earlier, skipped") == 6
+    ladder_on_the_folds(rp, capsys)
+
+
+def ladder_on_the_folds(rp, capsys):
+    "--ladder on that run: baselines and the recipe's rungs (phase 1 as trained, its two variants trained per fold) on the same clips."
+    rungs = "majority,features+logreg,embeddings+logreg,phase1,phase1-adapter,phase1-stats,phase2"
+    assert main(["--run-dir", str(rp.root), "--ladder", "--stages", "13", "-p", "ladder.rungs", rungs, "-p", "ladder.n_trials", "2",
+                 "-p", "ladder.n_bootstrap", "100"]) == 0
+    out = capsys.readouterr().out
+    t = pd.read_csv(rp.cv/"ladder.csv").set_index("model")
+    assert t.index.tolist() == rungs.split(",")[:-1], out                         # phase2 was never trained: skipped, and why
+    assert json.loads((rp.cv/"ladder_run.json").read_text())["skipped"]["phase2"].startswith("folds [0, 1] have no finished phase2")
+    assert t.clip_set.nunique() == 1 and t.n_clips.nunique() == 1 and t.n_classes.iloc[0] == 7     # same clips; nothing removed
+    assert t.random_weights.to_dict() == {"majority": False, "features+logreg": False, **{r: True for r in rungs.split(",")[2:-1]}}
+    oof = pd.read_csv(rp.cv/"oof_phase1.csv"); cv_oof = pd.read_csv(rp.cv/"oof.csv")
+    assert (oof.sort_values("path").pred.to_numpy() == cv_oof.sort_values("path").pred.to_numpy()).all()    # the CV stage's own predictions
+    for k in (0, 1):
+        for v, kw in (("phase1-adapter", ("head", "adapter")), ("phase1-stats", ("pooling", "stats"))):
+            done = json.loads((rp.fold(k).root/v/"done.json").read_text())
+            assert done["params"][kw[0]] == kw[1] and done["params"]["epochs"] == 3      # the fold's own phase-1 settings, one changed
+        reads = json.loads((rp.fold(k).root/"test_reads.json").read_text())
+        assert [r["model"] for r in reads][-2:] == ["phase1-adapter", "phase1-stats"]
+    assert "### Against the baseline ladder" in Path(json.loads((rp.cv/"metrics.json").read_text())["model_card"]).read_text()
+    assert "baseline ladder (" in out and (rp.cv/"ladder.png").exists()
+    assert main(["--run-dir", str(rp.root), "--ladder", "--stages", "13"]) == 0 and "finished earlier, skipped" in capsys.readouterr().out
 
 
 def test_new_run_never_lands_on_an_old_one(demo_run, capsys):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from babycry.pipeline import STAGE_NOTEBOOKS
+from babycry.pipeline import ALL_NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def _check(where: str, code: str, runtime: set, optional: set, problems: list):
 def test_stage_notebooks_import_only_runtime_requirements():
     "papermill runs every cell of a stage notebook on the user's plain install: each import must be installed by `pip install .`."
     runtime, problems = _requirements("requirements"), []
-    for nb in STAGE_NOTEBOOKS:
+    for nb in ALL_NOTEBOOKS:
         cells = json.loads((ROOT/"nbs"/f"{nb}.ipynb").read_text())["cells"]
         for i, c in enumerate(cells):
             if c["cell_type"] == "code": _check(f"nbs/{nb}.ipynb cell {i}", "".join(c["source"]), runtime, set(), problems)
