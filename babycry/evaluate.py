@@ -179,21 +179,23 @@ def misclassified(rows: pd.DataFrame, y_true, probs, classes) -> pd.DataFrame:
 def _fmt_ci(ci: dict) -> str:
     return f"{ci['point']:.3f} (95% CI {ci['low']:.3f}–{ci['high']:.3f})"
 
-def _yaml_front_matter(metrics: dict, base_model: str | None) -> str:
+def _yaml_front_matter(metrics: dict, base_model: str | None, cv: dict | None = None) -> str:
+    "The card's YAML header: the test split's numbers, or (`cv`) the pooled out-of-fold numbers of a cross-validated run."
     import yaml
-    t = metrics["test"]
+    t = dict(metrics["test"], **{k: cv["pooled"][k] for k in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr_macro")}) if cv else metrics["test"]
+    split, what = ("out-of-fold", f"{cv['folds']}-fold grouped CV, out-of-fold") if cv else ("test", "Test")
     meta = {"library_name": "transformers", "pipeline_tag": "audio-classification", "license": "apache-2.0",
             "tags": ["audio-classification", "infant-cry", "hubert", "babycry"],
             "metrics": ["accuracy", "balanced_accuracy", "f1", "roc_auc"]}
     if base_model and base_model != "tiny": meta["base_model"] = base_model
     meta["model-index"] = [{"name": f"babycry-{metrics['model']}", "results": [{
         "task": {"type": "audio-classification", "name": "Infant cry classification"},
-        "dataset": {"name": metrics.get("dataset", "infant cry recordings"), "type": "audio", "split": "test"},
+        "dataset": {"name": metrics.get("dataset", "infant cry recordings"), "type": "audio", "split": split},
         "metrics": [
-            {"type": "accuracy", "name": "Test accuracy", "value": round(t["accuracy"], 4)},
-            {"type": "balanced_accuracy", "name": "Test balanced accuracy", "value": round(t["balanced_accuracy"], 4)},
-            {"type": "f1", "name": "Test macro-F1", "value": round(t["f1_macro"], 4), "args": {"average": "macro"}},
-            {"type": "roc_auc", "name": "Test ROC-AUC (one-vs-rest, macro)", "value": round(t["roc_auc_ovr_macro"], 4)
+            {"type": "accuracy", "name": f"{what} accuracy", "value": round(t["accuracy"], 4)},
+            {"type": "balanced_accuracy", "name": f"{what} balanced accuracy", "value": round(t["balanced_accuracy"], 4)},
+            {"type": "f1", "name": f"{what} macro-F1", "value": round(t["f1_macro"], 4), "args": {"average": "macro"}},
+            {"type": "roc_auc", "name": f"{what} ROC-AUC (one-vs-rest, macro)", "value": round(t["roc_auc_ovr_macro"], 4)
              if np.isfinite(t["roc_auc_ovr_macro"]) else None}]}]}]
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
 
@@ -316,7 +318,7 @@ def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None, 
     audit = _audit_lines(load_json(rp.audit)) if rp.audit.exists() else []
     fields = dict(facts, **_result_fields(metrics), stage=stage, audit="\n".join(audit or ["- (no audit found)"]),
                   kind="a fine-tuned" if stage == "phase2" else "an MLP head on a frozen", protocol=_protocol(rp), cv_results=_cv_section(cv) + _ladder_section(ladder))
-    text = _yaml_front_matter(metrics, facts["base"]) + "\n" + (files("babycry")/"model_card.md").read_text(encoding="utf-8").format(**fields)
+    text = _yaml_front_matter(metrics, facts["base"], cv) + "\n" + (files("babycry")/"model_card.md").read_text(encoding="utf-8").format(**fields)
     with atomic_write(Path(model_dir)/"README.md", encoding="utf-8") as f: f.write(text)
     return Path(model_dir)/"README.md"
 
