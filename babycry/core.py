@@ -13,10 +13,11 @@ import numpy as np
 # %% auto #0
 __all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'LABEL_ALIASES', 'RECIPE_RUNGS',
            'LADDER_RUNGS', 'STAGES', 'normalize_label', 'setting', 'DataConfig', 'TrainingConfig', 'Phase1Config',
-           'ClassRemovalConfig', 'Phase2Config', 'EvalConfig', 'LadderConfig', 'ScratchCNNConfig', 'check_setting',
-           'make_config', 'config_record', 'stage_settings', 'settings_table', 'RunPaths', 'usual_permissions',
-           'atomic_write', 'save_json', 'load_json', 'data_band_limit', 'params_hash', 'mark_done', 'is_done',
-           'prepare_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'get_device', 'get_precision', 'precision_args']
+           'ClassRemovalConfig', 'Phase2Config', 'EvalConfig', 'LadderConfig', 'ScratchCNNConfig', 'cnn_settings',
+           'check_setting', 'make_config', 'config_record', 'stage_settings', 'settings_table', 'RunPaths',
+           'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'data_band_limit', 'params_hash', 'mark_done',
+           'is_done', 'prepare_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'get_device', 'get_precision',
+           'precision_args']
 
 # %% ../nbs/00_core.ipynb #9a23e3c3
 CLASSES = ("belly_pain", "burping", "cold_hot", "discomfort", "hungry", "scared", "tired")
@@ -166,6 +167,14 @@ class ScratchCNNConfig(TrainingConfig):
     max_grad_norm: float = setting(1.0, "gradient clipping norm", gt=0)
     patience: int = setting(5, "epochs without a better validation score before stopping", ge=1)
     valid_folds: int = setting(5, "early stopping watches one of this many grouped splits of the training folds", ge=2)
+
+def cnn_settings(cnn) -> dict:
+    "`ScratchCNNConfig` overrides from a dict or its YAML text (`-p ladder.cnn \"{epochs: 10}\"`), checked before anything runs."
+    import yaml
+    d = yaml.safe_load(cnn) if isinstance(cnn, str) else dict(cnn or {})
+    if not isinstance(d, dict): raise ValueError(f"cnn={cnn!r} is not allowed: give ScratchCNNConfig settings as a mapping, e.g. {{epochs: 10}}")
+    make_config(ScratchCNNConfig, "13_ladder.cnn", **d)
+    return d
 
 
 # %% ../nbs/00_core.ipynb #32a72b0f

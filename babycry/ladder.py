@@ -480,7 +480,7 @@ def _rung_row(run_dir, r, inputs, df, classes, cfg, workers=None, cnn=None, timi
 
 def run_ladder(run_dir, workers=None, overwrite: bool = False, cnn: dict | None = None, **settings) -> pd.DataFrame:
     "The ladder with `LadderConfig` (any `settings` overridden; `cnn`: `ScratchCNNConfig` settings): `cv/ladder.csv` and `.png`, the card's ladder."
-    cfg, d = make_config(LadderConfig, "13_ladder", **settings), cv_dir(run_dir)
+    cfg, d, cnn = make_config(LadderConfig, "13_ladder", **settings), cv_dir(run_dir), cnn_settings(cnn)
     skipped = {r: why for r in cfg.rungs if r in RECIPE_RUNGS and (why := recipe_ready(run_dir, r))}
     for r, why in skipped.items(): print(f"skipped {r}: {why}")
     rungs = [r for r in cfg.rungs if r not in skipped]

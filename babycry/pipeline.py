@@ -164,6 +164,7 @@ def check_plan(rows) -> list:
             if k in ("run_dir", "data_dir"): continue
             if k == "overwrite" and not isinstance(v, bool): raise ValueError(f"{r['notebook']}.overwrite={v!r} is not allowed: it must be True or False.")
             if k in {f.name for f in dataclasses.fields(cls)}: check_setting(cls, k, v, r["notebook"])
+            if k == "cnn" and r["notebook"] == LADDER_NOTEBOOK: cnn_settings(v)      # the ladder's CNN settings, YAML text
     return rows
 
 def _row_name(r) -> str:
