@@ -54,3 +54,14 @@ def test_notebooks_clean_and_library_in_sync(tmp_path):
                 orig = ROOT/f.relative_to(work)
                 if not orig.exists() or orig.read_bytes() != f.read_bytes(): changed.append(str(f.relative_to(work)))
     assert not changed, f"run nbdev_export and nbdev_clean, then commit: {changed}"
+
+
+def test_papermill_reads_every_parameter():
+    "papermill parses each line of every stage notebook's parameters cell (an unparsed line prints a warning on every run)."
+    from papermill.translators import PythonTranslator
+    from babycry.pipeline import ALL_NOTEBOOKS
+    for nb in ALL_NOTEBOOKS:
+        cell = [c for c in json.loads((Path(__file__).parent.parent/"nbs"/f"{nb}.ipynb").read_text())["cells"]
+                if "parameters" in c.get("metadata", {}).get("tags", [])][0]
+        names = re.findall(r"^([A-Za-z_]\w*)\s*=", "".join(cell["source"]), re.M)
+        assert [p.name for p in PythonTranslator.inspect(cell)] == names, nb
