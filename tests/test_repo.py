@@ -64,4 +64,4 @@ def test_papermill_reads_every_parameter():
         cell = [c for c in json.loads((Path(__file__).parent.parent/"nbs"/f"{nb}.ipynb").read_text())["cells"]
                 if "parameters" in c.get("metadata", {}).get("tags", [])][0]
         names = re.findall(r"^([A-Za-z_]\w*)\s*=", "".join(cell["source"]), re.M)
-        assert [p.name for p in PythonTranslator.inspect(cell)] == names, nb
+        assert [p.name for p in PythonTranslator.inspect(dict(cell, source="".join(cell["source"])))] == names, nb
