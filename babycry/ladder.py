@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd
 import librosa, optuna, torch, torch.nn as nn, torch.nn.functional as F
+import matplotlib.pyplot as plt
 from joblib import Parallel, delayed
 from lightgbm import LGBMClassifier
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -437,9 +438,13 @@ def variant_fold(run_dir, k: int, rung: str) -> pd.DataFrame:
     if p1 is None: raise FileNotFoundError(f"{fp.phase1} has no finished phase 1: the variant {rung} takes its settings from there (run the fold's stages first)")
     names = {f.name for f in dataclasses.fields(Phase1Config)}
     settings = {**{a: v for a, v in p1.items() if a in names}, **PHASE1_VARIANTS[rung]}
-    try: run_phase1(fp.root, stage=rung, **settings)
-    except FileExistsError:                          # the fold's phase 1 changed since: train the variant again, the old one kept aside
-        print(f"fold {k}: phase 1 has other settings than {rung} was trained with: training {rung} again"); run_phase1(fp.root, True, rung, **settings)
+    with contextlib.redirect_stdout(io.StringIO()):     # one line per epoch: kept in the variant's history.json
+        try: run_phase1(fp.root, stage=rung, **settings)
+        except FileExistsError: stale = True         # the fold's phase 1 changed since: train the variant again, the old one kept aside
+        else: stale = False
+        if stale: run_phase1(fp.root, True, rung, **settings)
+    plt.close("all")                                    # its training plots are saved in folds/<k>/<rung>/, not shown here
+    if stale: print(f"fold {k}: phase 1 has other settings than {rung} was trained with: {rung} was trained again")
     f, finished = fp.stage(rung)/"test_predictions.csv", load_json(fp.stage(rung)/"done.json")["finished"]
     if f.exists() and (old := pd.read_csv(f, keep_default_na=False)).finished.iloc[0] == finished: return old.drop(columns="finished")
     log_test_read(fp.root, rung, finished)
