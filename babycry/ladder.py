@@ -327,7 +327,6 @@ def _pos(t, model):
 # %% ../nbs/13_ladder.ipynb #6955c0c9
 def plot_ladder(table: pd.DataFrame, path=None):
     "Macro-F1 and balanced accuracy of each rung (the recipe's in orange) with 95% intervals, chance (1/C) dashed; saved to `path`."
-    import matplotlib.pyplot as plt
     t = table.reset_index(drop=True); y = np.arange(len(t))[::-1]; C = int(t.n_classes.max())
     fig, axs = plt.subplots(1, 2, figsize=(11, 1.2 + 0.55 * len(t)), sharey=True)
     for ax, k, name in zip(axs, ("macro_f1", "balanced_accuracy"), ("macro-F1", "balanced accuracy")):
@@ -439,10 +438,9 @@ def variant_fold(run_dir, k: int, rung: str) -> pd.DataFrame:
     names = {f.name for f in dataclasses.fields(Phase1Config)}
     settings = {**{a: v for a, v in p1.items() if a in names}, **PHASE1_VARIANTS[rung]}
     with contextlib.redirect_stdout(io.StringIO()):     # one line per epoch: kept in the variant's history.json
-        try: run_phase1(fp.root, stage=rung, **settings)
-        except FileExistsError: stale = True         # the fold's phase 1 changed since: train the variant again, the old one kept aside
-        else: stale = False
-        if stale: run_phase1(fp.root, True, rung, **settings)
+        try: run_phase1(fp.root, stage=rung, **settings); stale = False
+        except FileExistsError:                         # the fold's phase 1 changed since: train the variant again, the old one kept aside
+            stale = True; run_phase1(fp.root, True, rung, **settings)
     plt.close("all")                                    # its training plots are saved in folds/<k>/<rung>/, not shown here
     if stale: print(f"fold {k}: phase 1 has other settings than {rung} was trained with: {rung} was trained again")
     f, finished = fp.stage(rung)/"test_predictions.csv", load_json(fp.stage(rung)/"done.json")["finished"]
