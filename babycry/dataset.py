@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .core import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, RunPaths, atomic_write, get_device, load_json, normalize_label, save_json
+from .core import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, atomic_write, get_device, load_json, normalize_label, save_json
+from .rundir import RunPaths
 
 # %% auto #0
 __all__ = ['LabelEncoder', 'make_fake_cache', 'CachedClips', 'normalize_waveforms', 'collate_clips', 'make_loader', 'show_batch',
@@ -168,7 +169,7 @@ def make_loader(ds, batch_size: int = 8, train: bool = False, device=None, do_no
 def show_batch(batch, encoder: LabelEncoder, n: int = 4, sr: int = SAMPLE_RATE):
     "Plot the mel spectrograms of the first `n` clips of a collated batch, titled with their class."
     import matplotlib.pyplot as plt
-    from babycry.data import plot_mel
+    from babycry.plots import plot_mel
     x, y = batch["input_values"][:n].float().cpu().numpy(), batch["labels"][:n].tolist()
     fig, axs = plt.subplots(1, len(x), figsize=(3.2*len(x), 2.6), squeeze=False, sharey=True)
     for ax, xi, yi in zip(axs[0], x, y):

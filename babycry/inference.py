@@ -22,7 +22,7 @@ def sliding_windows(x: np.ndarray, n: int = CLIP_SAMPLES, hop: int = CLIP_SAMPLE
     if x.ndim != 1: raise ValueError(f"expected a mono 1-D waveform, got shape {x.shape}")
     if len(x) == 0: raise ValueError("the waveform is empty")
     if len(x) <= n:
-        from babycry.data import fix_length
+        from babycry.audio import fix_length
         return fix_length(x, n, mode="center")[None]
     starts = list(range(0, len(x) - n + 1, hop))
     if starts[-1] + n < len(x): starts.append(len(x) - n)
@@ -32,13 +32,13 @@ def sliding_windows(x: np.ndarray, n: int = CLIP_SAMPLES, hop: int = CLIP_SAMPLE
 def load_input(audio, sr: int | None = None) -> np.ndarray:
     "A float32 mono 16 kHz waveform from a path (any format) or an array (resampled from `sr`)."
     if isinstance(audio, (str, Path)):
-        from babycry.data import load_audio
+        from babycry.audio import load_audio
         return load_audio(audio, sr=SAMPLE_RATE)
     x = np.asarray(audio, dtype=np.float32)
     if not np.isfinite(x).all(): raise ValueError(f"the array holds {int(x.size - np.isfinite(x).sum())} NaN or infinite samples")
     if x.ndim == 2: x = x.mean(axis=0 if x.shape[0] < x.shape[1] else 1)   # channels first or last
     if sr and sr != SAMPLE_RATE:
-        from babycry.data import resample
+        from babycry.audio import resample
         x = resample(x, sr, SAMPLE_RATE)
     return x.astype(np.float32)
 
@@ -86,7 +86,7 @@ def model_input(x: np.ndarray, model) -> np.ndarray:
     "The 16 kHz waveform `x` as `model` was trained to hear it: low-passed at its `band_limit_hz`, if it has one."
     hz = getattr(getattr(model, "config", model), "band_limit_hz", None)
     if hz is None: return x
-    from babycry.data import band_limit
+    from babycry.audio import band_limit
     return band_limit(x, hz, SAMPLE_RATE)
 
 # %% ../nbs/08_inference.ipynb #406a8aec
@@ -136,7 +136,8 @@ def _format(r: dict) -> str:
 
 def expand_inputs(files) -> list:
     "The audio files to score: files as given, folders replaced by the audio files under them (recursively, links followed)."
-    from babycry.data import AUDIO_EXTS, walk_files
+    from babycry.audio import AUDIO_EXTS
+    from babycry.corpus import walk_files
     out = []
     for f in map(Path, files):
         if not f.is_dir(): out.append(f); continue
