@@ -40,6 +40,7 @@ def write_av(path, x: np.ndarray, sr: int):
         for pkt in st.encode(None): out.mux(pkt)
     return Path(path)
 
+# %% ../nbs/01a_audio.ipynb #e71deacc
 def can_encode(ext) -> bool:
     "Can this PyAV build encode files ending in `ext` (its codec is in `AV_CODECS`)?"
     try:
@@ -51,6 +52,7 @@ def can_encode(ext) -> bool:
 class AudioDecodeError(ValueError):
     "A file that neither soundfile nor PyAV could decode."
 
+# %% ../nbs/01a_audio.ipynb #38e4bea4
 def _read_av(path):
     import av
     chunks, sr = [], None
@@ -83,10 +85,12 @@ def read_audio(path) -> tuple[np.ndarray, int]:
                                    "re-export it or remove it.")
     return x, sr
 
+# %% ../nbs/01a_audio.ipynb #079bc183
 def resample(x: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
     "Resample a mono float array with soxr (high quality); a no-op at equal rates."
     return x.astype(np.float32) if sr_in == sr_out else soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32)
 
+# %% ../nbs/01a_audio.ipynb #2f95ec4d
 def load_audio(path, sr: int = SAMPLE_RATE) -> np.ndarray:
     "Decode any supported file to float32 mono at `sr` (raises `AudioDecodeError` naming the file)."
     x, sr0 = read_audio(path)
@@ -100,6 +104,7 @@ def band_limit(x: np.ndarray, hz: float | None, sr: int = SAMPLE_RATE) -> np.nda
     y = resample(resample(x, sr, int(round(2 * hz))), int(round(2 * hz)), sr)[:len(x)]
     return np.pad(y, (0, len(x) - len(y))) if len(y) < len(x) else y
 
+# %% ../nbs/01a_audio.ipynb #77efad38
 def high_band_share(x: np.ndarray, sr: int = SAMPLE_RATE, hz: float = 4000) -> float:
     "The share of the energy of `x` (rate `sr`) above `hz` (0 for a silent clip)."
     P = np.abs(np.fft.rfft(np.asarray(x, np.float64))) ** 2
@@ -122,6 +127,7 @@ def fix_length(x: np.ndarray, n: int = CLIP_SAMPLES, mode: str = "random", rng=N
     y = np.zeros(n, np.float32); y[off:off + len(x)] = x
     return y
 
+# %% ../nbs/01a_audio.ipynb #004779cd
 def clip_windows(x: np.ndarray, k: int = 1, n: int = CLIP_SAMPLES, mode: str = "center", rng=None) -> list:
     "Up to `k` non-overlapping `n`-sample windows of `x` (one per k-th of the clip), each via `fix_length`."
     w = max(1, min(int(k), len(x) // n))

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .core import CLASSES, SAMPLE_RATE, parallel_imap
+from .config import DataConfig
 from .audio import as_array, read_audio, resample
 
 # %% auto #0
@@ -32,6 +33,7 @@ def envelope(x: np.ndarray, sr: int = SAMPLE_RATE, hop_s: float = 0.02) -> np.nd
     n = len(b) // h
     return np.sqrt((b[:n * h].reshape(n, h) ** 2).mean(1) + 1e-12)
 
+# %% ../nbs/01c_audit.ipynb #0535bce4
 def fingerprint(x: np.ndarray, sr: int = SAMPLE_RATE, max_s: float = 30.0) -> dict:
     "What the copy search keeps of a clip: its duration and its mean-removed, unit-norm envelope (first `max_s` s)."
     e = envelope(x, sr, ENV_HOP_S)[:int(max_s / ENV_HOP_S)].astype(np.float32)
@@ -49,7 +51,6 @@ def _aligned_corr(a, b, max_lag):
     a2, b2 = (a[L:], b) if L >= 0 else (a, b[-L:])
     n = min(len(a2), len(b2)); a2, b2 = a2[:n], b2[:n]
     return float(a2 @ b2 / (np.linalg.norm(a2) * np.linalg.norm(b2) + 1e-12))
-
 
 # %% ../nbs/01c_audit.ipynb #089f0148
 def _env_rows(envs, pad, width=None, step=1) -> np.ndarray:
@@ -226,16 +227,16 @@ def _audit_record(df: pd.DataFrame, copies: list, named) -> dict:
         unreadable=df[df.status == "unreadable"][["path", "detail"]].to_dict("records"),
         not_a_class={k: int(v) for k, v in df[df.status == "not_a_class"].label.value_counts().items()})
 
-def audit_files(files: pd.DataFrame, probes: list, drop_duplicates=True, drop_augmented_copies=True, workers=1):
+def audit_files(files: pd.DataFrame, probes: list, cfg: DataConfig, workers=1):
     "Statuses for every file plus the audit record: (manifest-like DataFrame with `status`/`detail`, audit dict, {path: audio})."
     pr = {p["path"]: p for p in probes}
     df = _file_checks(files, pr)
     copies, pairs = find_copies(df, pr, workers)
     for c in copies:
-        drop = drop_augmented_copies if c["augmented"] else drop_duplicates
+        drop = cfg.drop_augmented_copies if c["augmented"] else cfg.drop_duplicates
         if drop: _mark(df, df.path == c["path"], "augmented_copy" if c["augmented"] else "duplicate", f"{c['kind']} of {c['copy_of']}")
     named = df.name_augmented & (df.status == "ok") & ~df.path.isin([c["path"] for c in copies])
-    if drop_augmented_copies: _mark(df, named, "augmented_copy", "file name marks an augmented copy")
+    if cfg.drop_augmented_copies: _mark(df, named, "augmented_copy", "file name marks an augmented copy")
     ok = df.status == "ok"
     both = pairs[ok[pairs.i].values & ok[pairs.j].values] if len(pairs) else pairs
     df["group"] = _union_groups(df.group, both[["i", "j"]].values.tolist())    # kept copies share a split

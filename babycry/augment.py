@@ -25,6 +25,7 @@ def augmenter(cfg: DataConfig = DataConfig()):
                                 A.Gain(*cfg.gain_db, p=1.0),
                                 A.AddGaussianSNR(*cfg.snr_db, p=1.0)])
 
+# %% ../nbs/01e_augment.ipynb #f0afdc3f
 _STEP_NAMES = {"TimeStretch": lambda p: f"stretch{p['rate']:.2f}", "PitchShift": lambda p: f"pitch{p['num_semitones']:+.1f}",
                "Shift": lambda p: f"shift{p['shift_amount']:+.2f}s", "Gain": lambda p: f"gain{20 * np.log10(p['amplitude_ratio']):+.1f}dB",
                "AddGaussianSNR": lambda p: f"noise(std {p['noise_std']:.1e})"}
@@ -33,6 +34,7 @@ def applied(aug) -> str:
     "What the last call of a `SomeOf` augmenter did, e.g. 'stretch1.07+gain-2.3dB'."
     return "+".join(_STEP_NAMES[type(t).__name__](t.parameters) for k, t in enumerate(aug.transforms) if k in aug.transform_indexes)
 
+# %% ../nbs/01e_augment.ipynb #dc19da15
 @contextlib.contextmanager
 def seeded_globals(seed: int):
     "Seed Python's `random` and numpy's global generator (audiomentations draws from both) inside the block; restore them after."
@@ -50,6 +52,7 @@ def augment(x: np.ndarray, rng, cfg: DataConfig = DataConfig(), n: int = CLIP_SA
     with seeded_globals(int(rng.integers(2**32))): y = aug(y, sr)
     return np.clip(fix_length(y, n, "random", rng), -1, 1).astype(np.float32), applied(aug)
 
+# %% ../nbs/01e_augment.ipynb #f3ea1403
 def item_rng(seed: int, *keys) -> np.random.Generator:
     "A generator seeded by `seed` and the item's keys (strings are hashed), independent of worker count and order."
     return np.random.default_rng([int(seed)] + [zlib.crc32(str(k).encode()) for k in keys])

@@ -10,6 +10,7 @@ import numpy as np, pandas as pd
 
 from .core import atomic_write, load_json
 from .rundir import RunPaths
+from .metrics import load_metrics
 
 # %% auto #0
 __all__ = ['write_model_card', 'ladder_table', 'write_cv_card']
@@ -21,7 +22,7 @@ def _fmt_ci(ci: dict) -> str:
 def _yaml_front_matter(metrics: dict, base_model: str | None, cv: dict | None = None) -> str:
     "The card's YAML header: the test split's numbers, or (`cv`) the pooled out-of-fold numbers of a cross-validated run."
     import yaml
-    t = dict(metrics["test"], **{k: cv["pooled"][k] for k in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr_macro")}) if cv else metrics["test"]
+    t = dict(metrics["test"], **{k: cv["pooled"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr_macro")}) if cv else metrics["test"]
     split, what = ("out-of-fold", f"{cv['folds']}-fold grouped CV, out-of-fold") if cv else ("test", "Test")
     meta = {"library_name": "transformers", "pipeline_tag": "audio-classification", "license": "apache-2.0",
             "tags": ["audio-classification", "infant-cry", "hubert", "babycry"],
@@ -33,7 +34,7 @@ def _yaml_front_matter(metrics: dict, base_model: str | None, cv: dict | None = 
         "metrics": [
             {"type": "accuracy", "name": f"{what} accuracy", "value": round(t["accuracy"], 4)},
             {"type": "balanced_accuracy", "name": f"{what} balanced accuracy", "value": round(t["balanced_accuracy"], 4)},
-            {"type": "f1", "name": f"{what} macro-F1", "value": round(t["f1_macro"], 4), "args": {"average": "macro"}},
+            {"type": "f1", "name": f"{what} macro-F1", "value": round(t["macro_f1"], 4), "args": {"average": "macro"}},
             {"type": "roc_auc", "name": f"{what} ROC-AUC (one-vs-rest, macro)", "value": round(t["roc_auc_ovr_macro"], 4)
              if np.isfinite(t["roc_auc_ovr_macro"]) else None}]}]}]
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
@@ -96,8 +97,8 @@ def _result_fields(metrics: dict) -> dict:
     absent = t["classes_absent_from_test"]
     return dict(n_test=t["n"], n_groups=metrics["n_groups"], level=int(ci["level"] * 100), n_bootstrap=ci["n_bootstrap"],
                 resample="recording sources (groups)" if ci["resample"] == "group" else "clips",
-                accuracy=_fmt_ci(ci["accuracy"]), f1_macro=_fmt_ci(ci["f1_macro"]), balanced_accuracy=t["balanced_accuracy"],
-                f1_weighted=t["f1_weighted"], roc_auc=t["roc_auc_ovr_macro"], ece=t["ece"], per_class=_table(per),
+                accuracy=_fmt_ci(ci["accuracy"]), macro_f1=_fmt_ci(ci["macro_f1"]), balanced_accuracy=t["balanced_accuracy"],
+                weighted_f1=t["weighted_f1"], roc_auc=t["roc_auc_ovr_macro"], ece=t["ece"], per_class=_table(per),
                 progression=_table(pd.DataFrame(metrics["progression"])), reads=_reads_text(metrics.get("test_reads", [])),
                 absent=f"Classes without a test clip (no recall measured): {', '.join(absent)}." if absent else "",
                 classes=", ".join(f"`{c}`" for c in t["classes"]), n_classes=len(t["classes"]),
@@ -114,12 +115,12 @@ def _cv_section(cv: dict | None) -> str:
     "The card's out-of-fold results of a cross-validated run (empty without one)."
     if not cv: return ""
     f = lambda k: _fmt_ci(dict(cv["ci"][k], point=cv["pooled"][k]))
-    folds = pd.DataFrame(cv["per_fold"])[["fold", "n", "accuracy", "balanced_accuracy", "f1_macro", "ece"]]
+    folds = pd.DataFrame(cv["per_fold"])[["fold", "n", "accuracy", "balanced_accuracy", "macro_f1", "ece"]]
     return (f"### Cross-validated (out-of-fold) results\n\n{cv['folds']}-fold grouped cross-validation over recording sources: "
             f"each of the {cv['n_clips']} clips ({cv['n_groups']} sources) was predicted once, by the fold model that never saw its "
             f"source. Pooled, with {int(cv['ci']['level'] * 100)}% bootstrap intervals over {cv['ci']['resample']}s:\n\n"
             f"| metric | value |\n|---|---|\n| accuracy | {f('accuracy')} |\n| balanced accuracy | {f('balanced_accuracy')} |\n"
-            f"| macro-F1 | {f('f1_macro')} |\n| expected calibration error | {f('ece')} |\n\nPer fold:\n\n{_table(folds)}\n\n"
+            f"| macro-F1 | {f('macro_f1')} |\n| expected calibration error | {f('ece')} |\n\nPer fold:\n\n{_table(folds)}\n\n"
             f"**This model is fold {cv['exported']['fold']}'s** ({cv['exported']['why']}); the test-split numbers below are of "
             f"its own test fold only.\n\n")
 
@@ -162,5 +163,5 @@ def ladder_table(run_dir) -> pd.DataFrame | None:
 def write_cv_card(run_dir, m: dict) -> Path:
     "The exported fold model's card, with the out-of-fold results `m` (a `cv/metrics.json`) and the baseline ladder, if any."
     fp = RunPaths(run_dir).fold(m["exported"]["fold"])
-    return write_model_card(fp.model(m["model"]), load_json(fp.metrics), fp.root, cv=m, ladder=ladder_table(run_dir))
+    return write_model_card(fp.model(m["model"]), load_metrics(fp.metrics), fp.root, cv=m, ladder=ladder_table(run_dir))
 

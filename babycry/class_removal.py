@@ -44,6 +44,7 @@ def confusability(df, classes) -> pd.Series:
     tp = np.diag(cm); fn = cm.sum(1) - tp; fp = cm.sum(0) - tp
     return pd.Series((fn + fp) / np.maximum(cm.sum(1) + cm.sum(0), 1), index=list(classes), name="confusability")
 
+# %% ../nbs/05_class_removal.ipynb #ff152c91
 def suggest_removal(df, classes) -> str:
     "The class the validation numbers suggest dropping: the most confusable one."
     return confusability(df, classes).idxmax()
@@ -69,6 +70,7 @@ def reduce_split(rows: pd.DataFrame, keep) -> pd.DataFrame:
     rows.insert(0, "index", np.arange(len(rows)))
     return rows[rows.label.isin(list(keep))].reset_index(drop=True)
 
+# %% ../nbs/05_class_removal.ipynb #77a621a6
 def class_counts(splits: dict) -> pd.DataFrame:
     "Clips per class and split (`splits`: name -> frame with a `label` column)."
     return pd.DataFrame({s: d.label.value_counts() for s, d in splits.items()}).fillna(0).astype(int)

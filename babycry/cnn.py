@@ -12,6 +12,7 @@ from transformers import PretrainedConfig, set_seed
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .core import CLIP_SAMPLES, SAMPLE_RATE
+from .config import DataConfig, ScratchCNNConfig
 from .audio import fix_length
 from .splits import inner_splits
 from .data import build_split
@@ -25,9 +26,9 @@ __all__ = ['LogMelCNN', 'Windows', 'cnn_fold']
 # %% ../nbs/13c_cnn.ipynb #c091280f
 class LogMelCNN(nn.Module):
     "Log-mel spectrogram of 16 kHz waveforms [B, T], conv blocks, global mean and max pooling, a linear layer."
-    def __init__(self, n_classes: int, channels=(16, 32, 64), n_mels: int = 40, dropout: float = 0.3,
-                 n_fft: int = 512, hop: int = 320, sr: int = SAMPLE_RATE):
+    def __init__(self, n_classes: int, cfg: ScratchCNNConfig, n_fft: int = 512, sr: int = SAMPLE_RATE):
         super().__init__()
+        channels, n_mels, dropout, hop = cfg.channels, cfg.n_mels, cfg.dropout, cfg.hop
         self.n_fft, self.hop = n_fft, hop
         self.config = PretrainedConfig(num_labels=n_classes, channels=list(channels), n_mels=n_mels, dropout=dropout, hop=hop)   # Trainer reads it
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
@@ -56,9 +57,10 @@ class Windows(torch.utils.data.Dataset):
     def __len__(self): return len(self.y)
     def __getitem__(self, i): return torch.from_numpy(np.array(self.X[i], np.float32)), int(self.y[i])
 
+# %% ../nbs/13c_cnn.ipynb #7c2c1c68
 def _train_cnn(train, valid, classes, cfg, out_dir):
     "Fit a fresh `LogMelCNN` with the recipe's Trainer engine (early stopping on `valid`); the trainer, best model loaded."
-    set_seed(cfg.seed); model = LogMelCNN(len(classes), cfg.channels, cfg.n_mels, cfg.dropout, hop=cfg.hop)
+    set_seed(cfg.seed); model = LogMelCNN(len(classes), cfg)
     with contextlib.redirect_stdout(io.StringIO()):                      # one line per epoch: kept in history.json
         return fit(model, train, valid, out_dir, training_args(out_dir/"checkpoints", cfg), collate_clips, list(classes),
                    "cnn-scratch", cfg.patience, optimizer_factory=phase1_optimizer_factory(cfg),
@@ -69,8 +71,8 @@ def cnn_fold(df, audio, fold, classes, cfg, out_dir, workers=None) -> dict:
     fold, folds, out_dir, idx = int(fold), df.fold.to_numpy(), Path(out_dir), {c: i for i, c in enumerate(classes)}
     tr, te = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     fit_idx, va = inner_splits(df, tr, cfg.valid_folds, cfg.seed + fold)[0]
-    Xtr, mtr = build_split(df.iloc[fit_idx], audio, "train", cfg.seed + fold, workers=workers)
-    Xva, mva = build_split(df.iloc[va], audio, "valid")
+    Xtr, mtr = build_split(df.iloc[fit_idx], audio, "train", DataConfig(seed=cfg.seed + fold), workers=workers)
+    Xva, mva = build_split(df.iloc[va], audio, "valid", DataConfig())
     shutil.rmtree(out_dir, ignore_errors=True)                            # a fresh model: never resume another run's fold
     trainer = _train_cnn(Windows(Xtr, mtr.label.map(idx)), Windows(Xva, mva.label.map(idx)), classes,
                          dataclasses.replace(cfg, seed=cfg.seed + fold), out_dir)

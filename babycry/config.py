@@ -106,7 +106,7 @@ class Phase2Config(TrainingConfig):
     cache_encoder: bool = setting(True, "train from the frozen conv encoder's output, computed once per clip")
     speed: str = setting("recipe", "'large_batch': a large GPU's batch, learning rates scaled by the square root of the "
                                    "batch ratio, and a warm-up (see SPEEDS)", choices=tuple(SPEEDS))
-    per_class_every: int = setting(5, "print per-class validation accuracy every N epochs (0: never)", ge=0)
+    per_class_every: int = setting(5, "print per-class validation recall every N epochs (0: never)", ge=0)
 
 # %% ../nbs/00a_config.ipynb #b331c540
 @dataclass

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'LABEL_ALIASES', 'normalize_label',
-           'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'get_device', 'get_precision',
-           'precision_args', 'n_workers', 'parallel_map', 'parallel_imap']
+__all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'INFERENCE_BATCH', 'LABEL_ALIASES',
+           'normalize_label', 'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'get_device',
+           'get_precision', 'precision_args', 'n_workers', 'parallel_map', 'parallel_imap']
 
 # %% ../nbs/00_core.ipynb #9a23e3c3
 CLASSES = ("belly_pain", "burping", "cold_hot", "discomfort", "hungry", "scared", "tired")
@@ -21,6 +21,7 @@ SAMPLE_RATE = 16_000
 CLIP_SECONDS = 3.0
 CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_SECONDS)
 DEFAULT_BACKBONE = "facebook/hubert-base-ls960"
+INFERENCE_BATCH = 16            # clips per forward pass when a model only predicts (no gradients): not a recipe setting
 
 # %% ../nbs/00_core.ipynb #084e3b6d
 LABEL_ALIASES = {
@@ -51,6 +52,7 @@ def usual_permissions(folder) -> Path:
         if p.is_file(): os.chmod(p, 0o666 & ~_umask())
     return Path(folder)
 
+# %% ../nbs/00_core.ipynb #873e95e0
 @contextlib.contextmanager
 def atomic_write(path, mode="w", **kwargs):
     "Open a temporary file next to `path` for writing; move it into place only if the block succeeds."
@@ -81,6 +83,7 @@ def save_json(obj, path, indent=2):
     with atomic_write(path, "w", encoding="utf-8") as f: json.dump(obj, f, indent=indent, default=_json_default)
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #c82ff230
 def load_json(path):
     "Read a JSON file, naming the file if it is missing."
     path = Path(path)
@@ -96,6 +99,7 @@ def get_device(prefer: str | None = None):
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
     return torch.device("cpu")
 
+# %% ../nbs/00_core.ipynb #1cb07caa
 def get_precision(device=None) -> str:
     "'bf16' on GPUs that support it, 'fp16' on older CUDA GPUs, else 'fp32'."
     import torch
@@ -103,6 +107,7 @@ def get_precision(device=None) -> str:
     if device.type != "cuda": return "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
+# %% ../nbs/00_core.ipynb #8e423aec
 def precision_args(precision: str) -> dict:
     "TrainingArguments flags for a precision name (fp16 turns on the grad scaler)."
     if precision not in ("bf16", "fp16", "fp32"): raise ValueError(f"precision must be bf16, fp16 or fp32, not {precision!r}")
@@ -113,6 +118,7 @@ def n_workers(workers) -> int:
     "The number of worker processes: `workers`, or one per core when None."
     return max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
 
+# %% ../nbs/00_core.ipynb #3d58a454
 def parallel_map(fn, items, workers=None, desc=None) -> list:
     "`[fn(i) for i in items]` on `workers` processes (joblib), in order, with a tqdm bar."
     from joblib import Parallel, delayed
@@ -121,6 +127,8 @@ def parallel_map(fn, items, workers=None, desc=None) -> list:
     if w == 1 or len(items) < 2: return [fn(i) for i in tqdm(items, desc=desc, leave=False)]
     gen = Parallel(n_jobs=w, return_as="generator", batch_size="auto")(delayed(fn)(i) for i in items)
     return list(tqdm(gen, total=len(items), desc=desc, leave=False))
+
+# %% ../nbs/00_core.ipynb #fa8762ba
 def parallel_imap(fn, items, workers=None, desc=None):
     "`fn(i)` for each of `items` on `workers` processes (joblib), yielded in order as they finish, with a tqdm bar."
     from joblib import Parallel, delayed

@@ -41,6 +41,7 @@ def file_md5(path, chunk=1 << 20) -> str:
         for b in iter(lambda: f.read(chunk), b""): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/01b_corpus.ipynb #e1bcceb0
 def _folder_label(rel: Path) -> str:
     "The innermost parent folder that names a known label, else the top folder's name ('' for files at the top)."
     parents = rel.parts[:-1]
@@ -66,6 +67,7 @@ def walk_files(root) -> list:
         out += [Path(d)/f for f in files if not f.startswith(".") and os.path.isfile(os.path.join(d, f))]
     return sorted(out)
 
+# %% ../nbs/01b_corpus.ipynb #0fc3d698
 def discover(data_dir) -> pd.DataFrame:
     "One row per audio file under `data_dir`: path, label, group, folder_label, tag_label, name_augmented, md5."
     root = Path(data_dir) if data_dir is not None else None

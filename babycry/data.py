@@ -56,7 +56,7 @@ def _aug_job(job):
     x = as_array(src); seg = len(x) // w
     return augment(x[i * seg:(i + 1) * seg] if w > 1 else x, item_rng(*keys), cfg)
 
-def _balance_jobs(meta, segs, seed, cfg):
+def _balance_jobs(meta, segs, cfg):
     "Augmentation jobs (and their rows) that bring every class up to the majority count, round-robin over its windows."
     base = pd.DataFrame(meta); counts = base.label.value_counts(); top = counts.max()
     jobs, jmeta = [], []
@@ -64,21 +64,20 @@ def _balance_jobs(meta, segs, seed, cfg):
         idx = base.index[base.label == label]
         for c in range(top - n):
             k = idx[c % len(idx)]; m = base.loc[k]
-            jobs.append((*segs[k], (seed, m.path, m.window, c // len(idx) + 1), cfg)); jmeta.append(dict(m, augmented=True))
+            jobs.append((*segs[k], (cfg.seed, m.path, m.window, c // len(idx) + 1), cfg)); jmeta.append(dict(m, augmented=True))
     return jobs, jmeta
 
-def build_split(rows: pd.DataFrame, audio: dict, split: str, seed=42, windows_per_clip=1, balance=True,
-                cfg: DataConfig = DataConfig(), workers=None, out=None, band_hz=None):
+def build_split(rows: pd.DataFrame, audio: dict, split: str, cfg: DataConfig, workers=None, out=None, band_hz=None):
     "Fixed-length (and for train, augmented and balanced) clips of one split, low-passed at `band_hz`: (float32 [N, 48000], rows)."
     mode = "random" if split == "train" else "center"
     meta, segs = [], []
     with NpyRows(out) as X:
         for r in rows.sort_values("path").itertuples():
-            ws = clip_windows(as_array(audio[r.path]), windows_per_clip, mode=mode, rng=item_rng(seed, r.path, "crop"))
+            ws = clip_windows(as_array(audio[r.path]), cfg.windows_per_clip, mode=mode, rng=item_rng(cfg.seed, r.path, "crop"))
             for i, y in enumerate(ws):
                 X.add(band_limit(y, band_hz)); segs.append((audio[r.path], i, len(ws)))
                 meta.append(dict(label=r.label, path=r.path, group=r.group, augmented=False, aug="", window=i))
-        jobs, jmeta = _balance_jobs(meta, segs, seed, cfg) if split == "train" and balance and meta else ([], [])
+        jobs, jmeta = _balance_jobs(meta, segs, cfg) if split == "train" and cfg.balance and meta else ([], [])
         for (y, desc), m in zip(parallel_imap(_aug_job, jobs, workers, desc=f"augmenting {split}"), jmeta):
             X.add(band_limit(y, band_hz)); meta.append({**m, "aug": desc})   # the last step, after augmentation
     return X.array(), pd.DataFrame(meta, columns=["label", "path", "group", "augmented", "aug", "window"])
@@ -92,11 +91,13 @@ def cache_key(manifest: pd.DataFrame, params: dict) -> str:
     rows = list(zip(kept.md5, kept.label, kept.group, kept.split))
     return params_hash(dict(files=rows, params=params, version=CACHE_VERSION))
 
+# %% ../nbs/01_data.ipynb #f211212a
 def save_split(cache_dir, split, X, meta):
     "Write `{split}.npy` and `{split}.csv` atomically."
     with atomic_write(Path(cache_dir)/f"{split}.npy", "wb") as f: np.save(f, X)
     with atomic_write(Path(cache_dir)/f"{split}.csv", "w", newline="") as f: meta.to_csv(f, index=False)
 
+# %% ../nbs/01_data.ipynb #1e6127b5
 def cached_split(cache_dir, split, key):
     "`(X memmap, meta)` if the cache holds `split` under `key`, else None."
     d = Path(cache_dir)
@@ -146,6 +147,7 @@ def corpus_problems(files: pd.DataFrame, cfg: DataConfig) -> list:
             + f", but every class needs {need} (one per split). Options: drop the class (remove its folder), add recordings, "
             "or change the split (-p data.split 0.8,0.2,0)."] if len(few) else []
 
+# %% ../nbs/01_data.ipynb #ad9e8cf6
 def check_corpus(data_dir, **settings) -> pd.DataFrame:
     "Discover the corpus in `data_dir` and raise a ValueError naming every problem `corpus_problems` finds; the files otherwise."
     cfg = make_config(DataConfig, "01_data", **settings)
@@ -182,7 +184,7 @@ def _assign_splits(man, ok, cfg) -> pd.DataFrame:
 def _audit_and_split(files, rp, cfg, workers):
     "Decode every file (streamed to `data/decoded`), audit, split the usable clips by group; write manifest, audit, labels."
     probes = parallel_map(partial(scan_file, cache_dir=rp.data/"decoded"), files.path, workers, desc="decoding")
-    man, audit, audio = audit_files(files, probes, cfg.drop_duplicates, cfg.drop_augmented_copies, workers=workers)
+    man, audit, audio = audit_files(files, probes, cfg, workers=workers)
     for r in man[man.status == "unreadable"].itertuples(): warnings.warn(f"skipping unreadable file: {r.detail}")
     ok = man.status == "ok"
     table = _assign_splits(man, ok, cfg)
@@ -203,7 +205,7 @@ def _cache_splits(man, audio, rp, cfg, params, workers) -> tuple:
     for s in [s for s, f in zip(SPLITS, cfg.split) if f > 0]:
         got = cached_split(rp.cache, s, key)
         if got is None:
-            _, meta = build_split(man[ok & (man.split == s)], audio, s, cfg.seed, cfg.windows_per_clip, cfg.balance, cfg, workers,
+            _, meta = build_split(man[ok & (man.split == s)], audio, s, cfg, workers,
                                   out=rp.cache/f"{s}.npy", band_hz=hz)     # streamed to disk, row by row
             _write_csv(meta, rp.cache/f"{s}.csv")
         else: reused.append(s); meta = got[1]

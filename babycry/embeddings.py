@@ -10,7 +10,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm.auto import tqdm
 
-from .core import CLIP_SAMPLES, atomic_write, get_device, parallel_map
+from .core import CLIP_SAMPLES, INFERENCE_BATCH, atomic_write, get_device, parallel_map
 from .rundir import RunPaths, params_hash
 from .audio import fix_length, load_audio
 from .dataset import normalize_waveforms
@@ -27,12 +27,14 @@ def clip_window(path, n: int = CLIP_SAMPLES) -> np.ndarray:
     "The centre `n` samples (zero-padded when shorter) of the audio file at `path`, read at 16 kHz by `load_audio`."
     return fix_length(load_audio(path), n, "center")
 
-def frozen_backbone(backbone="tiny", seed: int = 42) -> tuple:
+# %% ../nbs/13b_embeddings.ipynb #b8442a6c
+def frozen_backbone(backbone, seed: int) -> tuple:
     "The backbone of `from_backbone(backbone)` in eval mode ('tiny': random weights drawn with `seed`), and whether its inputs are normalised."
     torch.manual_seed(seed)
     model = BabyCryForAudioClassification.from_backbone(backbone, ["a", "b"])
     return model.backbone.eval(), bool(model.config.feature_extractor.get("do_normalize", True))
 
+# %% ../nbs/13b_embeddings.ipynb #71d7cdbb
 @torch.inference_mode()
 def pooled_hidden_states(backbone, x, normalize: bool = True) -> torch.Tensor:
     "Mean and std over time of every hidden state of `backbone` for waveforms `x` [B, T]: float32 [B, L+1, 2H] on the CPU."
@@ -41,7 +43,7 @@ def pooled_hidden_states(backbone, x, normalize: bool = True) -> torch.Tensor:
     return torch.cat([h.mean(2), h.std(2)], -1).float().cpu()
 
 # %% ../nbs/13b_embeddings.ipynb #0c7e00b1
-def clip_embeddings(paths, backbone="tiny", seed: int = 42, batch_size: int = 16, workers=None, device=None) -> np.ndarray:
+def clip_embeddings(paths, backbone, seed: int, batch_size: int = INFERENCE_BATCH, workers=None, device=None) -> np.ndarray:
     "Pooled hidden states [N, L+1, 2H] of the centre windows of the files `paths`, in order (one backbone pass per clip)."
     net, norm = frozen_backbone(backbone, seed)
     net.to(torch.device(device) if device is not None else get_device())
@@ -49,11 +51,13 @@ def clip_embeddings(paths, backbone="tiny", seed: int = 42, batch_size: int = 16
     return torch.cat([pooled_hidden_states(net, torch.from_numpy(W[i:i + batch_size]), norm)
                       for i in tqdm(range(0, len(W), batch_size), desc="embeddings", leave=False)]).numpy()
 
+# %% ../nbs/13b_embeddings.ipynb #0ef5d174
 def embeddings_path(run_dir, backbone) -> Path:
     "Where the embeddings of `backbone` are cached: `<run>/cv/embeddings-<backbone, / as _>.npz`."
     return RunPaths(run_dir).embeddings(backbone)
 
-def embeddings_for(run_dir, rows, backbone="tiny", seed: int = 42, workers=None, batch_size: int = 16) -> np.ndarray:
+# %% ../nbs/13b_embeddings.ipynb #e7e2e035
+def embeddings_for(run_dir, rows, backbone, seed: int, workers=None, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
     "Embeddings [N, L+1, 2H] of `rows` (columns `path`, `md5`), in order, cached in `embeddings_path(run_dir, backbone)`."
     f = embeddings_path(run_dir, backbone)
     key = params_hash(dict(md5=list(rows.md5), backbone=str(backbone), seed=seed if str(backbone) == "tiny" else None,

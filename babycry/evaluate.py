@@ -11,20 +11,21 @@ import matplotlib.pyplot as plt
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from transformers import set_seed
 
-from .core import atomic_write, get_device, load_json, save_json
+from .core import INFERENCE_BATCH, atomic_write, get_device, load_json, save_json
 from .config import EvalConfig, config_record, make_config
 from .rundir import RunPaths, done_record, is_done, mark_done, prepare_stage
-from .metrics import bootstrap_ci, expected_calibration_error, macro_f1, metrics_from_probs, present_labels
+from .metrics import (bootstrap_ci, expected_calibration_error, load_metrics, macro_f1, metrics_from_probs,
+                             predictions_frame, present_labels)
 from .plots import plot_confusion, plot_reliability, plot_roc
 from .card import write_model_card, write_cv_card
 
 # %% auto #0
 __all__ = ['CV_METRICS', 'predict_split', 'split_rows', 'restrict_probs', 'progression_row', 'misclassified', 'log_test_read',
-           'test_intervals', 'progression', 'predictions_frame', 'run_evaluation', 'clip_predictions',
-           'fold_predictions', 'gather_oof', 'check_oof', 'cv_metrics', 'chosen_fold', 'run_cv_evaluation']
+           'test_intervals', 'progression', 'run_evaluation', 'clip_predictions', 'fold_predictions', 'gather_oof',
+           'check_oof', 'cv_metrics', 'chosen_fold', 'run_cv_evaluation']
 
 # %% ../nbs/07_evaluation.ipynb #5b7d895a
-def predict_split(model_dir, run_dir, split: str = "test", rows: pd.DataFrame | None = None, batch_size: int = 16,
+def predict_split(model_dir, run_dir, split: str = "test", rows: pd.DataFrame | None = None, batch_size: int = INFERENCE_BATCH,
                   device=None):
     "Labels `[N]`, probabilities `[N, C]` and class names of a saved model over a cached split (optionally `rows` of it)."
     from babycry.dataset import LabelEncoder, CachedClips, make_loader
@@ -35,6 +36,7 @@ def predict_split(model_dir, run_dir, split: str = "test", rows: pd.DataFrame | 
     probs = class_probs(model, (b["input_values"] for b in make_loader(ds, batch_size=batch_size, train=False)))
     return np.asarray(ds.labels), probs, classes
 
+# %% ../nbs/07_evaluation.ipynb #465f9770
 def split_rows(run_dir, stage: str, split: str = "test") -> pd.DataFrame:
     "The cache rows a stage's model is scored on, with an `index` column into the cache (all rows for phase 1)."
     rp = RunPaths(run_dir)
@@ -49,12 +51,13 @@ def restrict_probs(probs, classes, keep) -> np.ndarray:
     p = np.asarray(probs)[:, idx]
     return p / np.clip(p.sum(1, keepdims=True), 1e-12, None)
 
+# %% ../nbs/07_evaluation.ipynb #57091c7b
 def progression_row(name: str, metrics: dict, done: dict | None = None) -> dict:
     "One row of the phase-progression table: test metrics plus validation score and training facts from done.json."
     res = (done or {}).get("result", {})
     return {"model": name, "classes": len(metrics["classes"]), "test clips": metrics["n"],
             "test accuracy": metrics["accuracy"], "test balanced acc.": metrics["balanced_accuracy"],
-            "test macro-F1": metrics["f1_macro"], "valid macro-F1": res.get("valid", {}).get("macro_f1"),
+            "test macro-F1": metrics["macro_f1"], "valid macro-F1": res.get("valid", {}).get("macro_f1"),
             "epochs run": res.get("epochs_run"), "best epoch": res.get("best_epoch"), "train seconds": res.get("seconds")}
 
 # %% ../nbs/07_evaluation.ipynb #2b5b712e
@@ -89,7 +92,7 @@ def test_intervals(y, p, groups, cfg) -> dict:
     yp, labels = p.argmax(1), present_labels(y)
     f1 = lambda a, b: macro_f1(a, b, labels)
     ci_all = {by: {"accuracy": bootstrap_ci(y, yp, accuracy_score, cfg.n_bootstrap, cfg.seed, g),
-                   "f1_macro": bootstrap_ci(y, yp, f1, cfg.n_bootstrap, cfg.seed, g)}
+                   "macro_f1": bootstrap_ci(y, yp, f1, cfg.n_bootstrap, cfg.seed, g)}
               for by, g in [("clip", None), ("group", groups)] if by == "clip" or groups is not None}
     n_groups = len(set(groups)) if groups is not None else len(y)
     used = cfg.bootstrap_by if cfg.bootstrap_by in ci_all and n_groups >= 5 else "clip"
@@ -97,6 +100,7 @@ def test_intervals(y, p, groups, cfg) -> dict:
               note=None if used == cfg.bootstrap_by else f"asked for {cfg.bootstrap_by!r}, used 'clip': only {n_groups} groups")
     return dict(ci=ci, ci_by=ci_all, n_groups=int(n_groups), bootstrap_by=used)
 
+# %% ../nbs/07_evaluation.ipynb #0d6ea1c0
 def progression(rp, scored: dict, final: str, t: dict) -> list:
     "Phase 1 on all test clips, phase 1 on phase 2's clips and classes, and phase 2: one row each."
     prog = []
@@ -110,6 +114,7 @@ def progression(rp, scored: dict, final: str, t: dict) -> list:
     if final == "phase2": prog.append(progression_row("phase2", t, done_record(rp.phase2)))
     return prog
 
+# %% ../nbs/07_evaluation.ipynb #5bfcdbf5
 def _write_eval_plots(stage_dir, final, rows, y, p, classes, t, prog):
     stage_dir.mkdir(parents=True, exist_ok=True)
     for norm, name in [(False, "confusion_counts.png"), (True, "confusion_normalized.png")]:
@@ -119,16 +124,9 @@ def _write_eval_plots(stage_dir, final, rows, y, p, classes, t, prog):
     with atomic_write(stage_dir/"misclassified.csv") as f: misclassified(rows, y, p, classes).to_csv(f, index=False)
     with atomic_write(stage_dir/"progression.csv") as f: pd.DataFrame(prog).to_csv(f, index=False)
 
-def predictions_frame(rows, y, probs, classes, model: str) -> pd.DataFrame:
-    "Every scored test row: path, group, window, label, pred, `p_<class>` per class, model (kept as `eval/predictions.csv`)."
-    probs = np.asarray(probs, dtype=float)
-    out = rows.reset_index(drop=True)[[c for c in ("path", "group", "window") if c in rows]].copy()
-    out["label"], out["pred"] = np.asarray(classes)[np.asarray(y)], np.asarray(classes)[probs.argmax(1)]
-    for i, c in enumerate(classes): out[f"p_{c}"] = probs[:, i]
-    out["model"] = model
-    return out
 
-def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, device=None, **settings) -> dict:
+# %% ../nbs/07_evaluation.ipynb #a96e5c33
+def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = INFERENCE_BATCH, device=None, **settings) -> dict:
     "The evaluation stage with `EvalConfig` (any of its `settings` overridden): test metrics with CIs, plots, model card."
     rp = RunPaths(run_dir)
     cfg = make_config(EvalConfig, "07_evaluation", recorded=rp.done("eval").get("params"), **settings)
@@ -136,7 +134,7 @@ def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, devic
     if final is None: raise FileNotFoundError(f"{rp.root} has no finished phase1 or phase2: run the training stages first.")
     params = config_record(cfg, model=final, model_finished=done_record(rp.stage(final)).get("finished"))
     if prepare_stage(rp.eval, params, overwrite) == "skip":
-        print(f"{rp.eval} is already finished for this model: the test split is not read again."); return load_json(rp.metrics)
+        print(f"{rp.eval} is already finished for this model: the test split is not read again."); return load_metrics(rp.metrics)
     set_seed(cfg.seed)
     reads = log_test_read(run_dir, final, params["model_finished"])
     scored = {s: _eval_model(run_dir, s, batch_size, device) for s in ("phase1", "phase2") if is_done(rp.stage(s))}
@@ -153,9 +151,8 @@ def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, devic
     shutil.copyfile(rp.eval/f"predictions_{final}.csv", rp.eval/"predictions.csv")
     metrics["model_card"] = str(write_model_card(rp.model(final), metrics, run_dir))
     save_json(metrics, rp.metrics)
-    mark_done(rp.eval, params, result={k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "f1_macro")})
+    mark_done(rp.eval, params, result={k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")})
     return metrics
-
 
 # %% ../nbs/07_evaluation.ipynb #ff5bbc36
 def clip_predictions(pred: pd.DataFrame) -> pd.DataFrame:
@@ -165,6 +162,7 @@ def clip_predictions(pred: pd.DataFrame) -> pd.DataFrame:
     out["pred"] = np.asarray([c[2:] for c in pc])[out[pc].to_numpy().argmax(1)]
     return out.reset_index()
 
+# %% ../nbs/07_evaluation.ipynb #acd37684
 def fold_predictions(run_dir, k: int, model: str | None = None) -> pd.DataFrame:
     "Fold `k`'s test predictions of `model` (None: the final model its evaluation scored), one row per clip, with its fold."
     e = RunPaths(run_dir).fold(k).eval
@@ -173,6 +171,7 @@ def fold_predictions(run_dir, k: int, model: str | None = None) -> pd.DataFrame:
     if not f.exists(): raise FileNotFoundError(f"{f} is missing: fold {k}'s evaluation did not score {model} (evaluate it again: -p evaluation.overwrite True)")
     return clip_predictions(pd.read_csv(f, keep_default_na=False)).assign(fold=int(k))
 
+# %% ../nbs/07_evaluation.ipynb #42bae367
 def gather_oof(run_dir, model: str | None = None) -> pd.DataFrame:
     "The out-of-fold frame of a cross-validated run: each fold's test predictions (of `model`, None: the final one), one row per clip, with its fold."
     rp = RunPaths(run_dir)
@@ -180,7 +179,6 @@ def gather_oof(run_dir, model: str | None = None) -> pd.DataFrame:
     if oof.model.nunique() != 1 or oof.filter(like="p_").isna().any().any():
         raise ValueError(f"the folds' final models differ ({sorted(oof.model.unique())}) or have other classes: run every fold to the same stage")
     return oof[["path", "group", "fold", "label", "pred"] + [c for c in oof if c.startswith("p_")] + ["model"]]
-
 
 # %% ../nbs/07_evaluation.ipynb #77795ebe
 def check_oof(oof: pd.DataFrame, run_dir) -> pd.DataFrame:
@@ -200,7 +198,7 @@ def check_oof(oof: pd.DataFrame, run_dir) -> pd.DataFrame:
     return oof
 
 # %% ../nbs/07_evaluation.ipynb #e5f9149f
-CV_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "ece")
+CV_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
 
 def _ci_metrics(y, P, classes) -> dict:
     "Metric functions of an index array into (`y`, `P`), for `bootstrap_ci`: the CV metrics and the recall of each class."
@@ -211,7 +209,7 @@ def _ci_metrics(y, P, classes) -> dict:
             with warnings.catch_warnings(): warnings.simplefilter("ignore"); return f(a)
         return g
     return dict(accuracy=quiet(lambda a: accuracy_score(y[a], yp[a])), balanced_accuracy=quiet(lambda a: balanced_accuracy_score(y[a], yp[a])),
-                f1_macro=quiet(lambda a: macro_f1(y[a], yp[a], labels)), ece=quiet(lambda a: expected_calibration_error(y[a], P[a])),
+                macro_f1=quiet(lambda a: macro_f1(y[a], yp[a], labels)), ece=quiet(lambda a: expected_calibration_error(y[a], P[a])),
                 **{f"recall_{c}": recall(j) for j, c in enumerate(classes) if j in labels})
 
 def cv_metrics(oof: pd.DataFrame, cfg: EvalConfig = EvalConfig()) -> dict:
@@ -236,6 +234,7 @@ def chosen_fold(run_dir, folds: int, stage: str) -> int:
     scores = [(rp.fold(k).done(stage).get("result", {}).get("valid", {}).get("macro_f1") or 0.0) for k in range(folds)]
     return int(np.argmax(scores))
 
+# %% ../nbs/07_evaluation.ipynb #41b5b23f
 def _write_cv_plots(cv_dir, m: dict, model: str):
     for norm, name in [(False, "confusion_counts.png"), (True, "confusion_normalized.png")]:
         plt.close(plot_confusion(m["pooled"]["confusion"], m["pooled"]["classes"], norm,
@@ -248,7 +247,7 @@ def run_cv_evaluation(run_dir, overwrite: bool = False, **settings) -> dict:
     K = rp.folds; oof = check_oof(gather_oof(run_dir), run_dir)
     params = config_record(cfg, folds=K, fold_evaluations=[rp.fold(k).done("eval")["finished"] for k in range(K)])
     if prepare_stage(rp.cv, params, overwrite) == "skip":
-        print(f"{rp.cv} is already finished for these folds' evaluations."); return load_json(rp.cv_metrics)
+        print(f"{rp.cv} is already finished for these folds' evaluations."); return load_metrics(rp.cv_metrics)
     model = str(oof.model.iloc[0]); k = chosen_fold(run_dir, K, model)
     with atomic_write(rp.oof) as f: oof.to_csv(f, index=False)
     m = dict(protocol=f"{K}-fold grouped cross-validation over recording sources (out-of-fold predictions)", model=model, folds=K,

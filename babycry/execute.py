@@ -59,6 +59,7 @@ class StageKernel:
 class StageFailed(RuntimeError):
     "A stage notebook raised; the message says where its executed copy is."
 
+# %% ../nbs/09b_execute.ipynb #0d6697ff
 def run_stage(nb: str, params: dict, run_dir, nbs_dir, log_output: bool = False, progress_bar: bool | None = None,
               kernel: StageKernel | None = None) -> float:
     "Execute stage notebook `nb` (its stage copy) with papermill, in `kernel` if given; return its wall time in seconds."

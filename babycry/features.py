@@ -53,6 +53,7 @@ def dynamics_features(x, s=FEATURE_SETTINGS) -> dict:
                 rms_db_range=float(p90 - p10), active_fraction=float(np.mean(db > db.max() - s["active_db"])),
                 rms_db_flux=float(np.mean(np.abs(np.diff(db)))) if len(db) > 1 else 0.0)
 
+# %% ../nbs/13a_features.ipynb #ddc34d78
 def voicing(y, f0, s=FEATURE_SETTINGS) -> np.ndarray:
     "Normalised autocorrelation of each (centred) frame of `y` at the lag of its f0: near 1 voiced, near 0 noise."
     L = s["f0_frame"]; W = L - int(np.ceil(s["f0_sr"] / s["f0_min"]))
@@ -61,6 +62,7 @@ def voicing(y, f0, s=FEATURE_SETTINGS) -> np.ndarray:
     a, b = fr[:W], np.take_along_axis(fr, lag[None, :] + np.arange(W)[:, None], axis=0)
     return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0) + 1e-12)
 
+# %% ../nbs/13a_features.ipynb #739e7152
 def pitch_features(x, s=FEATURE_SETTINGS) -> dict:
     "f0 statistics over voiced frames and the voiced fraction: `librosa.yin` at 8 kHz, voiced where `voicing` > 0.6."
     y = librosa.resample(x, orig_sr=s["sr"], target_sr=s["f0_sr"], res_type="soxr_hq")
@@ -78,10 +80,12 @@ def clip_features(x, s=FEATURE_SETTINGS) -> dict:
     if len(x) < s["sr"] // 4: x = np.pad(x, (0, s["sr"] // 4 - len(x)))
     return {**spectral_features(x, s), **dynamics_features(x, s), **pitch_features(x, s)}
 
+# %% ../nbs/13a_features.ipynb #61df8a53
 def feature_names(s=FEATURE_SETTINGS) -> list:
     "Names of the feature vector's entries, in order."
     return list(clip_features(np.zeros(s["sr"] // 4, np.float32), s))
 
+# %% ../nbs/13a_features.ipynb #810e7c73
 def file_features(path) -> np.ndarray:
     "The feature vector (float32) of the audio file at `path`."
     return np.array(list(clip_features(load_audio(path)).values()), dtype=np.float32)

@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from .core import DEFAULT_BACKBONE, atomic_write, load_json, n_workers, parallel_map, save_json
+from .core import atomic_write, load_json, n_workers, parallel_map, save_json
 from .config import LadderConfig, Phase1Config, RECIPE_RUNGS, ScratchCNNConfig, cnn_settings, config_record, make_config
 from .rundir import RunPaths, done_record, is_done, params_hash, slug
 from .audio import load_audio
@@ -29,8 +29,8 @@ from .features import features_for
 from .embeddings import LayerSelect, embeddings_for
 from .cnn import cnn_fold
 from .phase1 import run_phase1
-from .evaluate import (fold_predictions, restrict_probs, predict_split, split_rows, predictions_frame,
-                              clip_predictions, log_test_read)
+from .metrics import load_metrics, predictions_frame
+from .evaluate import fold_predictions, restrict_probs, predict_split, split_rows, clip_predictions, log_test_read
 from .card import write_cv_card
 from .class_removal import parse_classes
 
@@ -65,7 +65,7 @@ HANDCRAFTED = ("majority", "stratified", "features+logreg", "features+lgbm")
 EMBEDDING = ("embeddings+logreg", "embeddings+lgbm")
 TUNED = ("features+logreg", "features+lgbm", *EMBEDDING)
 
-def make_model(rung: str, trial, seed: int = 42, n_layers: int | None = None) -> Pipeline:
+def make_model(rung: str, trial, seed: int, n_layers: int | None = None) -> Pipeline:
     "The rung's classifier behind a StandardScaler (embedding rungs: after `LayerSelect`), hyper-parameters and layer from `trial`."
     if rung not in RUNGS: raise ValueError(f"unknown rung {rung!r}: use one of {list(RUNGS)}")
     if rung in EMBEDDING and not n_layers:
@@ -74,6 +74,7 @@ def make_model(rung: str, trial, seed: int = 42, n_layers: int | None = None) ->
     if rung in EMBEDDING: steps.insert(0, ("layer", LayerSelect(trial.suggest_categorical("layer", ["average", *range(n_layers)]))))
     return Pipeline(steps)
 
+# %% ../nbs/13_ladder.ipynb #c0335470
 def layer_count(X) -> int | None:
     "The number of hidden states of embeddings [N, L+1, D] (None for a feature matrix [N, F])."
     return X.shape[1] if np.ndim(X) == 3 else None
@@ -86,7 +87,7 @@ def proba_columns(model, X, n_classes: int) -> np.ndarray:
     return P
 
 # %% ../nbs/13_ladder.ipynb #e052d385
-def tune(rung: str, X, y, splits, n_trials: int = 50, seed: int = 42) -> tuple:
+def tune(rung: str, X, y, splits, n_trials: int, seed: int) -> tuple:
     "Best hyper-parameters of `rung` (and the study) by seeded Optuna TPE maximising mean inner macro-F1 over `splits`."
     def objective(trial):
         scores = []
@@ -103,7 +104,7 @@ def tune(rung: str, X, y, splits, n_trials: int = 50, seed: int = 42) -> tuple:
     return study.best_params, study
 
 # %% ../nbs/13_ladder.ipynb #04272289
-def fit_fold(rung, X, y, df, fold, n_classes, n_trials=50, seed=42, inner_k=3) -> dict:
+def fit_fold(rung, X, y, df, fold, n_classes, n_trials: int, seed: int, inner_k: int) -> dict:
     "Tune on inner folds of the training folds, refit on all of them, predict the outer test `fold`."
     folds = df.fold.to_numpy()
     tr, te = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
@@ -114,16 +115,13 @@ def fit_fold(rung, X, y, df, fold, n_classes, n_trials=50, seed=42, inner_k=3) -
         m = make_model(rung, optuna.trial.FixedTrial(params), seed + fold, layer_count(X)).fit(X[tr], y[tr])
         return dict(fold=int(fold), index=te, proba=proba_columns(m, X[te], n_classes), params=params)
 
+# %% ../nbs/13_ladder.ipynb #96be41c0
 def oof_frame(df, probs, classes, model: str) -> pd.DataFrame:
-    "The out-of-fold table of any model: path, group, fold, label, pred, `p_<class>` per class, model."
-    probs = np.asarray(probs, dtype=float)
-    out = df[["path", "group", "fold", "label"]].reset_index(drop=True).copy()
-    out["pred"] = np.asarray(classes)[probs.argmax(1)]
-    for i, c in enumerate(classes): out[f"p_{c}"] = probs[:, i]
-    out["model"] = model
-    return out
+    "The out-of-fold table of any model: path, group, fold, label, pred, `p_<class>` per class, model (`predictions_frame`)."
+    return predictions_frame(df[["path", "group", "fold"]], df.label.map({c: i for i, c in enumerate(classes)}), probs, classes, model)
 
-def oof_predictions(rung, X, df, classes, n_trials=50, seed=42, inner_k=3, workers=None) -> tuple:
+# %% ../nbs/13_ladder.ipynb #2277b6fa
+def oof_predictions(rung, X, df, classes, n_trials: int, seed: int, inner_k: int, workers=None) -> tuple:
     "Out-of-fold predictions of `rung` for every row of `df` (with a `fold` column), and the chosen parameters per fold."
     y = df.label.map({c: i for i, c in enumerate(classes)}).to_numpy()
     fs = sorted(df.fold.unique())
@@ -131,6 +129,7 @@ def oof_predictions(rung, X, df, classes, n_trials=50, seed=42, inner_k=3, worke
         delayed(fit_fold)(rung, X, y, df, f, len(classes), n_trials, seed, inner_k) for f in fs)
     return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, rung), [dict(fold=r["fold"], **r["params"]) for r in res]
 
+# %% ../nbs/13_ladder.ipynb #af61163f
 def stack_folds(res, n_rows: int, n_classes: int) -> np.ndarray:
     "The [n_rows, n_classes] out-of-fold probabilities from per-fold results (`index`, `proba`), each row predicted exactly once."
     P, seen = np.zeros((n_rows, n_classes)), np.zeros(n_rows, int)
@@ -154,6 +153,7 @@ def oof_classes(oof) -> list:
     "The classes of an out-of-fold frame, from its `p_<class>` columns."
     return [c[2:] for c in oof.columns if c.startswith("p_")]
 
+# %% ../nbs/13_ladder.ipynb #2e26d5a2
 def fold_metrics(oof) -> pd.DataFrame:
     "Accuracy, balanced accuracy and macro-F1 of each fold of an out-of-fold frame."
     idx = {c: i for i, c in enumerate(oof_classes(oof))}
@@ -161,12 +161,13 @@ def fold_metrics(oof) -> pd.DataFrame:
                               **{k: m(d.label.map(idx).to_numpy(), d.pred.map(idx).to_numpy()) for k, m in METRICS.items()})
                          for f, d in oof.groupby("fold")])
 
+# %% ../nbs/13_ladder.ipynb #48a5b718
 def clip_set(oof) -> str:
     "A short hash of the (path, label, fold) triples: equal for rows on the same clips, classes and folds."
     return params_hash(sorted(zip(oof.path.astype(str), oof.label.astype(str), oof.fold.astype(int))))
 
 # %% ../nbs/13_ladder.ipynb #810218f5
-def ladder_row(oof, seconds=float("nan"), random_weights=False, n_bootstrap=1000, seed=42) -> dict:
+def ladder_row(oof, seconds=float("nan"), random_weights=False, *, n_bootstrap: int, seed: int) -> dict:
     "One ladder row from any out-of-fold frame: pooled metrics, 95% group-bootstrap intervals, per-fold mean and std."
     classes = oof_classes(oof); idx = {c: i for i, c in enumerate(classes)}
     y, p = oof.label.map(idx).to_numpy(), oof.pred.map(idx).to_numpy()
@@ -226,7 +227,7 @@ def _pos(t, model):
     return int(hit[0]) if len(hit) else None
 
 # %% ../nbs/13_ladder.ipynb #8ada3d06
-def ladder_clips(run_dir, folds: int = 5, seed: int = 42, remove_classes=None) -> tuple:
+def ladder_clips(run_dir, folds: int, seed: int, remove_classes=None) -> tuple:
     "The usable clips of the data stage (minus `remove_classes`), each with its grouped fold (the manifest's, if it has one), and the classes."
     rp = RunPaths(run_dir)
     if not rp.manifest.exists(): raise FileNotFoundError(f"{rp.manifest} is missing: run the data stage (01_data) with run_dir={str(run_dir)!r} first.")
@@ -246,29 +247,32 @@ def ladder_clips(run_dir, folds: int = 5, seed: int = 42, remove_classes=None) -
     _write_csv(df, RunPaths(run_dir).cv/"folds.csv")
     return df, classes
 
+# %% ../nbs/13_ladder.ipynb #167062e2
 def save_oof(run_dir, oof) -> Path:
     "Write an out-of-fold frame to `<run>/cv/oof_<model>.csv` (`+` and other odd characters as `_`)."
     f = RunPaths(run_dir).oof_of(oof.model.iloc[0])
     _write_csv(oof, f); return f
 
 # %% ../nbs/13_ladder.ipynb #ebe5c5a8
-def finish_rung(run_dir, oof, params, seconds, random_weights=False, n_bootstrap=1000, seed=42, **extra) -> dict:
+def finish_rung(run_dir, oof, params, seconds, random_weights=False, *, n_bootstrap: int, seed: int, **extra) -> dict:
     "Save a rung's out-of-fold frame and per-fold parameters; add its ladder row (plus `extra` columns) to the table."
     model = str(oof.model.iloc[0])
     save_oof(run_dir, oof); save_json(params, RunPaths(run_dir).cv/f"params_{slug(model)}.json")
-    row = dict(ladder_row(oof, seconds, random_weights, n_bootstrap, seed), **extra)
+    row = dict(ladder_row(oof, seconds, random_weights, n_bootstrap=n_bootstrap, seed=seed), **extra)
     update_ladder(run_dir, row, fold_metrics(oof))
     print(f"{model}: macro-F1 {row['macro_f1']:.3f} [{row['macro_f1_low']:.3f}, {row['macro_f1_high']:.3f}] in {seconds:.1f} s")
     return row
 
-def run_rung(run_dir, rung, X, df, classes, n_trials=50, seed=42, inner_k=3, workers=None, n_bootstrap=1000,
+# %% ../nbs/13_ladder.ipynb #5060369a
+def run_rung(run_dir, rung, X, df, classes, n_trials: int, seed: int, inner_k: int, workers, n_bootstrap: int,
              random_weights=False, **extra) -> dict:
     "Out-of-fold predictions of one scikit-learn rung on inputs `X`, saved with its chosen parameters; its ladder row."
     t0 = time.time()
     oof, params = oof_predictions(rung, X, df, classes, n_trials if rung in TUNED else 0, seed, inner_k, workers)
-    return finish_rung(run_dir, oof, params, time.time() - t0, random_weights, n_bootstrap, seed, **extra)
+    return finish_rung(run_dir, oof, params, time.time() - t0, random_weights, n_bootstrap=n_bootstrap, seed=seed, **extra)
 
-def rung_inputs(run_dir, rungs, df, backbone=DEFAULT_BACKBONE, seed=42, workers=None) -> tuple:
+# %% ../nbs/13_ladder.ipynb #0fa431e8
+def rung_inputs(run_dir, rungs, df, backbone, seed: int, workers=None) -> tuple:
     "The inputs of each scikit-learn rung (features, embeddings, or one dummy column), each kind computed once; seconds per kind."
     kinds = {r: "embeddings" if r in EMBEDDING else "features" if r in TUNED else "none" for r in rungs if r in RUNGS}
     X, timing = dict(none=np.zeros((len(df), 1))), {}
@@ -330,7 +334,7 @@ def variant_fold(run_dir, k: int, rung: str) -> pd.DataFrame:
     return out
 
 # %% ../nbs/13_ladder.ipynb #6cca3269
-def run_recipe_rung(run_dir, rung, df, classes, n_bootstrap: int = 1000, seed: int = 42) -> dict:
+def run_recipe_rung(run_dir, rung, df, classes, n_bootstrap: int, seed: int) -> dict:
     "The ladder row of a recipe rung: `phase1`/`phase2` gathered from the folds' evaluations, a `PHASE1_VARIANTS` rung trained per fold."
     t0, folds = time.time(), sorted(df.fold.unique())
     if rung in PHASE1_VARIANTS: parts = [variant_fold(run_dir, k, rung) for k in folds]
@@ -338,9 +342,10 @@ def run_recipe_rung(run_dir, rung, df, classes, n_bootstrap: int = 1000, seed: i
     oof = recipe_oof(df, classes, parts, rung)
     seconds = time.time() - t0 if rung in PHASE1_VARIANTS else _fold_seconds(run_dir, folds, ["phase1", "phase2"][:2 if rung == "phase2" else 1])
     backbone = RunPaths(run_dir).fold(folds[0]).done("phase1")["params"]["backbone"]
-    return finish_rung(run_dir, oof, [dict(fold=int(k)) for k in folds], seconds, str(backbone) == "tiny", n_bootstrap, seed,
+    return finish_rung(run_dir, oof, [dict(fold=int(k)) for k in folds], seconds, str(backbone) == "tiny", n_bootstrap=n_bootstrap, seed=seed,
                        backbone=str(backbone))
 
+# %% ../nbs/13_ladder.ipynb #cf198ecd
 def recipe_ready(run_dir, rung) -> str | None:
     "Why `rung` (a recipe rung) cannot be scored on this run, or None when it can."
     if not RunPaths(run_dir).is_cv: return "not a cross-validated run (babycry-run --folds K trains the recipe on the ladder's folds)"
@@ -378,7 +383,7 @@ def run_ladder(run_dir, workers=None, overwrite: bool = False, cnn: dict | None 
     plot_ladder(table, rp.ladder_png)
     save_json(dict(config_record(cfg), cnn=cnn, classes=classes, n_clips=len(df), skipped=skipped, seconds=timing,
                    total_seconds=round(time.time() - t0, 1)), rp.ladder_run)
-    if rp.is_cv and rp.cv_metrics.exists(): write_cv_card(run_dir, load_json(rp.cv_metrics))   # the card shows the ladder
+    if rp.is_cv and rp.cv_metrics.exists(): write_cv_card(run_dir, load_metrics(rp.cv_metrics))   # the card shows the ladder
     return table
 
 # %% ../nbs/13_ladder.ipynb #40538cc3
@@ -390,8 +395,9 @@ def cnn_oof_predictions(run_dir, df, classes, workers=None, **settings) -> tuple
            for f in sorted(df.fold.unique())]
     return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, "cnn-scratch"), [dict(fold=r["fold"], **r["params"]) for r in res]
 
-def run_cnn_rung(run_dir, df, classes, workers=None, n_bootstrap: int = 1000, **settings) -> dict:
+# %% ../nbs/13_ladder.ipynb #8f3d2790
+def run_cnn_rung(run_dir, df, classes, workers, n_bootstrap: int, **settings) -> dict:
     "Out-of-fold predictions of `cnn-scratch`, saved with its per-fold facts; its ladder row."
     t0 = time.time()
     oof, params = cnn_oof_predictions(run_dir, df, classes, workers, **settings)
-    return finish_rung(run_dir, oof, params, time.time() - t0, n_bootstrap=n_bootstrap, seed=settings.get("seed") or 42)
+    return finish_rung(run_dir, oof, params, time.time() - t0, n_bootstrap=n_bootstrap, seed=make_config(ScratchCNNConfig, **settings).seed)

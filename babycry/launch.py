@@ -20,10 +20,12 @@ def world_size() -> int:
     "How many processes train together: torchrun's WORLD_SIZE, 1 outside a launch."
     return int(os.environ.get("WORLD_SIZE", 1))
 
+# %% ../nbs/04b_launch.ipynb #63ce0146
 def process_rank() -> int:
     "This process's rank among them (torchrun's RANK, 0 outside a launch): rank 0 writes the run files."
     return int(os.environ.get("RANK", 0))
 
+# %% ../nbs/04b_launch.ipynb #fcf42ead
 def resolve_nproc(nproc=None) -> int:
     "The number of training processes: `nproc`, or every visible GPU (1 without one); more than the GPUs is an error."
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -31,12 +33,14 @@ def resolve_nproc(nproc=None) -> int:
     if gpus and n > gpus: raise ValueError(f"nproc={n}, but {gpus} GPU(s) are visible: use nproc <= {gpus} (one process per GPU).")
     return n
 
+# %% ../nbs/04b_launch.ipynb #c4ad7e60
 def per_device_batch(batch_size: int, world: int = 1) -> int:
     "Each process's share of the recipe's `batch_size` (clips per optimizer step), so that the effective batch stays the recipe's."
     if batch_size % world: raise ValueError(f"batch_size={batch_size} does not split evenly over {world} processes: "
                                             f"choose a batch_size that is a multiple of {world}, or another nproc.")
     return batch_size // world
 
+# %% ../nbs/04b_launch.ipynb #5a564366
 def epoch_steps(n_clips: int, batch_size: int, world: int = 1) -> int:
     "Optimizer steps in an epoch of `n_clips`: batches of `batch_size // world` dealt out to `world` processes, the last ones padded."
     return -(-(-(-n_clips // per_device_batch(batch_size, world))) // world)
@@ -45,6 +49,7 @@ def epoch_steps(n_clips: int, batch_size: int, world: int = 1) -> int:
 class RankFailed(RuntimeError):
     "A training process failed; the message names its rank and its error."
 
+# %% ../nbs/04b_launch.ipynb #4e7bf621
 def _encode(kwargs: dict) -> dict:
     "Keyword arguments as JSON: dataclass configs by class name and fields."
     return {k: dict(__dataclass__=f"{type(v).__module__}:{type(v).__qualname__}", fields=dataclasses.asdict(v))
@@ -92,6 +97,7 @@ def launch_command(nproc: int, job_dir) -> list:
     return [sys.executable, "-c", _TORCHRUN, "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}",
             "--no-python", sys.executable, "-c", "import sys; from babycry.launch import rank_main; rank_main(sys.argv[1])", str(job_dir)]
 
+# %% ../nbs/04b_launch.ipynb #89c3bcf5
 def _relay(cmd) -> tuple[int, list]:
     "Run `cmd`, printing its output as it comes; stop it if this process is interrupted. Its exit status and last lines."
     env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE=os.environ.get("TQDM_DISABLE", "1"))
@@ -113,6 +119,7 @@ def rank_failure(job_dir, nproc: int, status: int, tail: list) -> RankFailed:
     e = errs[0]
     return RankFailed(f"rank {e['rank']} of {nproc} failed: {e['error']}: {e['message']}")
 
+# %% ../nbs/04b_launch.ipynb #8d3f850a
 def importable_name(fn) -> str:
     "`module:name` by which a new process imports `fn`; for a function defined in a notebook (`__main__`), its library export."
     if fn.__module__ != "__main__": return f"{fn.__module__}:{fn.__name__}"
@@ -121,6 +128,7 @@ def importable_name(fn) -> str:
     if not mods: raise ValueError(f"{fn.__name__} is defined only in this notebook: export it (nbdev_export) so that the processes can import it.")
     return f"{mods[0]}:{fn.__name__}"
 
+# %% ../nbs/04b_launch.ipynb #08a0a888
 def run_ranks(fn, nproc: int = 1, **kwargs):
     "`fn(**kwargs)` here (`nproc=1`), or in `nproc` processes that torchrun starts; rank 0's return value."
     if nproc == 1: return fn(**kwargs)
@@ -132,6 +140,7 @@ def run_ranks(fn, nproc: int = 1, **kwargs):
         return load_json(job/"result.json")["result"]
     finally: shutil.rmtree(job, ignore_errors=True)
 
+# %% ../nbs/04b_launch.ipynb #e2af871c
 def rank_report(trainer) -> list:
     "What each process did (rank, device, clips trained), gathered from all of them (call it on every rank)."
     from accelerate.utils import gather_object

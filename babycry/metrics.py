@@ -8,20 +8,25 @@ import numpy as np, pandas as pd
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
                              f1_score, log_loss, precision_recall_fscore_support, roc_auc_score)
 
+from .core import load_json
+
 # %% auto #0
-__all__ = ['present_labels', 'macro_f1', 'roc_auc_ovr', 'reliability_table', 'expected_calibration_error', 'metrics_from_probs',
-           'bootstrap_ci']
+__all__ = ['PREDICTION_KEYS', 'OLD_METRIC_NAMES', 'present_labels', 'macro_f1', 'roc_auc_ovr', 'reliability_table',
+           'expected_calibration_error', 'metrics_from_probs', 'bootstrap_ci', 'predictions_frame', 'migrate_metrics',
+           'load_metrics']
 
 # %% ../nbs/07a_metrics.ipynb #a724871c
 def present_labels(y_true) -> list:
     "The label ids that occur in `y_true`, sorted."
     return sorted(set(np.asarray(y_true).astype(int).tolist()))
 
+# %% ../nbs/07a_metrics.ipynb #928fec9e
 def macro_f1(y_true, y_pred, labels=None) -> float:
     "Macro-F1 over `labels` (default: the classes in `y_true`); a class absent from both inputs is left out."
     labels = present_labels(y_true) if labels is None else labels
     return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=np.nan))
 
+# %% ../nbs/07a_metrics.ipynb #3f3ffcd0
 def roc_auc_ovr(y_true, probs, classes) -> dict:
     "One-vs-rest ROC-AUC per class (classes with positives and negatives in `y_true`) and their macro mean."
     y_true, probs = np.asarray(y_true), np.asarray(probs)
@@ -41,6 +46,7 @@ def reliability_table(y_true, probs, n_bins: int = 10) -> pd.DataFrame:
     t.insert(0, "upper", (np.arange(n_bins) + 1) / n_bins); t.insert(0, "lower", np.arange(n_bins) / n_bins)
     return t
 
+# %% ../nbs/07a_metrics.ipynb #4f7abea6
 def expected_calibration_error(y_true, probs, n_bins: int = 10) -> float:
     "ECE: clip-weighted mean |accuracy - confidence| over equal-width confidence bins."
     t = reliability_table(y_true, probs, n_bins).dropna()
@@ -57,7 +63,7 @@ def metrics_from_probs(y_true, probs, classes, n_bins: int = 10) -> dict:
              balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)))
     for avg in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average=avg, zero_division=0)
-        m.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)})
+        m.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
     m.update(roc_auc_ovr(y_true, probs, classes))
     m["ece"] = expected_calibration_error(y_true, probs, n_bins)
     q = np.clip(probs, 1e-7, 1); q /= q.sum(1, keepdims=True)
@@ -70,7 +76,7 @@ def metrics_from_probs(y_true, probs, classes, n_bins: int = 10) -> dict:
     return m
 
 # %% ../nbs/07a_metrics.ipynb #4dcf5d54
-def bootstrap_ci(y_true, y_pred, metric, n_bootstrap: int = 1000, seed: int = 42, groups=None, level: float = 0.95) -> dict:
+def bootstrap_ci(y_true, y_pred, metric, n_bootstrap: int, seed: int, groups=None, level: float = 0.95) -> dict:
     "Percentile bootstrap interval of `metric(y_true, y_pred)`, resampling clips or (with `groups`) whole groups."
     y_true, y_pred, rng = np.asarray(y_true), np.asarray(y_pred), np.random.default_rng(seed)
     n = len(y_true)
@@ -85,3 +91,30 @@ def bootstrap_ci(y_true, y_pred, metric, n_bootstrap: int = 1000, seed: int = 42
     return dict(point=float(metric(y_true, y_pred)), low=float(lo), high=float(hi), level=level,
                 n_bootstrap=int(n_bootstrap), resample="clip" if groups is None else "group", n_units=int(units))
 
+
+# %% ../nbs/07a_metrics.ipynb #68372eb7
+PREDICTION_KEYS = ("index", "path", "group", "window", "fold")
+
+def predictions_frame(rows, y, probs, classes, model: str | None = None) -> pd.DataFrame:
+    "One row per scored clip: the identifying columns of `rows`, label, pred, `p_<class>` of every class, and `model` if given."
+    probs = np.asarray(probs, dtype=float)
+    rows = pd.DataFrame(rows).reset_index(drop=True)
+    out = rows[[c for c in PREDICTION_KEYS if c in rows]].copy()
+    out["label"], out["pred"] = np.asarray(classes)[np.asarray(y, dtype=int)], np.asarray(classes)[probs.argmax(1)]
+    for i, c in enumerate(classes): out[f"p_{c}"] = probs[:, i]
+    if model is not None: out["model"] = model
+    return out
+
+# %% ../nbs/07a_metrics.ipynb #63bfba58
+OLD_METRIC_NAMES = {"f1_macro": "macro_f1", "f1_weighted": "weighted_f1", "precision_macro": "macro_precision",
+                    "recall_macro": "macro_recall", "precision_weighted": "weighted_precision", "recall_weighted": "weighted_recall"}
+
+def migrate_metrics(m):
+    "`m` (a metrics record, any nesting) with the metric names of older babycry versions renamed to today's."
+    if isinstance(m, dict): return {OLD_METRIC_NAMES.get(k, k): migrate_metrics(v) for k, v in m.items()}
+    if isinstance(m, list): return [migrate_metrics(v) for v in m]
+    return m
+
+def load_metrics(path) -> dict:
+    "A `metrics.json` (the evaluation's or a cross-validated run's), with today's metric names."
+    return migrate_metrics(load_json(path))

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .core import get_device, get_precision
+from .core import INFERENCE_BATCH, get_device, get_precision
 from .config import Phase1Config, make_config
 from .rundir import RunPaths, data_band_limit, done_record, mark_done, params_hash, prepare_stage
 from .dataset import LabelEncoder, collate_clips
@@ -30,6 +30,7 @@ def phase1_optimizer_factory(cfg):
     "AdamW with the phase-1 learning rate."
     return lambda model: adamw(model.named_parameters(), cfg.lr, cfg.weight_decay, cfg.betas)
 
+# %% ../nbs/04_phase1.ipynb #9fd5223b
 def phase1_scheduler_factory(cfg):
     "Linear warm-up over `warmup_ratio` of the steps, then linear decay to zero."
     from transformers import get_linear_schedule_with_warmup
@@ -42,6 +43,7 @@ class FeatureClips(torch.utils.data.Dataset):
     def __len__(self): return len(self.labels)
     def __getitem__(self, i): return dict(features=self.feats[i], labels=self.labels[i])
 
+# %% ../nbs/04_phase1.ipynb #08ca3de7
 class HeadOnly(nn.Module):
     "The classifier minus its backbone: maps precomputed `backbone_features` to logits (modules shared with `model`)."
     logits_from_features = BabyCryForAudioClassification.logits_from_features    # run on HeadOnly's own modules
@@ -59,7 +61,7 @@ class HeadOnly(nn.Module):
 
 # %% ../nbs/04_phase1.ipynb #0d770098
 @torch.inference_mode()
-def extract_features(model, ds, batch_size=16, device=None, precision=None, desc="embedding"):
+def extract_features(model, ds, batch_size=INFERENCE_BATCH, device=None, precision=None, desc="embedding"):
     "Run the frozen backbone once over `ds`; return the stacked `backbone_features` (on CPU)."
     device = torch.device(device) if device is not None else get_device()
     precision = precision or get_precision(device)
@@ -75,6 +77,7 @@ def extract_features(model, ds, batch_size=16, device=None, precision=None, desc
         out.append(f.to("cpu", torch.float16 if f.ndim == 3 else torch.float32))
     return torch.cat(out)
 
+# %% ../nbs/04_phase1.ipynb #1bfbade6
 def cached_features(model, ds, path, key, **kwargs):
     "`extract_features`, stored at `path` and reused when `key` matches."
     path = Path(path)
@@ -128,6 +131,7 @@ def train_phase1(run_dir, cfg, stage: str = "phase1") -> dict | None:
                precision=args_precision(args), device=str(trainer.args.device), world_size=args.world_size, ranks=ranks)
     return res
 
+# %% ../nbs/04_phase1.ipynb #91442d72
 def run_phase1(run_dir, overwrite=False, stage: str = "phase1", **settings) -> dict:
     "Phase 1: train the head on the frozen backbone with `Phase1Config` (any of its `settings` overridden) in `nproc` processes; write `<run>/<stage>/`."
     rp = RunPaths(run_dir)
@@ -140,4 +144,3 @@ def run_phase1(run_dir, overwrite=False, stage: str = "phase1", **settings) -> d
     res = run_ranks(train_phase1, n, run_dir=str(run_dir), cfg=cfg, stage=name)
     mark_done(stage, params, result=res)
     return res
-

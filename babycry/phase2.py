@@ -11,7 +11,7 @@ import numpy as np, pandas as pd, torch, torch.nn as nn
 from tqdm.auto import tqdm
 from transformers import set_seed
 
-from .core import get_device, load_json, save_json
+from .core import INFERENCE_BATCH, get_device, load_json, save_json
 from .config import SPEEDS, Phase2Config, check_setting, make_config, migrate_params
 from .rundir import RunPaths, done_record, is_done, mark_done, params_hash, prepare_stage
 from .dataset import LabelEncoder, collate_clips
@@ -41,6 +41,7 @@ def llrd_groups(model, cfg=None) -> list:
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
     return [dict(name="classifier", lr=cfg.head_lr, params=rest)] + groups
 
+# %% ../nbs/06_phase2.ipynb #6ab4562a
 def lr_table(groups) -> pd.DataFrame:
     "The learning rate and parameter count of each group."
     return pd.DataFrame([dict(group=g["name"], lr=g["lr"], params_M=round(sum(p.numel() for p in g["params"]) / 1e6, 3))
@@ -63,6 +64,7 @@ def cosine_restarts_factory(cfg, steps_per_epoch, warmup_steps=0):
         return torch.optim.lr_scheduler.SequentialLR(opt, [warm, sch], milestones=[warmup_steps])
     return make
 
+# %% ../nbs/06_phase2.ipynb #39d25995
 def restart_epochs(cfg, epochs, steps_per_epoch=3) -> list:
     "Epochs after which the learning rate jumps back up, found by stepping the real scheduler."
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
@@ -72,7 +74,7 @@ def restart_epochs(cfg, epochs, steps_per_epoch=3) -> list:
     return [s // steps_per_epoch for s in range(1, len(lrs)) if lrs[s] > lrs[s - 1]]
 
 # %% ../nbs/06_phase2.ipynb #c6b6ec97
-def phase2_model(run_dir, classes, head: str = "improved"):
+def phase2_model(run_dir, classes, head: str):
     "The phase-2 classifier: phase 1's backbone and a fresh `head` (the recipe's `improved`) for `classes`."
     rp = RunPaths(run_dir)
     p1 = BabyCryForAudioClassification.from_pretrained(rp.model("phase1"))
@@ -97,6 +99,7 @@ def conv_cache_unsupported(model):
     if moody: return f"the convolutional feature encoder behaves differently in training ({moody})"
     return None
 
+# %% ../nbs/06_phase2.ipynb #652db27d
 @contextlib.contextmanager
 def conv_bypassed(backbone):
     "Within the block, `backbone` takes its conv encoder's output [B, C, T'] in place of waveforms."
@@ -125,7 +128,7 @@ class ConvCached(nn.Module):
 
 # %% ../nbs/06_phase2.ipynb #34e36c5c
 @torch.inference_mode()
-def extract_conv_features(model, ds, path, precision="fp32", batch_size=16, device=None):
+def extract_conv_features(model, ds, path, precision="fp32", batch_size=INFERENCE_BATCH, device=None):
     "Run the frozen conv encoder once over `ds` (normalised waveforms); write its output [N, C, T'] to the .npy `path`."
     device = torch.device(device) if device is not None else get_device()
     dtype, cuda = dict(bf16=torch.bfloat16, fp16=torch.float16).get(precision), device.type == "cuda"
@@ -143,6 +146,7 @@ def extract_conv_features(model, ds, path, precision="fp32", batch_size=16, devi
     arr.flush(); del arr; os.replace(tmp, path)
     return path
 
+# %% ../nbs/06_phase2.ipynb #b4e8b202
 def cached_conv_features(model, ds, path, key, **kwargs):
     "`extract_conv_features`, reused when `path`'s sidecar `.json` holds the same `key` and clip count."
     path = Path(path); meta = path.with_suffix(".json")
@@ -180,15 +184,18 @@ def phase2_speed(cfg) -> tuple:
     sp = speed_settings(cfg.speed, cfg.batch_size)
     return replace(cfg, batch_size=sp["batch_size"]), sp
 
+# %% ../nbs/06_phase2.ipynb #833f31a7
 def phase2_params(cfg, speed: dict) -> dict:
     "What `done.json` records of a phase-2 run: its whole config (but `nproc`) and what its speed made of it."
     return recipe_record(cfg, lr_factor=speed["lr_factor"], warmup_epochs=speed["warmup_epochs"])
 
+# %% ../nbs/06_phase2.ipynb #11ed66b5
 def can_extend(old: dict, new: dict) -> bool:
     "Is `new` the same run as `old` with more epochs (patience may change)?"
     same = {k: v for k, v in old.items() if k not in ("epochs", "patience")} == {k: v for k, v in new.items() if k not in ("epochs", "patience")}
     return same and new["epochs"] > old["epochs"]
 
+# %% ../nbs/06_phase2.ipynb #b70e4ac3
 def archive_for_extension(stage, old_done) -> str:
     "Keep a finished run's checkpoints and record under `*.upto<N>` names; return its best checkpoint's new path."
     n = old_done["params"]["epochs"]
@@ -204,7 +211,7 @@ def archive_for_extension(stage, old_done) -> str:
     return str(best)
 
 # %% ../nbs/06_phase2.ipynb #906c05ce
-def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder=True, precision="fp32", device=None):
+def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder: bool, precision="fp32", device=None):
     "(module, train set, valid set, collator, reason): the cached conv-encoder path, or the waveforms with the reason why not."
     why = "cache_encoder=False" if not cache_encoder else conv_cache_unsupported(model)
     if why:
@@ -215,6 +222,7 @@ def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder=True, pre
     return (ConvCached(model), ConvFeatureClips(paths["train"], train_ds.labels), ConvFeatureClips(paths["valid"], valid_ds.labels),
             None, None)
 
+# %% ../nbs/06_phase2.ipynb #87749e5e
 def train_phase2(run_dir, cfg, warmup_epochs=0) -> dict:
     "Train phase 2 in this process (one of `world_size()`) with `cfg` (learning rates already scaled); rank 0 writes `phase2/` and returns the record."
     rp = RunPaths(run_dir); stage = rp.phase2; writer = process_rank() == 0
@@ -247,6 +255,7 @@ def train_phase2(run_dir, cfg, warmup_epochs=0) -> dict:
                conv_encoder="cached" if why is None else f"run every step ({why})")
     return res
 
+# %% ../nbs/06_phase2.ipynb #088e8097
 def run_phase2(run_dir, overwrite=False, **settings) -> dict:
     "Phase 2 with `Phase2Config` (any of its `settings` overridden) in `nproc` processes: LLRD and warm restarts on the reduced classes; write `phase2/`."
     rp = RunPaths(run_dir); stage = rp.phase2
@@ -270,4 +279,3 @@ def run_phase2(run_dir, overwrite=False, **settings) -> dict:
     res = run_ranks(train_phase2, n, run_dir=str(run_dir), cfg=scaled, warmup_epochs=sp["warmup_epochs"])
     mark_done(stage, params, result=res)
     return res
-

@@ -47,6 +47,7 @@ def parse_value(v: str):
         except ValueError: pass
     return v
 
+# %% ../nbs/09a_plan.ipynb #3825cb44
 def split_params(params: dict) -> tuple[dict, dict]:
     "Split `{name: v, 'stage.name': v}` into parameters for every notebook and per-notebook ones."
     common, per = {}, {n: {} for n in ALL_NOTEBOOKS}
@@ -57,6 +58,7 @@ def split_params(params: dict) -> tuple[dict, dict]:
         else: common[k] = v
     return common, per
 
+# %% ../nbs/09a_plan.ipynb #3c5549b9
 def notebook_params(nb: str, params: dict, run_dir, declared=None) -> dict:
     "The parameters papermill injects into `nb`: the common ones it `declared` (all if None), its own, and `run_dir`."
     common, per = split_params(params)
@@ -68,6 +70,7 @@ def notebook_params(nb: str, params: dict, run_dir, declared=None) -> dict:
     if out.get("data_dir") is not None: out["data_dir"] = str(Path(out["data_dir"]).expanduser().resolve())
     return out
 
+# %% ../nbs/09a_plan.ipynb #854dcfcd
 def declared_params(nb_path) -> list:
     "The names assigned in a notebook's `parameters` cell."
     import json, re
@@ -83,6 +86,7 @@ def notebook_dirs(nbs_dir=None) -> list:
     pkg = Path(babycry.__file__).parent
     return [Path(p) for p in (nbs_dir, os.environ.get("BABYCRY_NBS"), pkg/"nbs", pkg.parent/"nbs") if p]
 
+# %% ../nbs/09a_plan.ipynb #88cc439f
 def find_notebooks(nbs_dir=None, stages=STAGE_NOTEBOOKS) -> Path:
     "The folder holding the stage notebooks (`nbs_dir`, $BABYCRY_NBS, the installed package, the source checkout)."
     tried = notebook_dirs(nbs_dir)
@@ -99,10 +103,12 @@ def stage_record(run_dir, nb: str) -> Path:
     "The pipeline's record of a stage: `<run_dir>/notebooks/<nb>.json`."
     return RunPaths(run_dir).notebooks/f"{nb}.json"
 
+# %% ../nbs/09a_plan.ipynb #0c8a70c8
 def recipe_params(params: dict) -> dict:
     "The parameters that decide a stage's result: all but `nproc` (how many processes train changes the speed)."
     return {k: v for k, v in params.items() if k != "nproc"}
 
+# %% ../nbs/09a_plan.ipynb #d84d4a95
 def stage_status(run_dir, nb: str, params: dict, stage_dir: str | None = None) -> str:
     "'done' (finished with these parameters), 'changed' (finished with others) or 'todo'; `stage_dir` overrides `STAGE_DIRS`."
     rec = load_json(stage_record(run_dir, nb)) if stage_record(run_dir, nb).exists() else None
@@ -112,6 +118,7 @@ def stage_status(run_dir, nb: str, params: dict, stage_dir: str | None = None) -
     if rec is None or params_hash(recipe_params(migrate_params(rec["params"]))) == params_hash(recipe_params(params)): return "done"
     return "changed"
 
+# %% ../nbs/09a_plan.ipynb #7deea43c
 def record_stage(run_dir, nb: str, params: dict, seconds: float):
     "Write the pipeline's record of a stage that just ran."
     save_json(dict(params=params, params_hash=params_hash(recipe_params(params)), seconds=round(seconds, 1),
@@ -123,6 +130,7 @@ def run_folds(params: dict) -> int:
     common, per = split_params(params)
     return check_setting(DataConfig, "folds", per["01_data"].get("folds", common.get("folds")), "01_data")
 
+# %% ../nbs/09a_plan.ipynb #ff68f408
 def _chains(run_dir, folds: int) -> list:
     "(fold, run_dir, notebooks) in order: all stages on `run_dir`; or 01 on it, 02-07 per fold in `folds/<k>`, 07 on it ('cv'), the ladder."
     if not folds: return [(None, run_dir, STAGE_NOTEBOOKS)]
@@ -149,6 +157,7 @@ def plan(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None) -> list:
         raise ValueError(f"no stage notebook has a parameter {', '.join(sorted(unused))} (a typo?)")
     return rows
 
+# %% ../nbs/09a_plan.ipynb #aa5d3819
 def check_plan(rows) -> list:
     "Check every parameter of every planned stage against its config (type, range, choices) before anything runs."
     for r in rows:
@@ -160,6 +169,7 @@ def check_plan(rows) -> list:
             if k == "cnn" and r["notebook"] == LADDER_NOTEBOOK: cnn_settings(v)      # the ladder's CNN settings, YAML text
     return rows
 
+# %% ../nbs/09a_plan.ipynb #5498b5e3
 def _row_name(r) -> str:
     return r["notebook"] + {None: "", "cv": " (all folds)", "ladder": " (all folds)"}.get(r.get("fold"), f" fold {r.get('fold')}")
 

@@ -37,12 +37,14 @@ def plot_class_counts(summary: dict):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/00c_plots.ipynb #90b9a22c
 def plot_mel(x, ax, sr=SAMPLE_RATE):
     "Draw the log-mel spectrogram (64 bands up to 8 kHz) of waveform `x` on the axes `ax`."
     import librosa, librosa.display
     S = librosa.power_to_db(librosa.feature.melspectrogram(y=np.asarray(x, np.float32), sr=sr, n_mels=64, fmax=8000), ref=np.max)
     return librosa.display.specshow(S, sr=sr, x_axis="s", y_axis="mel", fmax=8000, ax=ax)
 
+# %% ../nbs/00c_plots.ipynb #7a29e46f
 def plot_examples(run_dir, split="valid", sr=SAMPLE_RATE):
     "Waveform and log-mel spectrogram of the first cached clip of each class in `split`."
     import matplotlib.pyplot as plt
@@ -59,6 +61,7 @@ def plot_examples(run_dir, split="valid", sr=SAMPLE_RATE):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/00c_plots.ipynb #2195097f
 def _spec_png(x, sr=SAMPLE_RATE) -> bytes:
     "A log-mel spectrogram of `x` as PNG bytes."
     import io, matplotlib.pyplot as plt
@@ -155,6 +158,7 @@ def plot_reliability(y_true, probs, n_bins: int = 10, title: str = "reliability 
     if path: fig.savefig(path, dpi=130)
     return fig
 
+# %% ../nbs/00c_plots.ipynb #e3c9af68
 def plot_roc(y_true, probs, classes, title: str = "one-vs-rest ROC", path=None):
     "One-vs-rest ROC curve per class (classes with positives and negatives), AUC in the legend."
     y_true, probs = np.asarray(y_true), np.asarray(probs)

@@ -86,6 +86,7 @@ def merge_settings(saved: dict, given: dict) -> dict:
                   before=saved["parameters"])
     return {**saved, "parameters": [list(kv) for kv in params.items()], "changes": saved.get("changes", []) + [change]}
 
+# %% ../nbs/09_run.ipynb #5aa5af41
 def check_data(rows):
     "The corpus checks that need no decoding (`babycry.data.check_corpus`), when the plan runs the data stage on a corpus."
     data = next((r for r in rows if r["notebook"] == "01_data" and r["action"] == "run"), None)
@@ -93,6 +94,7 @@ def check_data(rows):
     from babycry.data import check_corpus
     check_corpus(data["params"]["data_dir"], **{k: v for k, v in data["params"].items() if k in stage_fields("01_data")})
 
+# %% ../nbs/09_run.ipynb #36f5357f
 def resolve_settings(a) -> tuple[Path, dict, dict]:
     "Run directory, notebook parameters and the settings to record, from parsed arguments (a resumed run's are the base)."
     given = dict(demo=a.demo, data_dir=a.data_dir and str(Path(a.data_dir).expanduser().resolve()),
@@ -113,6 +115,7 @@ def resolve_settings(a) -> tuple[Path, dict, dict]:
                                 "(one folder per class), pass --data-dir, or try babycry-run --demo")
     return run_dir, params, given
 
+# %% ../nbs/09_run.ipynb #174e35b9
 def _sigterm_as_interrupt():
     "Turn SIGTERM into KeyboardInterrupt, so that papermill shuts the running kernel (and its workers) down on the way out."
     import signal
@@ -130,6 +133,7 @@ def parse_args(argv=None):
     a.parameter = [[n, v.removeprefix(_NEG)] for n, v in a.parameter]
     return a
 
+# %% ../nbs/09_run.ipynb #67472f79
 def main(argv=None) -> int:
     "Entry point of `babycry-run`."
     a, run_dir = parse_args(argv), None
@@ -159,4 +163,3 @@ def main(argv=None) -> int:
         print(f"babycry-run: {e}", file=sys.stderr); return 2
     print("\n" + summary(run_dir))
     return 0
-

@@ -22,6 +22,7 @@ def slug(name: str) -> str:
     "`name` as a file-name part: anything but letters, digits, `_`, `.` and `-` becomes `_` (`features+lgbm` -> `features_lgbm`)."
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
 
+# %% ../nbs/00b_rundir.ipynb #859660fc
 class RunPaths:
     "Every path of a run directory, by name: the one owner of its layout, and of what its records say about it."
     def __init__(self, run_dir): self.root = Path(run_dir)
@@ -85,19 +86,22 @@ def params_hash(params: dict) -> str:
     blob = json.dumps(params, sort_keys=True, default=_json_default)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
+# %% ../nbs/00b_rundir.ipynb #446659a4
 def mark_done(stage_dir, params: dict, **extra):
     "Record that the stage in `stage_dir` finished with `params`."
     rec = dict(params=params, params_hash=params_hash(params),
                finished=datetime.datetime.now().isoformat(timespec="seconds"), **extra)
     return save_json(rec, Path(stage_dir)/"done.json")
 
+# %% ../nbs/00b_rundir.ipynb #bbe65564
 def is_done(stage_dir) -> bool:
     "Did the stage in `stage_dir` finish?"
     return (Path(stage_dir)/"done.json").exists()
+
+# %% ../nbs/00b_rundir.ipynb #b89e1aec
 def done_record(stage_dir) -> dict:
     "The `done.json` of the stage in `stage_dir` (a FileNotFoundError naming it when the stage has not finished)."
     return load_json(Path(stage_dir)/"done.json")
-
 
 # %% ../nbs/00b_rundir.ipynb #8ceffbe5
 def same_params(old: dict, new: dict, defaults: dict | None = None) -> list:
@@ -105,6 +109,7 @@ def same_params(old: dict, new: dict, defaults: dict | None = None) -> list:
     old = {**(defaults or {}), **migrate_params(old)}; new = {**(defaults or {}), **new}
     return sorted(k for k in set(old) | set(new) if json.dumps(old.get(k), default=_json_default) != json.dumps(new.get(k), default=_json_default))
 
+# %% ../nbs/00b_rundir.ipynb #d7ba2a59
 def prepare_stage(stage_dir, params: dict, overwrite=False, defaults: dict | None = None) -> str:
     "Decide what to do with `stage_dir`: 'skip' (finished, same params), 'resume', or 'fresh' (`defaults`: see `same_params`)."
     stage_dir = Path(stage_dir)
@@ -135,6 +140,7 @@ def new_run_dir(base="runs", name=None) -> Path:
 class RunLocked(RuntimeError):
     "Another live process holds the run directory."
 
+# %% ../nbs/00b_rundir.ipynb #9598eb5b
 def _alive(pid: int) -> bool:
     try: os.kill(pid, 0)
     except ProcessLookupError: return False

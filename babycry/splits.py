@@ -27,7 +27,7 @@ def _check_groups(df, fractions):
                          f"class needs at least {need} groups (one per split). Options: drop the class (remove its folder "
                          f"or relabel its files), merge it into another class, or change the split (`-p data.split 0.8,0.2,0` for babycry-run, or split=(0.8, 0.2, 0.0)).")
 
-def split_groups(df: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 42) -> pd.Series:
+def split_groups(df: pd.DataFrame, fractions, seed: int) -> pd.Series:
     "Assign each row's group to train/valid/test: whole groups, stratified by class, every class in every split."
     fr = np.asarray(fractions, float)
     if len(fr) != 3 or fr.min() < 0 or not np.isclose(fr.sum(), 1): raise ValueError(f"split must be three fractions summing to 1, not {fractions}")
@@ -52,7 +52,8 @@ def split_groups(df: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 42) 
         assign[g] = SPLITS[s]; cur[s] += v; left -= has
     return df.group.map(assign).rename("split")
 
-def check_split(df: pd.DataFrame, fractions=(0.7, 0.15, 0.15)) -> pd.DataFrame:
+# %% ../nbs/01d_splits.ipynb #838b2167
+def check_split(df: pd.DataFrame, fractions) -> pd.DataFrame:
     "Check a split (no group in two splits, every class in every non-empty split); return clips per class x split."
     leak = df.groupby("group").split.nunique()
     if (leak > 1).any(): raise AssertionError(f"groups in two splits: {leak[leak > 1].index.tolist()[:5]}")
@@ -65,7 +66,8 @@ def groups_per_class(df) -> dict:
     "Number of distinct groups (recording sources) of each class in a frame with `label` and `group` columns."
     return {str(k): int(v) for k, v in df.groupby("label")["group"].nunique().items()}
 
-def assign_folds(df, k: int = 5, seed: int = 42) -> np.ndarray:
+# %% ../nbs/01d_splits.ipynb #f0632a7c
+def assign_folds(df, k: int, seed: int) -> np.ndarray:
     "Fold number (0..k-1) of each row of `df`: StratifiedGroupKFold over `group`, stratified by `label`."
     from sklearn.model_selection import StratifiedGroupKFold
     n_groups, gpc = df.group.nunique(), groups_per_class(df)
@@ -81,6 +83,7 @@ def assign_folds(df, k: int = 5, seed: int = 42) -> np.ndarray:
         for f, (_, te) in enumerate(cv.split(np.zeros(len(df)), df.label, df.group)): out[te] = f
     return out
 
+# %% ../nbs/01d_splits.ipynb #cf906a7b
 def check_folds(df) -> pd.DataFrame:
     "Check a fold assignment (every row in a fold, no group in two folds); return clips per class x fold."
     if (df.fold < 0).any(): raise AssertionError(f"{int((df.fold < 0).sum())} clips without a fold")
@@ -88,7 +91,8 @@ def check_folds(df) -> pd.DataFrame:
     if (leak > 1).any(): raise AssertionError(f"groups in two folds: {leak[leak > 1].index.tolist()[:5]}")
     return pd.crosstab(df.label, df.fold)
 
-def fold_split(df, fold: int, fractions=(0.7, 0.15, 0.15), seed: int = 42) -> pd.Series:
+# %% ../nbs/01d_splits.ipynb #04e116ca
+def fold_split(df, fold: int, fractions, seed: int) -> pd.Series:
     "Fold `fold`'s split of rows with a `fold` column: test = the fold, train and valid a grouped split of the others."
     test, (tr, va) = df.fold.to_numpy() == fold, fractions[:2]
     out = pd.Series("test", index=df.index, name="split")
@@ -97,7 +101,7 @@ def fold_split(df, fold: int, fractions=(0.7, 0.15, 0.15), seed: int = 42) -> pd
     return out
 
 # %% ../nbs/01d_splits.ipynb #c221744b
-def inner_splits(df, train_idx, k: int = 3, seed: int = 42) -> list:
+def inner_splits(df, train_idx, k: int, seed: int) -> list:
     "Grouped, stratified (train, valid) position pairs into `df` over the rows `train_idx` only."
     train_idx = np.asarray(train_idx); sub = df.iloc[train_idx]
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .core import load_json
 from .rundir import RunPaths
+from .metrics import load_metrics
 
 # %% auto #0
 __all__ = ['stale_evaluation', 'cv_summary', 'ladder_summary', 'summary']
@@ -18,20 +19,22 @@ def stale_evaluation(run_dir, metrics: dict) -> bool:
     done = RunPaths(run_dir).stage(metrics["model"])/"done.json"
     return not done.exists() or load_json(done).get("finished") != metrics.get("model_finished", load_json(done).get("finished"))
 
+# %% ../nbs/09c_summary.ipynb #8445b02c
 def cv_summary(run_dir) -> list:
     "Lines on a cross-validated run's out-of-fold metrics (from cv/metrics.json)."
     rp = RunPaths(run_dir)
     if not (rp.cv_metrics).exists(): return ["no cross-validated evaluation yet (cv/metrics.json is missing)"]
-    m = load_json(rp.cv_metrics); ci = m["ci"]; e = m["exported"]
+    m = load_metrics(rp.cv_metrics); ci = m["ci"]; e = m["exported"]
     f = lambda k: (f"{m['pooled'][k]:.3f} [{ci[k]['low']:.3f}, {ci[k]['high']:.3f}]   per fold {m['fold_mean'][k]:.3f} ± "
                    f"{m['fold_std'][k]:.3f}")
     return [f"out-of-fold metrics of {m['model']} ({m['folds']}-fold grouped cross-validation: {m['n_clips']} clips, {m['n_groups']} "
             f"recording sources; 95% bootstrap CI over {ci['resample']}s; mean ± std over folds):",
             f"  accuracy           {f('accuracy')}", f"  balanced accuracy  {f('balanced_accuracy')}",
-            f"  macro-F1           {f('f1_macro')}", f"  ECE                {f('ece')}",
+            f"  macro-F1           {f('macro_f1')}", f"  ECE                {f('ece')}",
             f"exported model: {e['model_dir']} (fold {e['fold']}: {e['why']})", f"model card:   {m['model_card']}",
             f"out-of-fold:  {rp.cv/'oof.csv'}; metrics: {rp.cv/'metrics.json'} (plots: {rp.cv}/*.png)"]
 
+# %% ../nbs/09c_summary.ipynb #a4c2e8b1
 def ladder_summary(run_dir) -> list:
     "Lines on the baseline ladder of a run (`cv/ladder.csv`, written by 13_ladder); none without one."
     import pandas as pd
@@ -44,11 +47,12 @@ def ladder_summary(run_dir) -> list:
             + [f"  {r.model:<18} {r.macro_f1:.3f} [{r.macro_f1_low:.3f}, {r.macro_f1_high:.3f}]   {r.balanced_accuracy:.3f}{rw(r)}"
                for r in t.itertuples()] + [f"ladder:       {f} (plot: {f.with_suffix('.png')})"])
 
+# %% ../nbs/09c_summary.ipynb #01977b78
 def summary(run_dir) -> str:
     "Headline test metrics (from eval/metrics.json, or cv/metrics.json of a cross-validated run) and the run's important paths, as text."
     rp = RunPaths(run_dir)
     lines = [f"run directory: {rp.root.resolve()}"]
-    m = load_json(rp.metrics) if (rp.metrics).exists() else None
+    m = load_metrics(rp.metrics) if rp.metrics.exists() else None
     if rp.is_cv: lines += cv_summary(run_dir) + ladder_summary(run_dir)
     elif m is not None and stale_evaluation(run_dir, m):
         lines.append(f"the evaluation in {rp.eval} is of a {m['model']} model that no longer exists (trained again since): "
@@ -58,7 +62,7 @@ def summary(run_dir) -> str:
         f = lambda c: f"{c['point']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
         lines += [f"test metrics of {m['model']} ({t['n']} clips, {m['n_groups']} recording sources; 95% bootstrap CI "
                   f"over {ci['resample']}s):",
-                  f"  accuracy           {f(ci['accuracy'])}", f"  macro-F1           {f(ci['f1_macro'])}",
+                  f"  accuracy           {f(ci['accuracy'])}", f"  macro-F1           {f(ci['macro_f1'])}",
                   f"  balanced accuracy  {t['balanced_accuracy']:.3f}", f"  ROC-AUC (OvR)      {t['roc_auc_ovr_macro']:.3f}",
                   f"  ECE                {t['ece']:.3f}",
                   f"model:        {m['model_dir']}", f"model card:   {m.get('model_card', Path(m['model_dir'])/'README.md')}",

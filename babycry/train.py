@@ -20,12 +20,13 @@ from .rundir import RunPaths, is_done
 from .dataset import CachedClips
 from .model import save_classifier
 from .plots import plot_confusion, plot_history
+from .metrics import predictions_frame
 from .launch import per_device_batch, world_size
 
 # %% auto #0
 __all__ = ['classification_metrics', 'metrics_fn', 'HistoryCallback', 'QuietProgress', 'NonFiniteError', 'FiniteCheck',
-           'BabyCryTrainer', 'training_args', 'last_checkpoint', 'allow_numpy_rng_state', 'fit', 'predictions_frame',
-           'save_model_dir', 'finish_phase', 'decay_groups', 'adamw', 'load_splits', 'recipe_record', 'args_precision']
+           'BabyCryTrainer', 'training_args', 'last_checkpoint', 'allow_numpy_rng_state', 'fit', 'save_model_dir',
+           'finish_phase', 'decay_groups', 'adamw', 'load_splits', 'recipe_record', 'args_precision']
 
 # %% ../nbs/04a_engine.ipynb #afc0285e
 def classification_metrics(labels, preds, classes) -> dict:
@@ -34,8 +35,9 @@ def classification_metrics(labels, preds, classes) -> dict:
     out = dict(accuracy=float(accuracy_score(labels, preds)),
                macro_f1=float(f1_score(labels, preds, average="macro", labels=range(len(classes)), zero_division=0)))
     recall = recall_score(labels, preds, labels=range(len(classes)), average=None, zero_division=np.nan)
-    return out | {f"acc_{c}": float(r) for c, r in zip(classes, recall)}
+    return out | {f"recall_{c}": float(r) for c, r in zip(classes, recall)}
 
+# %% ../nbs/04a_engine.ipynb #01c8099a
 def metrics_fn(classes):
     "A `compute_metrics` function for Trainer."
     def compute_metrics(p: EvalPrediction):
@@ -87,9 +89,10 @@ class HistoryCallback(TrainerCallback):
                   f"val_acc {r.get('eval_accuracy', float('nan')):.3f}  val_f1 {r.get('eval_macro_f1', float('nan')):.3f}  "
                   f"max_lr {lr:.2e}  grad {r.get('grad_norm_mean', float('nan')):.3f}  {r['seconds']:.1f}s", flush=True)
         if self.per_class_every and r["epoch"] % self.per_class_every == 0:
-            per = {k[9:]: round(v, 3) for k, v in r.items() if k.startswith("eval_acc_")}
-            print(f"[{self.phase}] per-class validation accuracy at epoch {r['epoch']}: {per}", flush=True)
+            per = {k[12:]: round(v, 3) for k, v in r.items() if k.startswith("eval_recall_")}
+            print(f"[{self.phase}] per-class validation recall at epoch {r['epoch']}: {per}", flush=True)
 
+# %% ../nbs/04a_engine.ipynb #300628f9
 def _rows_from_log(log_history):
     "Per-epoch rows (evaluation entries only) from a Trainer `log_history`, for resumed runs."
     return [dict(epoch=int(round(e["epoch"])), step=e.get("step"), **{k: v for k, v in e.items() if k.startswith("eval_")})
@@ -103,6 +106,7 @@ class QuietProgress(ProgressCallback):
 class NonFiniteError(FloatingPointError):
     "Training produced NaN or infinite values; the stage is not marked done."
 
+# %% ../nbs/04a_engine.ipynb #284726cf
 class FiniteCheck(TrainerCallback):
     "Stop training with `NonFiniteError` when a trainable weight or the validation loss is NaN or infinite."
     def __init__(self, phase): self.phase = phase
@@ -188,12 +192,14 @@ def last_checkpoint(ckpt_dir):
     last = get_last_checkpoint(str(ckpt_dir))
     return last if last and (Path(last)/"trainer_state.json").exists() else None
 
+# %% ../nbs/04a_engine.ipynb #4a6d5b4b
 def allow_numpy_rng_state():
     "Let torch.load's weights-only default (torch >= 2.6) read the numpy RNG state of our own checkpoints."
     if not hasattr(torch.serialization, "add_safe_globals"): return    # torch < 2.4: no weights-only default to satisfy
     core = getattr(np, "_core", None) or np.core
     torch.serialization.add_safe_globals([core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))])
 
+# %% ../nbs/04a_engine.ipynb #72f9149b
 def fit(model, train_ds, valid_ds, out_dir, args, collator, classes, phase, patience,
         optimizer_factory=None, scheduler_factory=None, group_names=None, resume_from=None, per_class_every=0):
     "Train with early stopping on the validation split; resume from the last checkpoint; return the trainer."
@@ -222,16 +228,6 @@ def fit(model, train_ds, valid_ds, out_dir, args, collator, classes, phase, pati
     trainer.train(resume_from_checkpoint=resume)
     return trainer
 
-# %% ../nbs/04a_engine.ipynb #cd390b2f
-def predictions_frame(logits, labels, classes, index=None) -> pd.DataFrame:
-    "One row per clip: true label, predicted label, and the softmax probability of every class."
-    probs = torch.softmax(torch.as_tensor(np.asarray(logits, dtype=np.float32)), -1).numpy()
-    df = pd.DataFrame(dict(index=np.arange(len(labels)) if index is None else index,
-                           label=[classes[i] for i in labels], pred=[classes[i] for i in probs.argmax(1)]))
-    for i, c in enumerate(classes): df[f"p_{c}"] = probs[:, i]
-    return df
-
-
 # %% ../nbs/04a_engine.ipynb #8a2af091
 def save_model_dir(model, path):
     "Save `model` with its feature extractor to `path` atomically; an existing folder is kept as `path.old-<time>`."
@@ -242,12 +238,15 @@ def save_model_dir(model, path):
     tmp.rename(path)
     return path
 
+# %% ../nbs/04a_engine.ipynb #45c32798
 def finish_phase(trainer, valid_ds, classes, stage_dir, model, phase, valid_index=None):
     "Validation predictions, confusion matrix, curves and the saved model of a finished phase (rank 0; the other ranks get None)."
     stage_dir = Path(stage_dir)
     out = trainer.predict(valid_ds)          # all processes predict their share; each gets the whole split back
     if not trainer.is_world_process_zero(): return None
-    df = predictions_frame(out.predictions, out.label_ids, classes, valid_index)
+    probs = torch.softmax(torch.as_tensor(np.asarray(out.predictions, dtype=np.float32)), -1).numpy()
+    index = np.arange(len(out.label_ids)) if valid_index is None else valid_index
+    df = predictions_frame(pd.DataFrame(dict(index=index)), out.label_ids, probs, classes)
     with atomic_write(stage_dir/"valid_predictions.csv") as f: df.to_csv(f, index=False)
     plot_confusion(confusion_matrix(df.label, df.pred, labels=list(classes)), classes, True,
                    f"{phase}: validation, recall per class", stage_dir/"valid_confusion.png")
@@ -276,11 +275,11 @@ def decay_groups(groups, weight_decay: float) -> list:
         if no: out.append(dict(g, name=g["name"] + " (no decay)", params=no, weight_decay=0.0))
     return out
 
+# %% ../nbs/04a_engine.ipynb #77618678
 def adamw(params, lr, weight_decay, betas):
     "AdamW over the trainable parameters, without weight decay on biases and norms."
     return torch.optim.AdamW(decay_groups([dict(name="trainable", lr=lr, params=[p for _, p in params])], weight_decay),
                              lr=lr, betas=tuple(betas))
-
 
 # %% ../nbs/04a_engine.ipynb #5d39f9fd
 def load_splits(run_dir, encoder, splits=("train", "valid"), rows=None):

@@ -25,8 +25,8 @@ def test_demo_writes_evaluation_card_and_notebooks(demo_run):
     rp = RunPaths(demo_run)
     m = json.loads((rp.eval/"metrics.json").read_text())
     assert m["model"] == "phase2" and m["test"]["n"] > 0
-    for k in ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr_macro", "ece"): assert k in m["test"]
-    for k in ("accuracy", "f1_macro"): assert m["ci"][k]["low"] <= m["ci"][k]["point"] <= m["ci"][k]["high"]
+    for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr_macro", "ece"): assert k in m["test"]
+    for k in ("accuracy", "macro_f1"): assert m["ci"][k]["low"] <= m["ci"][k]["point"] <= m["ci"][k]["high"]
     assert m["ci"]["resample"] in ("group", "clip") and len(m["progression"]) == 3
     for f in ("confusion_counts.png", "confusion_normalized.png", "reliability.png", "roc.png", "done.json"): assert (rp.eval/f).exists()
     card = (rp.model("phase2")/"README.md").read_text()
@@ -85,7 +85,7 @@ def test_cross_validation_on_the_demo_corpus(demo_run, tmp_path, capsys):
         seen = set(fm.group[fm.split.isin(["train", "valid"])]) | set(train.group)
         assert not seen & set(oof.group[oof.fold == k]), k                         # ... of no source of the fold's test clips
     m = json.loads((rp.cv/"metrics.json").read_text())
-    for k in ("accuracy", "balanced_accuracy", "f1_macro", "ece"): assert m["ci"][k]["low"] <= m["pooled"][k] <= m["ci"][k]["high"], k
+    for k in ("accuracy", "balanced_accuracy", "macro_f1", "ece"): assert m["ci"][k]["low"] <= m["pooled"][k] <= m["ci"][k]["high"], k
     assert m["ci"]["resample"] == "group" and len(m["per_fold"]) == 2 and m["n_clips"] == len(ok)
     assert "**This model is fold" in Path(m["model_card"]).read_text()
     assert "out-of-fold metrics of phase1 (2-fold" in capsys.readouterr().out
