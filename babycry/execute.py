@@ -11,7 +11,7 @@ from .rundir import RunPaths
 from .plan import record_stage
 
 # %% auto #0
-__all__ = ['SKIP_TAG', 'stage_copy', 'StageKernel', 'StageFailed', 'run_stage']
+__all__ = ['SKIP_TAG', 'stage_copy', 'sync_stage_notebooks', 'StageKernel', 'StageFailed', 'run_stage']
 
 # %% ../nbs/09b_execute.ipynb #160f3e0c
 SKIP_TAG = "skip-execution"          # nbclient's tag: papermill runs past these cells; nbdev_test and Jupyter run them
@@ -22,6 +22,26 @@ def stage_copy(nb_path):
     nb = nbformat.read(str(nb_path), as_version=4)
     nb.cells = [c for c in nb.cells if SKIP_TAG not in c.get("metadata", {}).get("tags", [])]
     return nb
+
+# %% ../nbs/09b_execute.ipynb #7c809603
+def sync_stage_notebooks(nbs_dir=None) -> list:
+    "Regenerate the parameters cell of every stage notebook in `nbs_dir` (default: the checkout's nbs/) and tag its chapter cells skip-execution; the notebooks changed."
+    import json, babycry
+    from babycry.config import STAGE_SETTINGS, parameters_cell
+    nbs_dir, changed = Path(nbs_dir or Path(babycry.__file__).resolve().parent.parent/"nbs"), []
+    for nb in STAGE_SETTINGS:
+        p = nbs_dir/f"{nb}.ipynb"; d = json.loads(p.read_text(encoding="utf-8")); before = json.dumps(d)
+        for c in d["cells"]:
+            if c["cell_type"] != "code": continue
+            tags = c["metadata"].setdefault("tags", [])
+            if "parameters" in tags: c["source"] = parameters_cell(nb).splitlines(keepends=True)
+            chapter = "parameters" not in tags and "".join(c["source"]).split("\n")[0].replace(" ", "") != "#|stage"
+            if chapter and SKIP_TAG not in tags: tags.append(SKIP_TAG)
+            if not chapter and SKIP_TAG in tags: tags.remove(SKIP_TAG)
+            if not tags: del c["metadata"]["tags"]
+        if json.dumps(d) != before:
+            p.write_text(json.dumps(d, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"); changed.append(nb)
+    return changed
 
 # %% ../nbs/09b_execute.ipynb #b7c67c99
 class StageKernel:

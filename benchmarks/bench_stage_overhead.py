@@ -63,14 +63,14 @@ def run(version: str, what: str, args: list, data_dir) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix=f"overhead-{what}-", dir=WORK if WORK.exists() else None))
     env = dict(os.environ, PYTHONPATH=str(code) + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", BABYCRY_NBS=str(code/"nbs"))
-    runner = shutil.which("babycry-run")
-    cmd = [sys.executable, "-c", "import sys; from babycry.pipeline import main; sys.exit(main())"] if not runner else [runner]
+    module = "babycry.run" if (code/"babycry"/"run.py").exists() else "babycry.pipeline"      # babycry-run's module then and now
+    cmd = [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())"]
     cmd += (["--demo"] if what == "demo" else ["--data-dir", str(data_dir), *FOLD_PARAMS]) + ["--runs", str(scratch/"runs"), "--name", what]
     t0 = time.perf_counter()
     with open(scratch/"log.txt", "w") as log: rc = subprocess.run(cmd, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - t0
     t = run_times(scratch/"runs"/what)
-    out = dict(version=version, code=str(code), what=what, command=" ".join(cmd[1 if runner else 3:]), returncode=rc, wall_s=wall, **t,
+    out = dict(version=version, code=str(code), what=what, command="babycry-run " + " ".join(cmd[3:]), returncode=rc, wall_s=wall, **t,
                outside_stage_share=(wall - t["stage_s"]) / wall if wall else float("nan"), scratch=str(scratch))
     print(f"  {version:>10} {what:<6} rc {rc}  wall {wall:7.1f} s  stage cells {t['stage_s']:7.1f} s  other cells "
           f"{t['other_cells_s']:7.1f} s  outside cells {wall - t['stage_s'] - t['other_cells_s']:7.1f} s  "

@@ -170,7 +170,8 @@ def test_the_users_papermill_command_after_a_demo(demo_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "papermill", "06_phase2.ipynb", "out.ipynb", "-p", "epochs", "62"], cwd=work/"nbs",
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    out = "".join(o.get("text", "") for c in json.loads((work/"nbs"/"out.ipynb").read_text())["cells"] for o in c.get("outputs", []))
+    text = lambda t: "".join(t) if isinstance(t, list) else t
+    out = "".join(text(o.get("text", "")) for c in json.loads((work/"nbs"/"out.ipynb").read_text())["cells"] for o in c.get("outputs", []))
     assert f"run_dir: {(work/'runs'/'e2e').resolve()} (the latest run)" in out
     assert "continuing the finished 8-epoch run from its best checkpoint up to 62 epochs" in out
     done = json.loads((work/"runs"/"e2e"/"phase2"/"done.json").read_text())["params"]
