@@ -88,3 +88,9 @@ def test_the_wheel_ships_the_stage_notebooks():
     from babycry.plan import ALL_NOTEBOOKS
     cfg = configparser.ConfigParser(delimiters=["="]); cfg.read(ROOT/"settings.ini")
     assert tuple(cfg["DEFAULT"]["stage_notebooks"].split()) == ALL_NOTEBOOKS
+
+
+def test_readme_is_made_from_the_index():
+    "README.md is nbs/index.ipynb's markdown (python .ci/readme.py writes it; nbdev_readme needs Quarto)."
+    r = subprocess.run([sys.executable, str(ROOT/".ci/readme.py"), "--check"])
+    assert r.returncode == 0, "README.md is out of date: run python .ci/readme.py"
