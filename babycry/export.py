@@ -91,15 +91,16 @@ def _need_onnx():
                           "(or `pip install onnx onnxruntime`), or use method='torch-int8'.")
 
 # %% ../nbs/11_export.ipynb #5a74573b
-def export_onnx(module, path, n_samples: int = CLIP_SAMPLES, opset: int = 17) -> Path:
-    "Trace `module` (waveforms [B, T] -> logits) to an ONNX file with dynamic batch and time axes (traced at T=`n_samples`)."
+def export_onnx(module, path, n_samples: int = CLIP_SAMPLES, opset: int = 17, dynamic_time: bool = True) -> Path:
+    "Trace `module` (waveforms [B, T] -> logits) to ONNX with a dynamic batch axis and (unless asked not to) time axis."
     _need_onnx()
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {0: "batch", 1: "samples"} if dynamic_time else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (torch.zeros(1, n_samples),), str(path), dynamo=False, opset_version=opset,
                           input_names=["input_values"], output_names=["logits"],
-                          dynamic_axes={"input_values": {0: "batch", 1: "samples"}, "logits": {0: "batch"}})
+                          dynamic_axes={"input_values": axes, "logits": {0: "batch"}})
     return path
 
 KEEP_FP32 = ("/head/", "/pooler/", "feature_projection")   # cheap, and closest to the logits: left in fp32
