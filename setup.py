@@ -30,12 +30,12 @@ from pathlib import Path
 import shutil
 
 class build_py_with_notebooks(build_py):
-    "Ship the stage notebooks (01-07 and the ladder, 13) inside the package (babycry/nbs/), so babycry-run works from a wheel too."
+    "Ship the stage notebooks (settings.ini's stage_notebooks) inside the package (babycry/nbs/), so babycry-run works from a wheel too."
     def run(self):
         super().run()
         dest, src = Path(self.build_lib)/cfg['lib_path']/'nbs', Path(cfg.get('nbs_path', 'nbs'))
         dest.mkdir(parents=True, exist_ok=True)
-        for nb in sorted([*src.glob('0[0-9]_*.ipynb'), src/'13_ladder.ipynb']): shutil.copy2(nb, dest/nb.name)
+        for nb in cfg['stage_notebooks'].split(): shutil.copy2(src/f'{nb}.ipynb', dest/f'{nb}.ipynb')
 
 setuptools.setup(
     name=cfg['lib_name'],

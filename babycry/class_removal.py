@@ -7,9 +7,11 @@ from __future__ import annotations
 import numpy as np, pandas as pd
 from sklearn.metrics import confusion_matrix, recall_score
 
-from .core import *
+from .core import LABEL_ALIASES, atomic_write, normalize_label, save_json
+from .config import ClassRemovalConfig, config_record, make_config
+from .rundir import RunPaths, done_record, is_done, mark_done, prepare_stage
 from .dataset import LabelEncoder
-from .train import plot_confusion
+from .plots import plot_confusion
 
 # %% auto #0
 __all__ = ['per_class_recall', 'confused_pairs', 'confusability', 'suggest_removal', 'parse_classes', 'reduce_split',
@@ -42,6 +44,7 @@ def confusability(df, classes) -> pd.Series:
     tp = np.diag(cm); fn = cm.sum(1) - tp; fp = cm.sum(0) - tp
     return pd.Series((fn + fp) / np.maximum(cm.sum(1) + cm.sum(0), 1), index=list(classes), name="confusability")
 
+# %% ../nbs/05_class_removal.ipynb #ff152c91
 def suggest_removal(df, classes) -> str:
     "The class the validation numbers suggest dropping: the most confusable one."
     return confusability(df, classes).idxmax()
@@ -67,6 +70,7 @@ def reduce_split(rows: pd.DataFrame, keep) -> pd.DataFrame:
     rows.insert(0, "index", np.arange(len(rows)))
     return rows[rows.label.isin(list(keep))].reset_index(drop=True)
 
+# %% ../nbs/05_class_removal.ipynb #77a621a6
 def class_counts(splits: dict) -> pd.DataFrame:
     "Clips per class and split (`splits`: name -> frame with a `label` column)."
     return pd.DataFrame({s: d.label.value_counts() for s, d in splits.items()}).fillna(0).astype(int)
@@ -74,14 +78,14 @@ def class_counts(splits: dict) -> pd.DataFrame:
 # %% ../nbs/05_class_removal.ipynb #6562f0a1
 def run_class_removal(run_dir, overwrite=False, **settings) -> dict:
     "Diagnose phase 1's validation confusions, drop `ClassRemovalConfig.remove_classes` (or `settings`'), write `class_removal/`."
-    cfg = make_config(ClassRemovalConfig, "05_class_removal", **settings)
     rp = RunPaths(run_dir); stage = rp.class_removal
+    cfg = make_config(ClassRemovalConfig, "05_class_removal", recorded=rp.done("class_removal").get("params"), **settings)
     if not is_done(rp.phase1): raise FileNotFoundError(f"{rp.phase1} has no finished phase 1: run 04_phase1 with run_dir={run_dir!r} first.")
     enc = LabelEncoder.load(rp.phase1/"labels.json")
     drop = parse_classes(cfg.remove_classes, enc.classes)
     params = config_record(cfg, removed=drop)
     if prepare_stage(stage, params, overwrite) == "skip":
-        print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")["result"]
+        print(f"{stage} is already finished with these parameters: nothing to do."); return done_record(stage)["result"]
     preds = pd.read_csv(rp.phase1/"valid_predictions.csv")
     diag = dict(recall=per_class_recall(preds, enc.classes).to_dict(), confusability=confusability(preds, enc.classes).to_dict(),
                 pairs=confused_pairs(preds, enc.classes).head(5).drop(columns=["a", "b"]).to_dict("records"),

@@ -4,20 +4,16 @@
 
 # %% ../nbs/00_core.ipynb #40a5dd56
 from __future__ import annotations
-import contextlib, dataclasses, datetime, hashlib, json, os, re, shutil, socket, tempfile
-from dataclasses import dataclass, field, asdict
+import contextlib, dataclasses, json, os, re, tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'LABEL_ALIASES', 'RECIPE_RUNGS',
-           'LADDER_RUNGS', 'STAGES', 'normalize_label', 'setting', 'DataConfig', 'TrainingConfig', 'Phase1Config',
-           'ClassRemovalConfig', 'Phase2Config', 'EvalConfig', 'LadderConfig', 'ScratchCNNConfig', 'cnn_settings',
-           'check_setting', 'make_config', 'config_record', 'stage_settings', 'settings_table', 'RunPaths',
-           'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'data_band_limit', 'params_hash', 'mark_done',
-           'is_done', 'prepare_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'get_device', 'get_precision',
-           'precision_args']
+__all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'INFERENCE_BATCH', 'LABEL_ALIASES',
+           'normalize_label', 'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'get_device',
+           'get_precision', 'precision_args', 'n_workers', 'parallel_map', 'parallel_imap']
 
 # %% ../nbs/00_core.ipynb #9a23e3c3
 CLASSES = ("belly_pain", "burping", "cold_hot", "discomfort", "hungry", "scared", "tired")
@@ -25,6 +21,7 @@ SAMPLE_RATE = 16_000
 CLIP_SECONDS = 3.0
 CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_SECONDS)
 DEFAULT_BACKBONE = "facebook/hubert-base-ls960"
+INFERENCE_BATCH = 16            # clips per forward pass when a model only predicts (no gradients): not a recipe setting
 
 # %% ../nbs/00_core.ipynb #084e3b6d
 LABEL_ALIASES = {
@@ -45,237 +42,6 @@ def normalize_label(name: str) -> str:
     if key in LABEL_ALIASES: return LABEL_ALIASES[key]
     return re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
 
-# %% ../nbs/00_core.ipynb #9535db33
-def setting(default, help: str = "", *, choices=None, ge=None, gt=None, le=None, lt=None, check=None):
-    "A recipe setting: its one default, what it means, and which values it allows (for `make_config`)."
-    return field(default=default, metadata=dict(help=help, choices=choices, ge=ge, gt=gt, le=le, lt=lt, check=check))
-
-def _split_ok(v):
-    if len(v) != 3 or min(v) < 0 or abs(sum(v) - 1) > 1e-6 or v[0] <= 0 or v[1] <= 0: return "three fractions train, valid, test >= 0 that sum to 1 (train and valid > 0)"
-
-def _range_ok(v):
-    if len(v) != 2 or v[0] > v[1]: return "two numbers, low <= high"
-
-@dataclass
-class DataConfig:
-    "01_data: audit, split and augmentation of the clips."
-    seed: int = setting(42, "seed of the split and of the augmentation", ge=0)
-    split: tuple = setting((0.70, 0.15, 0.15), "train, valid, test fractions, by recording source", check=_split_ok)
-    folds: int = setting(0, "0: the one split above; K >= 2: K-fold cross-validation over recording sources (test = one fold, "
-                            "valid = a grouped share of the others)", ge=0, check=lambda v: "0 or at least 2" if v == 1 else None)
-    drop_duplicates: bool = setting(True, "keep one copy of identical audio")
-    drop_augmented_copies: bool = setting(True, "drop `generated_...` files and near-identical (gain/noise) copies")
-    windows_per_clip: int = setting(1, "3 s windows taken from each long clip", ge=1)
-    balance: bool = setting(True, "augment minority classes up to the majority count (training split only)")
-    snr_db: tuple = setting((10.0, 30.0), "additive noise, signal-to-noise ratio range (dB)", check=_range_ok)
-    pitch_semitones: float = setting(2.0, "pitch shift range, +/- semitones", ge=0)
-    stretch: tuple = setting((0.8, 1.2), "time-stretch rate range", check=_range_ok)
-    gain_db: tuple = setting((-6.0, 6.0), "gain range (dB)", check=_range_ok)
-    shift_seconds: float = setting(0.5, "circular time shift range, +/- seconds", ge=0)
-    equalize_bandwidth: str = setting("auto", "low-pass every cached clip to the lowest native Nyquist frequency: 'auto' when the audit flags the sample rate as a shortcut", choices=("auto", "always", "never"))
-
-@dataclass
-class TrainingConfig:
-    "What both training phases set the same way: AdamW's decay and betas, label smoothing, selection, precision, seed, processes."
-    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms)", ge=0)
-    betas: tuple = setting((0.9, 0.999), "AdamW betas", check=lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v) else "two numbers in [0, 1)")
-    label_smoothing: float = setting(0.05, "cross-entropy label smoothing", ge=0, lt=1)
-    select_metric: str = setting("macro_f1", "validation metric for checkpoint choice and early stopping", choices=("macro_f1", "accuracy", "loss"))
-    precision: str = setting(None, "None: chosen from the hardware", choices=(None, "bf16", "fp16", "fp32"))
-    seed: int = setting(42, "seed of the initialisation and the data order", ge=0)
-    nproc: int = setting(None, "training processes, one per GPU, data-parallel (DDP); None: every visible GPU (1 without one)", ge=1)
-
-@dataclass
-class Phase1Config(TrainingConfig):
-    "04_phase1: an MLP head on a frozen backbone, seven classes."
-    backbone: str = setting(DEFAULT_BACKBONE, "a hub name, a local folder, or 'tiny' (random weights, for tests)")
-    pooling: str = setting("mean", "pooling over time (stats: mean and standard deviation)", choices=("mean", "max", "attention", "stats"))
-    head: str = setting("simple", "the head: an MLP, or a bottleneck adapter", choices=("simple", "improved", "adapter"))
-    epochs: int = setting(60, "maximum epochs", ge=1)
-    batch_size: int = setting(8, "clips per optimizer step, split evenly over the nproc processes", ge=1)
-    lr: float = setting(1e-4, "peak learning rate (AdamW)", gt=0)
-    warmup_ratio: float = setting(0.1, "share of the steps with a linear warm-up", ge=0, lt=1)
-    max_grad_norm: float = setting(1.0, "gradient clipping norm", gt=0)
-    patience: int = setting(15, "epochs without a better validation score before stopping", ge=1)
-    fast_path: bool = setting(True, "train the head on backbone outputs computed once")
-
-@dataclass
-class ClassRemovalConfig:
-    "05_class_removal: the classes dropped before phase 2."
-    remove_classes: tuple = setting(("hungry",), "classes to drop (a class the corpus does not have is noted and skipped)")
-
-@dataclass
-class Phase2Config(TrainingConfig):
-    "06_phase2: top six layers unfrozen with layer-wise LR decay and cosine warm restarts."
-    epochs: int = setting(30, "maximum epochs (a later run with more epochs continues from the best checkpoint)", ge=1)
-    batch_size: int = setting(8, "clips per optimizer step, split evenly over the nproc processes", ge=1)
-    head_lr: float = setting(5e-5, "learning rate of the head", gt=0)
-    top_layer_lr: float = setting(2e-5, "learning rate of the top encoder layer; each lower one x layer_decay", gt=0)
-    layer_decay: float = setting(0.95, "layer-wise learning-rate decay", gt=0, le=1)
-    projection_lr: float = setting(2.4e-5, "learning rate of the feature projection", gt=0)
-    lr_scale: float = setting(1.0, "multiplies every learning rate and eta_min", gt=0)
-    T_0: int = setting(5, "epochs to the first warm restart", ge=1)
-    T_mult: int = setting(2, "each cosine period is T_mult times the previous", ge=1)
-    eta_min: float = setting(1e-7, "lowest learning rate of the cosine", ge=0)
-    max_grad_norm: float = setting(0.5, "gradient clipping norm", gt=0)
-    patience: int = setting(7, "epochs without a better validation score before stopping", ge=1)
-    extended_patience: int = setting(10, "patience when continuing a finished shorter run", ge=1)
-    first_trainable_layer: int = setting(6, "encoder layers from this one up train", ge=0)
-    head: str = setting("improved", "the head of phase 2", choices=("simple", "improved", "adapter"))
-    cache_encoder: bool = setting(True, "train from the frozen conv encoder's output, computed once per clip")
-    speed: str = setting("recipe", "'fast': batch 256 with square-root-scaled learning rates and a warm-up", choices=("recipe", "fast"))
-    per_class_every: int = setting(5, "print per-class validation accuracy every N epochs (0: never)", ge=0)
-
-@dataclass
-class EvalConfig:
-    "07_evaluation: the test split, read once, with bootstrap intervals."
-    n_bootstrap: int = setting(1000, "bootstrap resamples for the intervals", ge=10)
-    bootstrap_by: str = setting("group", "resample recording sources ('group') or clips ('clip')", choices=("group", "clip"))
-    seed: int = setting(42, "seed of the bootstrap", ge=0)
-
-RECIPE_RUNGS = ("phase1", "phase2", "phase1-adapter", "phase1-stats")
-LADDER_RUNGS = ("majority", "stratified", "features+logreg", "features+lgbm", "embeddings+logreg", "embeddings+lgbm",
-                "cnn-scratch", *RECIPE_RUNGS)
-
-def _rungs_ok(v):
-    bad = [r for r in v if r not in LADDER_RUNGS]
-    if bad or not v: return f"a comma-separated list of the ladder's rungs {', '.join(LADDER_RUNGS)} (not {', '.join(bad) or 'none'})"
-
-@dataclass
-class LadderConfig:
-    "13_ladder: the baseline ladder, every rung on the same grouped folds and clips."
-    rungs: tuple = setting(LADDER_RUNGS, "the rungs to run (the recipe's need a cross-validated run: babycry-run --folds K)", check=_rungs_ok)
-    folds: int = setting(5, "outer grouped folds, when the data stage made none (a cross-validated run's own folds win)", ge=2)
-    n_trials: int = setting(50, "Optuna trials per tuned rung and outer fold", ge=1)
-    inner_folds: int = setting(3, "grouped inner folds (of the training folds) that score each trial", ge=2)
-    remove_classes: tuple = setting(None, "classes left out of every rung; None: those the recipe's class removal dropped (a cross-validated run), else none")
-    backbone: str = setting(DEFAULT_BACKBONE, "the frozen backbone of the embedding rungs: a hub name, a local folder, or 'tiny' (random weights)")
-    n_bootstrap: int = setting(1000, "bootstrap resamples (over recording sources) for each rung's intervals", ge=10)
-    seed: int = setting(42, "seed of the folds, the searches and the models", ge=0)
-
-@dataclass
-class ScratchCNNConfig(TrainingConfig):
-    "13_ladder's `cnn-scratch` rung: a small log-mel CNN from random initialisation, trained with the recipe's engine."
-    channels: tuple = setting((16, 32, 64), "output channels of the conv blocks (each halves time and frequency)")
-    n_mels: int = setting(40, "log-mel bands (up to 8 kHz)", ge=8)
-    hop: int = setting(320, "samples between spectrogram frames (320: 20 ms)", ge=16)
-    dropout: float = setting(0.3, "dropout before the linear layer", ge=0, lt=1)
-    epochs: int = setting(20, "maximum epochs", ge=1)
-    batch_size: int = setting(16, "clips per step", ge=1)
-    lr: float = setting(1e-3, "peak learning rate (AdamW)", gt=0)
-    warmup_ratio: float = setting(0.1, "share of the steps with a linear warm-up", ge=0, lt=1)
-    max_grad_norm: float = setting(1.0, "gradient clipping norm", gt=0)
-    patience: int = setting(5, "epochs without a better validation score before stopping", ge=1)
-    valid_folds: int = setting(5, "early stopping watches one of this many grouped splits of the training folds", ge=2)
-
-def cnn_settings(cnn) -> dict:
-    "`ScratchCNNConfig` overrides from a dict or its YAML text (`-p ladder.cnn \"{epochs: 10}\"`), checked before anything runs."
-    import yaml
-    d = yaml.safe_load(cnn) if isinstance(cnn, str) else dict(cnn or {})
-    if not isinstance(d, dict): raise ValueError(f"cnn={cnn!r} is not allowed: give ScratchCNNConfig settings as a mapping, e.g. {{epochs: 10}}")
-    make_config(ScratchCNNConfig, "13_ladder.cnn", **d)
-    return d
-
-
-# %% ../nbs/00_core.ipynb #32a72b0f
-_KINDS = {"bool": bool, "int": int, "float": float, "str": str, "tuple": tuple}
-
-def _coerce(value, kind, default):
-    "`value` (Python, or the text of a `-p`) as a value of `kind`; ValueError says what was expected."
-    if kind is bool:
-        if isinstance(value, bool): return value
-        if str(value).lower() in ("true", "false"): return str(value).lower() == "true"
-        raise ValueError("True or False")
-    if kind is tuple:
-        items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
-        inner = type(default[0]) if default else str
-        return tuple(str(v) if inner is str else _coerce(v, inner, None) for v in items)
-    if kind in (int, float):
-        if isinstance(value, bool): raise ValueError("a number")
-        try: v = float(value)
-        except (TypeError, ValueError): raise ValueError("a whole number" if kind is int else "a number") from None
-        if kind is int:
-            if not v.is_integer(): raise ValueError("a whole number")
-            return int(v)
-        return v
-    return str(value)
-
-def _limits(meta, v) -> str | None:
-    "What is wrong with `v` under a setting's choices, bounds and check (None if nothing)."
-    if meta["choices"] is not None: return None if v in meta["choices"] else "one of " + ", ".join(map(repr, meta["choices"]))
-    bounds = [(meta[k], op) for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if meta[k] is not None]
-    ok = {">=": lambda a: v >= a, ">": lambda a: v > a, "<=": lambda a: v <= a, "<": lambda a: v < a}
-    if not all(ok[op](a) for a, op in bounds): return "a value " + " and ".join(f"{op} {a}" for a, op in bounds)
-    return meta["check"](v) if meta["check"] else None
-
-def check_setting(cls, name: str, value, where: str = ""):
-    "`value` checked and converted for setting `name` of `cls`; the ValueError names the setting, the value and what is allowed."
-    fields, at = {f.name: f for f in dataclasses.fields(cls)}, f"{where}." if where else ""
-    if name not in fields: raise ValueError(f"{at}{name} is not a setting of {where or cls.__name__}; its settings are: {', '.join(fields)}")
-    f = fields[name]
-    if value is None: return f.default
-    try:
-        v = _coerce(value, _KINDS[str(f.type)], f.default)
-        why = _limits(f.metadata, v)
-    except ValueError as e: why = str(e)
-    if why: raise ValueError(f"{at}{name}={value!r} is not allowed: it must be {why} (the recipe's value is {f.default!r}).")
-    return v
-
-def make_config(cls, where: str = "", **settings):
-    "An instance of config `cls` from `settings` (None: the recipe's value), each one checked; unknown names are errors."
-    return cls(**{k: check_setting(cls, k, v, where) for k, v in settings.items()})
-
-def config_record(cfg, **extra) -> dict:
-    "`cfg`'s settings (and `extra`) as `done.json` records them: JSON types, so a reloaded record compares equal."
-    return json.loads(json.dumps(dict(asdict(cfg), **extra)))
-
-def stage_settings(cls, namespace: dict) -> dict:
-    "The settings of config `cls` that a stage notebook's parameters cell defines (pass `globals()`)."
-    return {f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.name in namespace}
-
-def settings_table(cls):
-    "The settings of config `cls`: name, the recipe's value, and what it means (a DataFrame)."
-    import pandas as pd
-    return pd.DataFrame([(f.name, repr(f.default), f.metadata.get("help", "")) for f in dataclasses.fields(cls)],
-                        columns=["setting", "recipe", "meaning"]).set_index("setting")
-
-
-# %% ../nbs/00_core.ipynb #38bf8c10
-STAGES = ("data", "phase1", "class_removal", "phase2", "eval")
-
-class RunPaths:
-    "Every path of a run directory, by name."
-    def __init__(self, run_dir): self.root = Path(run_dir)
-    def __repr__(self): return f"RunPaths({str(self.root)!r})"
-    def stage(self, name): return self.root/name
-    @property
-    def data(self): return self.root/"data"
-    @property
-    def manifest(self): return self.data/"manifest.csv"
-    @property
-    def audit(self): return self.data/"audit.json"
-    @property
-    def skipped(self): return self.data/"skipped.csv"
-    @property
-    def labels(self): return self.data/"labels.json"
-    @property
-    def cache(self): return self.data/"cache"
-    @property
-    def phase1(self): return self.root/"phase1"
-    @property
-    def class_removal(self): return self.root/"class_removal"
-    @property
-    def phase2(self): return self.root/"phase2"
-    @property
-    def eval(self): return self.root/"eval"
-    @property
-    def notebooks(self): return self.root/"notebooks"
-    @property
-    def cv(self): return self.root/"cv"
-    def fold(self, k): return RunPaths(self.root/"folds"/str(int(k)))
-    def model(self, stage): return self.stage(stage)/"model"
-    def history(self, stage): return self.stage(stage)/"history.json"
-
 # %% ../nbs/00_core.ipynb #fede75d9
 def _umask() -> int:
     m = os.umask(0); os.umask(m); return m
@@ -286,6 +52,7 @@ def usual_permissions(folder) -> Path:
         if p.is_file(): os.chmod(p, 0o666 & ~_umask())
     return Path(folder)
 
+# %% ../nbs/00_core.ipynb #873e95e0
 @contextlib.contextmanager
 def atomic_write(path, mode="w", **kwargs):
     "Open a temporary file next to `path` for writing; move it into place only if the block succeeds."
@@ -316,92 +83,12 @@ def save_json(obj, path, indent=2):
     with atomic_write(path, "w", encoding="utf-8") as f: json.dump(obj, f, indent=indent, default=_json_default)
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #c82ff230
 def load_json(path):
     "Read a JSON file, naming the file if it is missing."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first.")
     return json.loads(path.read_text(encoding="utf-8"))
-
-# %% ../nbs/00_core.ipynb #0a8efebf
-def data_band_limit(run_dir) -> float | None:
-    "The low-pass (Hz) the data stage of `run_dir` applied to every cached clip (`band_limit` in data/audit.json), or None."
-    return (load_json(RunPaths(run_dir).audit).get("band_limit") or {}).get("hz")
-
-# %% ../nbs/00_core.ipynb #c6148a5d
-def params_hash(params: dict) -> str:
-    "A short, stable hash of a parameter dict."
-    blob = json.dumps(params, sort_keys=True, default=_json_default)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-def mark_done(stage_dir, params: dict, **extra):
-    "Record that the stage in `stage_dir` finished with `params`."
-    rec = dict(params=params, params_hash=params_hash(params),
-               finished=datetime.datetime.now().isoformat(timespec="seconds"), **extra)
-    return save_json(rec, Path(stage_dir)/"done.json")
-
-def is_done(stage_dir) -> bool:
-    "Did the stage in `stage_dir` finish?"
-    return (Path(stage_dir)/"done.json").exists()
-
-# %% ../nbs/00_core.ipynb #8ceffbe5
-def prepare_stage(stage_dir, params: dict, overwrite=False) -> str:
-    "Decide what to do with `stage_dir`: 'skip' (finished, same params), 'resume', or 'fresh'."
-    stage_dir = Path(stage_dir)
-    if is_done(stage_dir):
-        old = load_json(stage_dir/"done.json")
-        if old.get("params_hash") == params_hash(params) and not overwrite: return "skip"
-        if not overwrite:
-            changed = sorted(k for k in set(old.get("params", {})) | set(params)
-                             if old.get("params", {}).get(k) != params.get(k))
-            raise FileExistsError(
-                f"{stage_dir} already holds a finished stage run with other parameters (changed: {changed}). "
-                "Use a new run_dir, or pass overwrite=True to keep the old one under a timestamped name and start again.")
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        shutil.move(str(stage_dir), str(stage_dir.with_name(f"{stage_dir.name}.old-{stamp}")))
-    if stage_dir.exists() and any(stage_dir.iterdir()): return "resume"
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    return "fresh"
-
-# %% ../nbs/00_core.ipynb #410f3c97
-def new_run_dir(base="runs", name=None) -> Path:
-    "A fresh, not yet existing run directory under `base` (timestamped when `name` is None)."
-    name = name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    cand, i = Path(base)/name, 1
-    while cand.exists():
-        i += 1; cand = Path(base)/f"{name}-{i}"
-    return cand
-
-# %% ../nbs/00_core.ipynb #aad01175
-class RunLocked(RuntimeError):
-    "Another live process holds the run directory."
-
-def _alive(pid: int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return True
-
-def _take_lock(path: Path, me: dict) -> bool:
-    try: fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError: return False
-    with os.fdopen(fd, "w") as f: json.dump(me, f)
-    return True
-
-@contextlib.contextmanager
-def run_lock(run_dir, what: str = "babycry-run"):
-    "Hold `<run_dir>/.lock` for the block; raise `RunLocked` naming the holder if a live process has it."
-    path = Path(run_dir)/".lock"; path.parent.mkdir(parents=True, exist_ok=True)
-    me = dict(pid=os.getpid(), host=socket.gethostname(), started=datetime.datetime.now().isoformat(timespec="seconds"), what=what)
-    while not _take_lock(path, me):
-        try: old = json.loads(path.read_text())
-        except (OSError, ValueError): old = {}
-        if old.get("host") == me["host"] and not _alive(int(old.get("pid", 0)) or 0):
-            print(f"note: taking over a stale lock on {run_dir} (pid {old.get('pid')}, started {old.get('started')}, no longer running)")
-            path.unlink(missing_ok=True); continue
-        raise RunLocked(f"{run_dir} is in use by {old.get('what', 'another process')} (pid {old.get('pid')} on {old.get('host')}, "
-                        f"since {old.get('started')}): wait for it to finish, or use another run directory.")
-    try: yield path
-    finally: path.unlink(missing_ok=True)
 
 # %% ../nbs/00_core.ipynb #413ed054
 def get_device(prefer: str | None = None):
@@ -412,6 +99,7 @@ def get_device(prefer: str | None = None):
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
     return torch.device("cpu")
 
+# %% ../nbs/00_core.ipynb #1cb07caa
 def get_precision(device=None) -> str:
     "'bf16' on GPUs that support it, 'fp16' on older CUDA GPUs, else 'fp32'."
     import torch
@@ -419,7 +107,33 @@ def get_precision(device=None) -> str:
     if device.type != "cuda": return "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
+# %% ../nbs/00_core.ipynb #8e423aec
 def precision_args(precision: str) -> dict:
     "TrainingArguments flags for a precision name (fp16 turns on the grad scaler)."
     if precision not in ("bf16", "fp16", "fp32"): raise ValueError(f"precision must be bf16, fp16 or fp32, not {precision!r}")
     return dict(bf16=precision == "bf16", fp16=precision == "fp16")
+
+# %% ../nbs/00_core.ipynb #77dc80e1
+def n_workers(workers) -> int:
+    "The number of worker processes: `workers`, or one per core when None."
+    return max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+
+# %% ../nbs/00_core.ipynb #3d58a454
+def parallel_map(fn, items, workers=None, desc=None) -> list:
+    "`[fn(i) for i in items]` on `workers` processes (joblib), in order, with a tqdm bar."
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+    items, w = list(items), n_workers(workers)
+    if w == 1 or len(items) < 2: return [fn(i) for i in tqdm(items, desc=desc, leave=False)]
+    gen = Parallel(n_jobs=w, return_as="generator", batch_size="auto")(delayed(fn)(i) for i in items)
+    return list(tqdm(gen, total=len(items), desc=desc, leave=False))
+
+# %% ../nbs/00_core.ipynb #fa8762ba
+def parallel_imap(fn, items, workers=None, desc=None):
+    "`fn(i)` for each of `items` on `workers` processes (joblib), yielded in order as they finish, with a tqdm bar."
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+    items = list(items); w = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    if w == 1 or len(items) < 2: yield from (fn(i) for i in tqdm(items, desc=desc, leave=False)); return
+    gen = Parallel(n_jobs=w, return_as="generator", batch_size="auto")(delayed(fn)(i) for i in items)
+    yield from tqdm(gen, total=len(items), desc=desc, leave=False)

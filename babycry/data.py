@@ -4,685 +4,26 @@
 
 # %% ../nbs/01_data.ipynb #22c898cf
 from __future__ import annotations
-import contextlib, hashlib, os, random, re, shutil, tempfile, time, uuid, warnings, zlib
+import dataclasses, shutil, time, warnings
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
-import soxr
 
-from .core import (CLASSES, SAMPLE_RATE, CLIP_SAMPLES, DataConfig, RunPaths, atomic_write, save_json, load_json,
-                          params_hash, mark_done, prepare_stage, normalize_label, make_config, config_record)
+from .core import CLASSES, CLIP_SAMPLES, atomic_write, save_json, load_json, parallel_imap, parallel_map
+from .config import DataConfig, make_config, config_record
+from .rundir import RunPaths, done_record, params_hash, mark_done, prepare_stage
+from .audio import AUDIO_EXTS, as_array, band_limit, clip_windows
+from .corpus import LAYOUT_HELP, discover, walk_files
+from .audit import audit_files, decide_band_limit, scan_file
+from .splits import SPLITS, assign_folds, check_folds, check_split, fold_split, split_groups
+from .augment import augment, item_rng
+from .demo import make_demo_corpus
 
 # %% auto #0
-__all__ = ['CLASS_VOICES', 'DAC_TAGS', 'AV_CODECS', 'DEMO_RATES', 'DEMO_SHARE', 'AUDIO_EXTS', 'KNOWN_LABELS', 'DAC_RE',
-           'AUG_NAME_RE', 'LAYOUT_HELP', 'MIN_SECONDS', 'SILENCE_DBFS', 'QUIET_DBFS', 'ENV_HOP_S', 'SPLITS',
-           'CACHE_VERSION', 'MANIFEST_COLUMNS', 'synth_cry', 'write_av', 'make_demo_corpus', 'parse_dac_name',
-           'file_md5', 'walk_files', 'discover', 'AudioDecodeError', 'read_audio', 'resample', 'load_audio',
-           'band_limit', 'high_band_share', 'envelope', 'fingerprint', 'parallel_imap', 'candidate_pairs',
-           'similar_pairs', 'cramers_v', 'probe_file', 'parallel_map', 'scan_file', 'find_copies', 'audit_files',
-           'decide_band_limit', 'audit_table', 'split_groups', 'check_split', 'groups_per_class', 'assign_folds',
-           'check_folds', 'fold_split', 'fix_length', 'clip_windows', 'augmenter', 'applied', 'seeded_globals',
-           'augment', 'item_rng', 'NpyRows', 'build_split', 'cache_key', 'save_split', 'cached_split', 'demo_data_dir',
-           'run_data_stage', 'plot_class_counts', 'plot_mel', 'plot_examples', 'explorer']
-
-# %% ../nbs/01_data.ipynb #24973583
-CLASS_VOICES = {  # f0 (Hz), glide (fraction over a burst), contour, burst and gap (s), harmonic rolloff, noise, vibrato (Hz, depth)
-    "belly_pain": dict(f0=600, glide=0.25, contour="rise", burst=(1.0, 1.8), gap=(0.10, 0.25), rolloff=0.75, noise=0.04, vib=(6, 0.03)),
-    "burping":    dict(f0=260, glide=-0.05, contour="flat", burst=(0.12, 0.30), gap=(0.25, 0.5), rolloff=0.50, noise=0.35, vib=(0, 0.0)),
-    "cold_hot":   dict(f0=380, glide=0.0, contour="flat", burst=(0.5, 0.9), gap=(0.30, 0.6), rolloff=0.60, noise=0.10, vib=(12, 0.07)),
-    "discomfort": dict(f0=460, glide=-0.30, contour="fall", burst=(0.6, 1.0), gap=(0.20, 0.4), rolloff=0.65, noise=0.08, vib=(4, 0.02)),
-    "hungry":     dict(f0=420, glide=0.30, contour="arch", burst=(0.35, 0.6), gap=(0.12, 0.25), rolloff=0.70, noise=0.05, vib=(0, 0.0)),
-    "scared":     dict(f0=760, glide=-0.10, contour="fall", burst=(0.2, 0.45), gap=(0.04, 0.12), rolloff=0.55, noise=0.15, vib=(9, 0.08)),
-    "tired":      dict(f0=320, glide=-0.20, contour="fall", burst=(0.8, 1.4), gap=(0.5, 1.0), rolloff=0.45, noise=0.30, vib=(3, 0.02)),
-}
-DAC_TAGS = {"belly_pain": "bp", "burping": "bu", "cold_hot": "ch", "discomfort": "dc", "hungry": "hu", "scared": "sc",
-            "tired": "ti", "lonely": "lo", "unknown": "dk"}
-
-def synth_cry(label: str, seconds: float, sr: int, rng, pitch: float = 1.0) -> np.ndarray:
-    "Synthesise `seconds` of a cry of class `label` at rate `sr` (float32 mono, peak about 0.5-0.9)."
-    v, n = CLASS_VOICES[label], int(seconds * sr)
-    y, t0 = np.zeros(n, np.float32), rng.uniform(0.0, 0.2)
-    while t0 < seconds:
-        d = min(rng.uniform(*v["burst"]), seconds - t0)
-        m = int(d * sr)
-        if m < 16: break
-        u = np.linspace(0, 1, m, endpoint=False)
-        shape = {"rise": u, "fall": u, "flat": 0 * u, "arch": np.sin(np.pi * u)}[v["contour"]]
-        f = v["f0"] * pitch * rng.uniform(0.95, 1.05) * (1 + v["glide"] * shape)
-        f = f * (1 + v["vib"][1] * np.sin(2 * np.pi * v["vib"][0] * u * d))
-        phase = 2 * np.pi * np.cumsum(f) / sr
-        src = sum(v["rolloff"] ** k * np.sin((k + 1) * phase) for k in range(12) if (k + 1) * f.max() < 0.45 * sr)
-        env = np.sin(np.pi * u) ** 0.5 * np.minimum(1, u * d / 0.03)
-        burst = env * (src + v["noise"] * rng.standard_normal(m) * 3)
-        i = int(t0 * sr); y[i:i + m] += burst.astype(np.float32)
-        t0 += d + rng.uniform(*v["gap"])
-    y += 0.003 * rng.standard_normal(n).astype(np.float32)      # room noise
-    return (y / (np.abs(y).max() + 1e-9) * rng.uniform(0.5, 0.9)).astype(np.float32)
-
-# %% ../nbs/01_data.ipynb #f700e15f
-AV_CODECS = {".mp3": ("mp3", "libmp3lame", "s16p"), ".m4a": ("mp4", "aac", "fltp"), ".caf": ("caf", "adpcm_ima_qt", "s16p"),
-             ".3gp": ("3gp", "libopencore_amrnb", "s16")}
-
-def write_av(path, x: np.ndarray, sr: int):
-    "Encode mono float audio `x` at `sr` to `path` with PyAV (mp3, m4a/AAC, caf/IMA-ADPCM, 3gp/AMR-NB at 8 kHz)."
-    import av
-    fmt, codec, sample_fmt = AV_CODECS[Path(path).suffix.lower()]
-    with av.open(str(path), "w", format=fmt) as out:
-        st = out.add_stream(codec, rate=sr)
-        st.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(np.clip(x, -1, 1).astype(np.float32)[None], format="flt", layout="mono")
-        frame.sample_rate = sr
-        rs = av.AudioResampler(format=sample_fmt, layout="mono", rate=sr)
-        for fr in rs.resample(frame) + rs.resample(None):
-            for pkt in st.encode(fr): out.mux(pkt)
-        for pkt in st.encode(None): out.mux(pkt)
-    return Path(path)
-
-def _can_write(ext) -> bool:
-    try:
-        with tempfile.TemporaryDirectory() as d: write_av(Path(d)/f"t{ext}", np.zeros(16000, np.float32), 16000 if ext != ".3gp" else 8000)
-        return True
-    except Exception: return False
-
-# %% ../nbs/01_data.ipynb #28d7b710
-DEMO_RATES = (8000, 16000, 22050, 44100)
-DEMO_SHARE = {"hungry": 1.5, "burping": 0.75, "cold_hot": 0.75}   # x n_per_class: an imbalance for balancing to fix
-
-def _dac_name(rng, baby, tag, ext):
-    ts = 1430000000000 + int(rng.integers(0, 10**10))
-    return f"{baby['uuid']}-{ts}-1.7-{baby['gender']}-{baby['age']}-{tag}{ext}"
-
-def _write(path, x, sr):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix in AV_CODECS: return write_av(path, x, sr)
-    sf.write(path, x, sr, subtype="VORBIS" if path.suffix == ".ogg" else None)
-    return path
-
-def make_demo_corpus(path, n_per_class=24, seed=0, bad_files=True) -> Path:
-    "Write a small synthetic cry corpus (7 class folders, Donate-a-Cry names, mixed formats and rates) to `path`."
-    path, rng = Path(path), np.random.default_rng(seed)
-    exts = [".wav", ".flac", ".ogg"] + [e for e in (".mp3", ".m4a") if _can_write(e)]
-    new_baby = lambda: dict(uuid=str(uuid.UUID(bytes=rng.bytes(16), version=4)), gender=rng.choice(["m", "f"]),
-                            age=rng.choice(["04", "48", "26", "72"]), pitch=rng.uniform(0.85, 1.15))
-    files = {}
-    for label in CLASSES:
-        n = max(3, round(n_per_class * DEMO_SHARE.get(label, 1.0)))
-        babies = [new_baby() for _ in range(max(3, -(-n // 3)))]
-        if label == "tired": babies[0] = files["hungry"][0][1]          # one baby recorded in two classes
-        for i in range(n):
-            baby, ext, sr = babies[i % len(babies)], rng.choice(exts), int(rng.choice(DEMO_RATES))
-            x = synth_cry(label, rng.uniform(1.5, 6.0), sr, rng, baby["pitch"])
-            p = _write(path/label/_dac_name(rng, baby, DAC_TAGS[label], ext), x, sr)
-            files.setdefault(label, []).append((p, baby, x, sr))
-    if bad_files:
-        hb = files["hungry"][0][1]
-        (path/"hungry"/_dac_name(rng, hb, "hu", ".wav")).write_bytes(b"RIFF" + rng.bytes(2000))            # corrupt
-        (path/"discomfort"/_dac_name(rng, new_baby(), "dc", ".flac")).write_bytes(b"")                      # empty
-        _write(path/"burping"/_dac_name(rng, files["burping"][0][1], "bu", ".wav"), synth_cry("burping", 0.2, 16000, rng), 16000)
-        _write(path/"tired"/_dac_name(rng, files["tired"][1][1], "ti", ".wav"), np.zeros(32000, np.float32), 16000)  # silent
-        src = files["scared"][0][0]; shutil.copyfile(src, path/"cold_hot"/src.name)        # byte copy under a second class
-        p, baby, x, sr = files["hungry"][0]                                                 # same recording, another rate
-        sr2 = 16000 if sr != 16000 else 22050
-        _write(path/"hungry"/_dac_name(rng, baby, "hu", ".wav"), soxr.resample(x, sr, sr2), sr2)
-        p, baby, x, sr = files["belly_pain"][0]                                             # a pre-augmented copy
-        y = 0.8 * x + 0.01 * rng.standard_normal(len(x)).astype(np.float32)
-        _write(path/"belly_pain"/f"generated_{p.stem}_1.wav", y, sr)
-        _write(path/_dac_name(rng, new_baby(), "lo", ".wav"), synth_cry("hungry", 2.0, 8000, rng), 8000)  # not a class
-    return path
-
-# %% ../nbs/01_data.ipynb #a62ab7be
-AUDIO_EXTS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".caf", ".3gp", ".amr", ".m4a", ".mp4", ".aac",
-              ".aif", ".aiff", ".au", ".webm", ".wma")
-KNOWN_LABELS = CLASSES + ("lonely", "unknown")
-DAC_RE = re.compile(r"(?P<uuid>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-(?P<timestamp>\d+)-"
-                    r"(?P<version>[\d.]+)-(?P<gender>[mf])-(?P<age>\d+)-(?P<tag>[a-z]+)$", re.I)
-AUG_NAME_RE = re.compile(r"(?:^|[_\-. ])(generated|augmented|aug)(?=$|[_\-. \d])", re.I)
-LAYOUT_HELP = ("Expected one of these layouts:\n"
-               "  <data_dir>/<class>/<file>.wav        class folders (Kaggle baby-cry layout), e.g. hungry/a.wav, belly_pain/b.ogg\n"
-               "  <data_dir>/<uuid>-<timestamp>-<version>-<gender>-<age>-<tag>.<ext>   Donate-a-Cry names, tags "
-               "hu bu bp dc ti lo ch sc dk\n"
-               f"with at least two of the classes {', '.join(CLASSES)} and audio files ending in {' '.join(AUDIO_EXTS)}.")
-
-def parse_dac_name(name: str) -> dict | None:
-    "The fields of a Donate-a-Cry file name (uuid lower-cased, tag normalised to a label), or None."
-    m = DAC_RE.search(Path(name).stem)
-    if m is None: return None
-    d = m.groupdict()
-    return {**d, "uuid": d["uuid"].lower(), "label": normalize_label(d["tag"])}
-
-# %% ../nbs/01_data.ipynb #8fd4a430
-def file_md5(path, chunk=1 << 20) -> str:
-    "md5 of a file's bytes."
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(chunk), b""): h.update(b)
-    return h.hexdigest()
-
-def _folder_label(rel: Path) -> str:
-    "The innermost parent folder that names a known label, else the top folder's name ('' for files at the top)."
-    parents = rel.parts[:-1]
-    for p in reversed(parents):
-        if normalize_label(p) in KNOWN_LABELS: return normalize_label(p)
-    return normalize_label(parents[0]) if parents else ""
-
-def _group(rel: Path, dac: dict | None) -> str:
-    if dac: return dac["uuid"]
-    parents = rel.parts[:-1]
-    for i, p in enumerate(parents):
-        if normalize_label(p) in KNOWN_LABELS and i + 1 < len(parents): return "/".join(parents[:i + 2])
-    return "file:" + rel.as_posix()
-
-def walk_files(root) -> list:
-    "Every file under `root`, hidden ones left out, following symbolic links to folders (each real folder once)."
-    root, out, seen = Path(root), [], set()
-    for d, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(d)
-        if real in seen: dirs[:] = []; continue                      # a link back up the tree, or a second link to one folder
-        seen.add(real)
-        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-        out += [Path(d)/f for f in files if not f.startswith(".") and os.path.isfile(os.path.join(d, f))]
-    return sorted(out)
-
-def discover(data_dir) -> pd.DataFrame:
-    "One row per audio file under `data_dir`: path, label, group, folder_label, tag_label, name_augmented, md5."
-    root = Path(data_dir) if data_dir is not None else None
-    if root is None or not root.is_dir():
-        raise FileNotFoundError(f"data_dir {str(data_dir)!r} is not a folder. {LAYOUT_HELP}")
-    paths = [p for p in walk_files(root) if p.suffix.lower() in AUDIO_EXTS]
-    if not paths: raise ValueError(f"No audio files found under {root}. {LAYOUT_HELP}")
-    rows = []
-    for p in paths:
-        rel = p.relative_to(root); dac = parse_dac_name(p.name); folder = _folder_label(rel)
-        tag = dac["label"] if dac else ""
-        rows.append(dict(path=str(p.resolve()), label=folder or tag, group=_group(rel, dac), folder_label=folder,
-                         tag_label=tag, name_augmented=bool(AUG_NAME_RE.search(p.stem)), md5=file_md5(p)))
-    return pd.DataFrame(rows)
-
-# %% ../nbs/01_data.ipynb #cf285f78
-class AudioDecodeError(ValueError):
-    "A file that neither soundfile nor PyAV could decode."
-
-def _read_av(path):
-    import av
-    chunks, sr = [], None
-    with av.open(str(path)) as c:
-        st = next((s for s in c.streams if s.type == "audio"), None)
-        if st is None: raise AudioDecodeError("no audio stream")
-        rs = av.AudioResampler(format="fltp")                       # float planar, keeps rate and channels
-        for fr in c.decode(st):
-            for f in rs.resample(fr): chunks.append(f.to_ndarray()); sr = f.sample_rate
-        for f in rs.resample(None): chunks.append(f.to_ndarray())
-    if not chunks: raise AudioDecodeError("no audio samples")
-    return np.concatenate(chunks, axis=1).T.astype(np.float32), sr
-
-def read_audio(path) -> tuple[np.ndarray, int]:
-    "Decode `path` at its own rate: (float32 [time, channels], sample rate); soundfile first, then PyAV."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path} does not exist")
-    if path.stat().st_size == 0: raise AudioDecodeError(f"{path}: file is empty (0 bytes)")
-    short = lambda e: str(e).replace(f"Error opening {str(path)!r}: ", "").replace(f": {str(path)!r}", "").strip()
-    try: x, sr = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as e:
-        sf_err = short(e)
-        try: x, sr = _read_av(path)
-        except Exception as e:
-            raise AudioDecodeError(f"{path}: cannot decode (soundfile: {sf_err}; PyAV: {short(e)}). "
-                                   "Re-encode it (e.g. to wav) or remove it.") from None
-    if len(x) == 0: raise AudioDecodeError(f"{path}: no audio samples")
-    bad = int(x.size - np.isfinite(x).sum())
-    if bad: raise AudioDecodeError(f"{path}: {bad} of {x.size} samples are NaN or infinite (a broken float file): "
-                                   "re-export it or remove it.")
-    return x, sr
-
-def resample(x: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
-    "Resample a mono float array with soxr (high quality); a no-op at equal rates."
-    return x.astype(np.float32) if sr_in == sr_out else soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32)
-
-def load_audio(path, sr: int = SAMPLE_RATE) -> np.ndarray:
-    "Decode any supported file to float32 mono at `sr` (raises `AudioDecodeError` naming the file)."
-    x, sr0 = read_audio(path)
-    return resample(x.mean(axis=1), sr0, sr)
-
-# %% ../nbs/01_data.ipynb #0a7d013e
-def band_limit(x: np.ndarray, hz: float | None, sr: int = SAMPLE_RATE) -> np.ndarray:
-    "Low-pass `x` (rate `sr`) at `hz` by resampling down to `2*hz` and back up with soxr; unchanged if `hz` is None or >= sr/2."
-    x = np.asarray(x, np.float32)
-    if hz is None or 2 * hz >= sr or len(x) == 0: return x
-    y = resample(resample(x, sr, int(round(2 * hz))), int(round(2 * hz)), sr)[:len(x)]
-    return np.pad(y, (0, len(x) - len(y))) if len(y) < len(x) else y
-
-def high_band_share(x: np.ndarray, sr: int = SAMPLE_RATE, hz: float = 4000) -> float:
-    "The share of the energy of `x` (rate `sr`) above `hz` (0 for a silent clip)."
-    P = np.abs(np.fft.rfft(np.asarray(x, np.float64))) ** 2
-    return float(P[np.fft.rfftfreq(len(x), 1 / sr) > hz].sum() / P.sum()) if P.sum() > 0 else 0.0
-
-# %% ../nbs/01_data.ipynb #c84787ab
-MIN_SECONDS = 0.5           # shorter clips would be mostly padding in a 3 s window
-SILENCE_DBFS = -50.0        # peak below this: silent (dropped)
-QUIET_DBFS = -50.0          # RMS below this: quiet (reported, kept: the model normalises each clip)
-ENV_HOP_S = 0.02            # envelope frame (s)
-
-def _band(x, sr=SAMPLE_RATE): return resample(x, sr, 8000)
-
-def _wave(src) -> np.ndarray:
-    "A clip given as an array or as the path of a `.npy` file that holds it."
-    return np.load(src) if isinstance(src, (str, Path)) else np.asarray(src)
-
-def envelope(x: np.ndarray, sr: int = SAMPLE_RATE, hop_s: float = 0.02) -> np.ndarray:
-    "RMS envelope of the 0-4 kHz band in `hop_s` frames."
-    b, h = _band(x, sr), int(8000 * hop_s)
-    n = len(b) // h
-    return np.sqrt((b[:n * h].reshape(n, h) ** 2).mean(1) + 1e-12)
-
-def fingerprint(x: np.ndarray, sr: int = SAMPLE_RATE, max_s: float = 30.0) -> dict:
-    "What the copy search keeps of a clip: its duration and its mean-removed, unit-norm envelope (first `max_s` s)."
-    e = envelope(x, sr, ENV_HOP_S)[:int(max_s / ENV_HOP_S)].astype(np.float32)
-    e = e - e.mean(); nrm = np.linalg.norm(e)
-    return dict(seconds=len(x) / sr, env=e / nrm if nrm > 1e-6 else np.zeros_like(e))
-
-def _aligned_corr(a, b, max_lag):
-    "Correlation of `a` and `b` at the lag (within ±`max_lag` samples) that best aligns them, on their overlap."
-    from scipy import fft
-    m = fft.next_fast_len(len(a) + len(b) - 1, real=True)
-    c = fft.irfft(fft.rfft(a, m) * np.conj(fft.rfft(b, m)), m)       # c[L mod m] = sum a[t + L] b[t]
-    lags = np.arange(-max_lag, max_lag + 1)
-    lags = lags[(lags > -len(b)) & (lags < len(a))]
-    L = int(lags[np.argmax(c[lags % m])])
-    a2, b2 = (a[L:], b) if L >= 0 else (a, b[-L:])
-    n = min(len(a2), len(b2)); a2, b2 = a2[:n], b2[:n]
-    return float(a2 @ b2 / (np.linalg.norm(a2) * np.linalg.norm(b2) + 1e-12))
-
-def parallel_imap(fn, items, workers=None, desc=None):
-    "`fn(i)` for each of `items` on `workers` processes (joblib), yielded in order as they finish, with a tqdm bar."
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-    items = list(items); w = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
-    if w == 1 or len(items) < 2: yield from (fn(i) for i in tqdm(items, desc=desc, leave=False)); return
-    gen = Parallel(n_jobs=w, return_as="generator", batch_size="auto")(delayed(fn)(i) for i in items)
-    yield from tqdm(gen, total=len(items), desc=desc, leave=False)
-
-# %% ../nbs/01_data.ipynb #089f0148
-def _env_rows(envs, pad, width=None, step=1) -> np.ndarray:
-    "Envelopes as float32 rows zero-padded by `pad` frames each side; with `step` > 1 pooled, cut to `width` and renormalised."
-    if step > 1: envs = [np.add.reduceat(e, np.arange(0, len(e), step))[:width] if len(e) else e for e in envs]
-    width = max(map(len, envs), default=0) if width is None else width
-    M = np.zeros((len(envs), width + 2 * pad), np.float32)
-    for r, e in enumerate(envs):
-        nrm = np.linalg.norm(e) if step > 1 else 1.0
-        if nrm > 1e-6: M[r, pad:pad + len(e)] = e / nrm
-    return M
-
-def _lag_corr(M, I, J, pad, chunk=4096) -> np.ndarray:
-    "For each pair (I[k], J[k]) of rows of `M`, the largest dot product of row I[k] with row J[k] shifted by up to `pad`."
-    W, out = M.shape[1] - 2 * pad, np.zeros(len(I), np.float32)
-    for a in range(0, len(I), chunk):
-        A, B = M[I[a:a + chunk], pad:pad + W], M[J[a:a + chunk]]
-        out[a:a + chunk] = np.max([np.einsum("ij,ij->i", A, B[:, pad + l:pad + l + W]) for l in range(-pad, pad + 1)], axis=0)
-    return out
-
-def candidate_pairs(fps: list, env_thresh=0.8, max_dt=0.5, max_lag_s=0.3, k=4, step=5, width=128, block=512) -> pd.DataFrame:
-    "Pairs (i < j, env_corr) of fingerprints within `max_dt` s whose envelopes correlate ≥ `env_thresh`, among each clip's top `k`."
-    n, lag = len(fps), int(round(max_lag_s / ENV_HOP_S))
-    if n < 2: return pd.DataFrame({"i": [], "j": [], "env_corr": []}).astype({"i": int, "j": int})
-    dur, cl, kk = np.array([f["seconds"] for f in fps]), -(-lag // step), min(k, n - 1)
-    C = _env_rows([f["env"] for f in fps], cl, width, step)
-    shifted = [np.ascontiguousarray(C[:, cl + l:cl + l + width]) for l in range(-cl, cl + 1)]
-    I, J = [], []
-    for a in range(0, n, block):
-        rows = np.arange(a, min(a + block, n))
-        Q = shifted[cl][rows]; S = Q @ shifted[0].T                                  # best coarse shift, block x n
-        for D in shifted[1:]: np.maximum(S, Q @ D.T, out=S)
-        S[np.abs(dur[rows, None] - dur[None]) > max_dt] = -np.inf
-        S[np.arange(len(rows)), rows] = -np.inf
-        top = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
-        ok = np.isfinite(np.take_along_axis(S, top, 1))
-        I.append(np.repeat(rows, kk)[ok.ravel()]); J.append(top[ok])
-    P = np.unique(np.sort(np.stack([np.concatenate(I), np.concatenate(J)], 1), axis=1), axis=0).reshape(-1, 2)
-    ec = _lag_corr(_env_rows([f["env"] for f in fps], lag), P[:, 0], P[:, 1], lag)   # exact: 20 ms frames, ±0.3 s
-    keep = ec >= env_thresh
-    return pd.DataFrame({"i": P[keep, 0].astype(int), "j": P[keep, 1].astype(int), "env_corr": ec[keep].astype(float)})
-
-# %% ../nbs/01_data.ipynb #959b0a2f
-def _verify_job(job):
-    "Waveform correlations of one clip with each of its candidates (clips as arrays or `.npy` paths)."
-    src, others, sr, max_lag = job
-    a = _band(_wave(src), sr)
-    return [_aligned_corr(a, _band(_wave(o), sr), max_lag) for o in others]
-
-def similar_pairs(waves: list, sr: int = SAMPLE_RATE, env_thresh=0.8, wave_thresh=0.98, near_thresh=0.5, max_dt=0.5,
-                  max_lag_s=0.3, max_s=30.0, k=4, fingerprints=None, workers=1) -> pd.DataFrame:
-    "Pairs (i, j, kind, env_corr, wave_corr) of clips with the same ('same_audio') or nearly the same ('near_copy') audio."
-    cols = ["i", "j", "kind", "env_corr", "wave_corr"]
-    if len(waves) < 2: return pd.DataFrame(columns=cols)
-    fps = fingerprints if fingerprints is not None else [fingerprint(_wave(w), sr, max_s) for w in waves]
-    cand = candidate_pairs(fps, env_thresh, max_dt, max_lag_s, k)
-    jobs = [(waves[i], [waves[j] for j in g.j], sr, int(max_lag_s * 8000)) for i, g in cand.groupby("i", sort=True)]
-    wc = [c for cs in parallel_imap(_verify_job, jobs, workers, desc="checking copies") for c in cs]
-    cand = cand.assign(wave_corr=np.asarray(wc, float))
-    cand = cand[cand.wave_corr >= near_thresh]
-    kind = np.where(cand.wave_corr >= wave_thresh, "same_audio", "near_copy")
-    return cand.assign(kind=kind)[cols].reset_index(drop=True)
-
-# %% ../nbs/01_data.ipynb #b0b9781f
-def cramers_v(a, b) -> float:
-    "Cramér's V between two categorical sequences (0 when either has a single level)."
-    from scipy.stats import chi2_contingency
-    t = pd.crosstab(pd.Series(list(a)), pd.Series(list(b)))
-    if min(t.shape) < 2: return 0.0
-    chi2 = chi2_contingency(t, correction=False)[0]
-    return float(np.sqrt(chi2 / (t.values.sum() * (min(t.shape) - 1))))
-
-# %% ../nbs/01_data.ipynb #141113ef
-def probe_file(path, sr: int = SAMPLE_RATE) -> dict:
-    "Decode `path` and measure it: native rate, channels, duration, RMS and peak dBFS, the 16 kHz mono audio (or the error)."
-    try: x, sr0 = read_audio(path)
-    except Exception as e: return dict(path=str(path), error=str(e))
-    y = resample(x.mean(axis=1), sr0, sr)
-    rms = float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) if len(y) else 0.0
-    peak = float(np.abs(x).max()) if x.size else 0.0
-    return dict(path=str(path), error="", sample_rate=int(sr0), channels=int(x.shape[1]), duration_s=round(len(x) / sr0, 4),
-                rms_db=float(20 * np.log10(rms + 1e-12)), peak_db=float(20 * np.log10(peak + 1e-12)), audio=y)
-
-def _n_workers(workers): return max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
-
-def parallel_map(fn, items, workers=None, desc=None) -> list:
-    "`[fn(i) for i in items]` on `workers` processes (joblib), in order, with a tqdm bar."
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-    items, w = list(items), _n_workers(workers)
-    if w == 1 or len(items) < 2: return [fn(i) for i in tqdm(items, desc=desc, leave=False)]
-    gen = Parallel(n_jobs=w, return_as="generator", batch_size="auto")(delayed(fn)(i) for i in items)
-    return list(tqdm(gen, total=len(items), desc=desc, leave=False))
-
-# %% ../nbs/01_data.ipynb #07dbe439
-def scan_file(path, cache_dir=None, sr: int = SAMPLE_RATE) -> dict:
-    "`probe_file` plus the clip's `fingerprint`; with `cache_dir`, `audio` is the path of a `.npy` file there holding the clip."
-    p = probe_file(path, sr)
-    if p["error"]: return p
-    p["fingerprint"] = fingerprint(p["audio"], sr)
-    if cache_dir is not None:
-        f = Path(cache_dir)/f"{hashlib.md5(str(path).encode()).hexdigest()}.npy"
-        f.parent.mkdir(parents=True, exist_ok=True); np.save(f, p["audio"]); p["audio"] = str(f)
-    return p
-
-# %% ../nbs/01_data.ipynb #f7ff0a14
-def _union_groups(groups: pd.Series, pairs) -> pd.Series:
-    "Merge the groups of paired rows (connected components), naming each merged group after its smallest member."
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    codes, names = pd.factorize(groups)
-    e = np.asarray(pairs, dtype=int).reshape(-1, 2)
-    _, comp = connected_components(coo_matrix((np.ones(len(e)), (codes[e[:, 0]], codes[e[:, 1]])), shape=(len(names),) * 2), directed=False)
-    smallest = pd.Series(np.asarray(names, dtype=object)).groupby(comp).transform("min").to_numpy()
-    return pd.Series(smallest[codes], index=groups.index)
-
-def _shortcut(kept: pd.DataFrame, col: str) -> dict:
-    vals = kept[col].astype(int) if col in ("sample_rate", "channels") else kept[col]
-    t, v = pd.crosstab(kept["label"], vals), cramers_v(kept["label"], vals)
-    return dict(cramers_v=round(v, 3), levels=[str(c) for c in t.columns], n_levels=int(t.shape[1]), flag=bool(v >= 0.5),
-                table={str(k): {str(c): int(n) for c, n in r.items()} for k, r in t.iterrows()})
-
-# %% ../nbs/01_data.ipynb #625564d3
-def _mark(df, mask, status: str, why):
-    "Give the rows in `mask` that are still 'ok' the `status` and the reason `why` (a string, or a Series by row)."
-    m = mask & (df.status == "ok")
-    df.loc[m, "detail"] = why[m] if isinstance(why, pd.Series) else why
-    df.loc[m, "status"] = status
-
-def _file_checks(files: pd.DataFrame, pr: dict) -> pd.DataFrame:
-    "The files with what decoding measured of each, and a status: unreadable, not a class, too short, silent, or ok."
-    df = files.reset_index(drop=True).copy()
-    for c in ["sample_rate", "channels", "duration_s", "rms_db", "peak_db"]: df[c] = [pr[p].get(c, np.nan) for p in df.path]
-    df["error"], df["ext"] = [pr[p]["error"] for p in df.path], [Path(p).suffix.lower() for p in df.path]
-    df["status"], df["detail"] = "ok", ""
-    _mark(df, df.error != "", "unreadable", df.error)
-    _mark(df, ~df.label.isin(CLASSES), "not_a_class", "label '" + df.label + "' is not one of the recipe classes")
-    _mark(df, df.duration_s < MIN_SECONDS, "too_short", "shorter than " + str(MIN_SECONDS) + " s")
-    _mark(df, df.peak_db < SILENCE_DBFS, "silent", f"peak below {SILENCE_DBFS} dBFS")
-    return df
-
-def _copy_record(df, pairs, k, keep) -> dict:
-    "What file `k` is of the kept file `keep`: the kind of copy, the labels, whether it counts as augmented."
-    link = pairs[((pairs.i == k) & (pairs.j == keep)) | ((pairs.j == k) & (pairs.i == keep))]
-    kind = link.kind.iloc[0] if len(link) else "same_audio" if (pairs[(pairs.i == k) | (pairs.j == k)].kind == "same_audio").any() else "near_copy"
-    if df.md5[k] == df.md5[keep]: kind = "identical_bytes"
-    return dict(path=df.path[k], copy_of=df.path[keep], kind=kind, label=df.label[k], label_of_kept=df.label[keep],
-                cross_class=bool(df.label[k] != df.label[keep]), augmented=bool(df.name_augmented[k]) or kind == "near_copy")
-
-def find_copies(df: pd.DataFrame, pr: dict, workers=1) -> tuple:
-    "Copies among the usable files: (a record per copy naming the file kept in its place, the verified pairs)."
-    live = df.index[df.status == "ok"].tolist()
-    fps = [pr[df.path[k]].get("fingerprint") for k in live]                    # scan_file made them; probe_file did not
-    pairs = similar_pairs([pr[df.path[k]]["audio"] for k in live], fingerprints=None if None in fps else fps, workers=workers)
-    pairs["i"], pairs["j"] = [live[i] for i in pairs.i], [live[j] for j in pairs.j]
-    clusters = _union_groups(pd.Series(df.index.astype(str), index=df.index), pairs[["i", "j"]].values.tolist())
-    agree = (df.folder_label == df.tag_label) | (df.folder_label == "") | (df.tag_label == "")
-    rank = df.assign(_aug=df.name_augmented, _odd=~agree, _sr=-df.sample_rate.fillna(0)).sort_values(["_aug", "_odd", "_sr", "path"]).index
-    clusters, copies = clusters[clusters.index.isin(live)], []
-    for _, members in clusters.groupby(clusters).groups.items():
-        keep = next(k for k in rank if k in members)
-        copies += [_copy_record(df, pairs, k, keep) for k in members if k != keep]
-    return copies, pairs
-
-
-# %% ../nbs/01_data.ipynb #6fb3a995
-def _audit_record(df: pd.DataFrame, copies: list, named) -> dict:
-    "The audit: counts by status, label and class, copies, groups spanning classes, label disagreements, shortcuts."
-    kept = df[df.status == "ok"]
-    spans = kept.groupby("group").label.agg(lambda s: dict(s.value_counts()))
-    disagree = df[(df.folder_label != "") & (df.tag_label != "") & (df.folder_label != df.tag_label)]
-    return dict(
-        n_files=len(df), status_counts={k: int(v) for k, v in df.status.value_counts().items()},
-        labels_found={k: int(v) for k, v in df.label.value_counts().items()},
-        kept_per_class={c: int((kept.label == c).sum()) for c in CLASSES},
-        groups_per_class={c: int(kept[kept.label == c].group.nunique()) for c in CLASSES},
-        duplicates=[c for c in copies if not c["augmented"]],
-        augmented_copies=[c for c in copies if c["augmented"]] + [dict(path=p, copy_of="", kind="name") for p in df.path[named]],
-        groups_spanning_classes={g: {k: int(v) for k, v in d.items()} for g, d in spans.items() if len(d) > 1},
-        label_disagreements=disagree[["path", "folder_label", "tag_label"]].to_dict("records"),
-        shortcuts={c: _shortcut(kept, c) for c in ["sample_rate", "channels", "ext"]} if len(kept) else {},
-        silent=df.path[df.status == "silent"].tolist(), too_short=df.path[df.status == "too_short"].tolist(),
-        quiet_kept=kept[kept.rms_db < QUIET_DBFS][["path", "label", "rms_db", "peak_db"]].round(1).to_dict("records"),
-        unreadable=df[df.status == "unreadable"][["path", "detail"]].to_dict("records"),
-        not_a_class={k: int(v) for k, v in df[df.status == "not_a_class"].label.value_counts().items()})
-
-def audit_files(files: pd.DataFrame, probes: list, drop_duplicates=True, drop_augmented_copies=True, workers=1):
-    "Statuses for every file plus the audit record: (manifest-like DataFrame with `status`/`detail`, audit dict, {path: audio})."
-    pr = {p["path"]: p for p in probes}
-    df = _file_checks(files, pr)
-    copies, pairs = find_copies(df, pr, workers)
-    for c in copies:
-        drop = drop_augmented_copies if c["augmented"] else drop_duplicates
-        if drop: _mark(df, df.path == c["path"], "augmented_copy" if c["augmented"] else "duplicate", f"{c['kind']} of {c['copy_of']}")
-    named = df.name_augmented & (df.status == "ok") & ~df.path.isin([c["path"] for c in copies])
-    if drop_augmented_copies: _mark(df, named, "augmented_copy", "file name marks an augmented copy")
-    ok = df.status == "ok"
-    both = pairs[ok[pairs.i].values & ok[pairs.j].values] if len(pairs) else pairs
-    df["group"] = _union_groups(df.group, both[["i", "j"]].values.tolist())    # kept copies share a split
-    return df, _audit_record(df, copies, named), {p: pr[p]["audio"] for p in df.path[ok]}
-
-
-# %% ../nbs/01_data.ipynb #6c0ba35d
-def decide_band_limit(rates, shortcut: dict | None = None, mode: str = "auto", sr: int = SAMPLE_RATE) -> dict:
-    "Whether (and at what `hz`) to low-pass every cached clip: the lowest native Nyquist, if `mode` and the rate's `shortcut` record ask."
-    rates = sorted({int(r) for r in rates}); low = rates[0] if rates else None
-    v = (shortcut or {}).get("cramers_v", 0.0); flagged = bool((shortcut or {}).get("flag"))
-    if mode not in ("auto", "always", "never"): raise ValueError(f"equalize_bandwidth must be 'auto', 'always' or 'never', not {mode!r}")
-    if mode == "never": why = "equalize_bandwidth='never'"
-    elif low is None or low >= sr: why = f"no clip was recorded below {sr} Hz: every clip keeps its full band"
-    elif mode == "auto" and not flagged: why = f"the native sample rate does not predict the class (Cramér's V {v:.2f} < 0.5)"
-    else: why = None
-    hz = None if why else (low // 2 if low % 2 == 0 else low / 2)
-    if hz: why = (f"the native sample rate predicts the class (Cramér's V {v:.2f})" if mode == "auto" else "equalize_bandwidth='always'") + \
-                 f": every cached clip is low-passed at {hz} Hz, the Nyquist frequency of the lowest native rate ({low} Hz)"
-    return dict(setting=mode, applied=hz is not None, hz=hz, lowest_native_rate=low, native_rates=rates, reason=why)
-
-# %% ../nbs/01_data.ipynb #22facda7
-def audit_table(audit: dict) -> pd.DataFrame:
-    "One line per audit check: what was found and an example."
-    sc = audit.get("shortcuts", {})
-    ex = lambda l, k="path": Path(l[0][k]).name if l else ""
-    rows = [
-        ("files found", audit["n_files"], ", ".join(f"{k}: {v}" for k, v in audit["status_counts"].items())),
-        ("duplicates (same audio)", len(audit["duplicates"]), audit["duplicates"] and
-         f"{sum(d['cross_class'] for d in audit['duplicates'])} across classes; e.g. {ex(audit['duplicates'])}" or ""),
-        ("augmented copies", len(audit["augmented_copies"]), ex(audit["augmented_copies"])),
-        ("groups spanning classes", len(audit["groups_spanning_classes"]),
-         "; ".join(f"{g}: {d}" for g, d in list(audit["groups_spanning_classes"].items())[:2])),
-        ("folder/tag disagreements", len(audit["label_disagreements"]),
-         ", ".join(sorted({f"{d['tag_label']} in {d['folder_label']}/" for d in audit["label_disagreements"]}))),
-        *[(f"{c} predicts class (Cramér's V)", f"{v['cramers_v']:.2f}", ("FLAG: possible shortcut; " if v["flag"] else "") + f"levels {v['levels']}")
-          for c, v in sc.items()],
-        *[("band limit (Hz)", str(b["hz"]), b["reason"]) for b in [audit.get("band_limit")] if b],
-        ("silent", len(audit["silent"]), Path(audit["silent"][0]).name if audit["silent"] else ""),
-        ("too short", len(audit["too_short"]), Path(audit["too_short"][0]).name if audit["too_short"] else ""),
-        ("quiet (kept)", len(audit["quiet_kept"]), ", ".join(f"{d['label']} {d['rms_db']} dB" for d in audit["quiet_kept"][:4])),
-        ("unreadable", len(audit["unreadable"]), audit["unreadable"][0]["detail"][-90:] if audit["unreadable"] else ""),
-        ("not a recipe class", sum(audit["not_a_class"].values()), str(audit["not_a_class"])),
-    ]
-    return pd.DataFrame(rows, columns=["check", "found", "detail"]).astype({"found": str})
-
-# %% ../nbs/01_data.ipynb #737c61a1
-SPLITS = ("train", "valid", "test")
-
-def _check_groups(df, fractions):
-    need = sum(f > 0 for f in fractions)
-    gpc = df.groupby("label").group.nunique()
-    few = gpc[gpc < need]
-    if len(few):
-        what = "; ".join(f"'{c}' has {int((df.label == c).sum())} clips from {n} group(s)" for c, n in few.items())
-        raise ValueError(f"Too few recording sources (groups) for a {need}-way split {tuple(fractions)}: {what}, but every "
-                         f"class needs at least {need} groups (one per split). Options: drop the class (remove its folder "
-                         f"or relabel its files), merge it into another class, or change the split (`-p data.split 0.8,0.2,0` for babycry-run, or split=(0.8, 0.2, 0.0)).")
-
-def split_groups(df: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 42) -> pd.Series:
-    "Assign each row's group to train/valid/test: whole groups, stratified by class, every class in every split."
-    fr = np.asarray(fractions, float)
-    if len(fr) != 3 or fr.min() < 0 or not np.isclose(fr.sum(), 1): raise ValueError(f"split must be three fractions summing to 1, not {fractions}")
-    _check_groups(df, fr)
-    classes = sorted(df.label.unique())
-    counts = pd.crosstab(df.group, df.label).reindex(columns=classes, fill_value=0)      # groups x classes
-    target = fr[:, None] * counts.sum().values[None]                                      # splits x classes
-    ngroups = (counts > 0).sum()
-    rng = np.random.default_rng(seed)
-    order = counts.index[rng.permutation(len(counts))]
-    key = pd.DataFrame({"rare": [ngroups[counts.loc[g] > 0].min() for g in order], "size": [-counts.loc[g].sum() for g in order]}, index=order)
-    order = key.sort_values(["rare", "size"], kind="stable").index
-    cur, left = np.zeros_like(target), (counts > 0).sum().values.astype(float)
-    live = np.flatnonzero(fr > 0)
-    assign = {}
-    for g in order:
-        v = counts.loc[g].values; has = v > 0
-        missing = (cur[live] == 0) & has                                                  # live splits x classes
-        urgent = missing & (left <= missing.sum(0))[None]
-        fill = np.where(has, (cur[live] + v) / np.maximum(target[live], 1e-9), 0).max(1)
-        s = live[np.lexsort((fill, -urgent.sum(1)))[0]]
-        assign[g] = SPLITS[s]; cur[s] += v; left -= has
-    return df.group.map(assign).rename("split")
-
-def check_split(df: pd.DataFrame, fractions=(0.7, 0.15, 0.15)) -> pd.DataFrame:
-    "Check a split (no group in two splits, every class in every non-empty split); return clips per class x split."
-    leak = df.groupby("group").split.nunique()
-    if (leak > 1).any(): raise AssertionError(f"groups in two splits: {leak[leak > 1].index.tolist()[:5]}")
-    t = pd.crosstab(df.label, df.split).reindex(columns=[s for s, f in zip(SPLITS, fractions) if f > 0], fill_value=0)
-    if (t == 0).any().any(): raise AssertionError(f"a class is missing from a split:\n{t}")
-    return t
-
-# %% ../nbs/01_data.ipynb #5cb7a777
-def groups_per_class(df) -> dict:
-    "Number of distinct groups (recording sources) of each class in a frame with `label` and `group` columns."
-    return {str(k): int(v) for k, v in df.groupby("label")["group"].nunique().items()}
-
-def assign_folds(df, k: int = 5, seed: int = 42) -> np.ndarray:
-    "Fold number (0..k-1) of each row of `df`: StratifiedGroupKFold over `group`, stratified by `label`."
-    from sklearn.model_selection import StratifiedGroupKFold
-    n_groups, gpc = df.group.nunique(), groups_per_class(df)
-    if n_groups < k:
-        raise ValueError(f"{k}-fold grouped cross-validation needs at least {k} groups (recording sources), found "
-                         f"{n_groups}; groups per class: {gpc}. Use fewer folds.")
-    few = {c: n for c, n in gpc.items() if n < k}
-    if few: warnings.warn(f"classes with fewer groups than the {k} folds miss from some test folds: {few}")
-    out = np.full(len(df), -1)
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class")
-        for f, (_, te) in enumerate(cv.split(np.zeros(len(df)), df.label, df.group)): out[te] = f
-    return out
-
-def check_folds(df) -> pd.DataFrame:
-    "Check a fold assignment (every row in a fold, no group in two folds); return clips per class x fold."
-    if (df.fold < 0).any(): raise AssertionError(f"{int((df.fold < 0).sum())} clips without a fold")
-    leak = df.groupby("group").fold.nunique()
-    if (leak > 1).any(): raise AssertionError(f"groups in two folds: {leak[leak > 1].index.tolist()[:5]}")
-    return pd.crosstab(df.label, df.fold)
-
-def fold_split(df, fold: int, fractions=(0.7, 0.15, 0.15), seed: int = 42) -> pd.Series:
-    "Fold `fold`'s split of rows with a `fold` column: test = the fold, train and valid a grouped split of the others."
-    test, (tr, va) = df.fold.to_numpy() == fold, fractions[:2]
-    out = pd.Series("test", index=df.index, name="split")
-    try: out[~test] = split_groups(df[~test], (tr / (tr + va), va / (tr + va), 0.0), seed)
-    except ValueError as e: raise ValueError(f"fold {fold}: its training folds cannot be split into train and valid. {e} Or use fewer folds.") from None
-    return out
-
-# %% ../nbs/01_data.ipynb #4e5f5dcd
-def fix_length(x: np.ndarray, n: int = CLIP_SAMPLES, mode: str = "random", rng=None) -> np.ndarray:
-    "Crop or zero-pad `x` to `n` samples: at a random offset (`mode='random'`, training) or centred (`'center'`)."
-    if mode not in ("random", "center"): raise ValueError(f"mode must be 'random' or 'center', not {mode!r}")
-    rng = rng if rng is not None else np.random.default_rng()
-    d = len(x) - n
-    off = (abs(d) // 2 if mode == "center" else int(rng.integers(0, abs(d) + 1))) if d else 0
-    if d >= 0: return np.ascontiguousarray(x[off:off + n], dtype=np.float32)
-    y = np.zeros(n, np.float32); y[off:off + len(x)] = x
-    return y
-
-def clip_windows(x: np.ndarray, k: int = 1, n: int = CLIP_SAMPLES, mode: str = "center", rng=None) -> list:
-    "Up to `k` non-overlapping `n`-sample windows of `x` (one per k-th of the clip), each via `fix_length`."
-    w = max(1, min(int(k), len(x) // n))
-    if w == 1: return [fix_length(x, n, mode, rng)]
-    seg = len(x) // w
-    return [fix_length(x[i * seg:(i + 1) * seg], n, mode, rng) for i in range(w)]
-
-# %% ../nbs/01_data.ipynb #9d2d68b0
-def augmenter(cfg: DataConfig = DataConfig()):
-    "The training augmentation as an audiomentations `SomeOf`: one to all five transforms, ranges from `cfg`."
-    import audiomentations as A
-    return A.SomeOf((1, None), [A.TimeStretch(*cfg.stretch, leave_length_unchanged=False, p=1.0),
-                                A.PitchShift(-cfg.pitch_semitones, cfg.pitch_semitones, p=1.0),
-                                A.Shift(-cfg.shift_seconds, cfg.shift_seconds, shift_unit="seconds", p=1.0),
-                                A.Gain(*cfg.gain_db, p=1.0),
-                                A.AddGaussianSNR(*cfg.snr_db, p=1.0)])
-
-_STEP_NAMES = {"TimeStretch": lambda p: f"stretch{p['rate']:.2f}", "PitchShift": lambda p: f"pitch{p['num_semitones']:+.1f}",
-               "Shift": lambda p: f"shift{p['shift_amount']:+.2f}s", "Gain": lambda p: f"gain{20 * np.log10(p['amplitude_ratio']):+.1f}dB",
-               "AddGaussianSNR": lambda p: f"noise(std {p['noise_std']:.1e})"}
-
-def applied(aug) -> str:
-    "What the last call of a `SomeOf` augmenter did, e.g. 'stretch1.07+gain-2.3dB'."
-    return "+".join(_STEP_NAMES[type(t).__name__](t.parameters) for k, t in enumerate(aug.transforms) if k in aug.transform_indexes)
-
-@contextlib.contextmanager
-def seeded_globals(seed: int):
-    "Seed Python's `random` and numpy's global generator (audiomentations draws from both) inside the block; restore them after."
-    state = random.getstate(), np.random.get_state()
-    random.seed(seed); np.random.seed(seed)
-    try: yield
-    finally: random.setstate(state[0]); np.random.set_state(state[1])
-
-# %% ../nbs/01_data.ipynb #f6057d99
-def augment(x: np.ndarray, rng, cfg: DataConfig = DataConfig(), n: int = CLIP_SAMPLES, sr: int = SAMPLE_RATE):
-    "A random augmentation of source clip `x` cropped/padded to `n` samples: (float32 [n], description)."
-    m = int(np.ceil(n * cfg.stretch[1])) + 1024                  # long enough that the fastest stretch still fills n
-    y = fix_length(x, m, "random", rng) if len(x) > m else np.asarray(x, np.float32)
-    aug = augmenter(cfg)
-    with seeded_globals(int(rng.integers(2**32))): y = aug(y, sr)
-    return np.clip(fix_length(y, n, "random", rng), -1, 1).astype(np.float32), applied(aug)
-
-def item_rng(seed: int, *keys) -> np.random.Generator:
-    "A generator seeded by `seed` and the item's keys (strings are hashed), independent of worker count and order."
-    return np.random.default_rng([int(seed)] + [zlib.crc32(str(k).encode()) for k in keys])
+__all__ = ['CACHE_VERSION', 'MANIFEST_COLUMNS', 'NpyRows', 'build_split', 'cache_key', 'save_split', 'cached_split',
+           'demo_data_dir', 'corpus_problems', 'check_corpus', 'run_data_stage']
 
 # %% ../nbs/01_data.ipynb #a733f33a
 class NpyRows:
@@ -712,10 +53,10 @@ class NpyRows:
 # %% ../nbs/01_data.ipynb #a457d9f8
 def _aug_job(job):
     src, i, w, keys, cfg = job                       # the clip (array or .npy path), its window i of w
-    x = _wave(src); seg = len(x) // w
+    x = as_array(src); seg = len(x) // w
     return augment(x[i * seg:(i + 1) * seg] if w > 1 else x, item_rng(*keys), cfg)
 
-def _balance_jobs(meta, segs, seed, cfg):
+def _balance_jobs(meta, segs, cfg):
     "Augmentation jobs (and their rows) that bring every class up to the majority count, round-robin over its windows."
     base = pd.DataFrame(meta); counts = base.label.value_counts(); top = counts.max()
     jobs, jmeta = [], []
@@ -723,21 +64,20 @@ def _balance_jobs(meta, segs, seed, cfg):
         idx = base.index[base.label == label]
         for c in range(top - n):
             k = idx[c % len(idx)]; m = base.loc[k]
-            jobs.append((*segs[k], (seed, m.path, m.window, c // len(idx) + 1), cfg)); jmeta.append(dict(m, augmented=True))
+            jobs.append((*segs[k], (cfg.seed, m.path, m.window, c // len(idx) + 1), cfg)); jmeta.append(dict(m, augmented=True))
     return jobs, jmeta
 
-def build_split(rows: pd.DataFrame, audio: dict, split: str, seed=42, windows_per_clip=1, balance=True,
-                cfg: DataConfig = DataConfig(), workers=None, out=None, band_hz=None):
+def build_split(rows: pd.DataFrame, audio: dict, split: str, cfg: DataConfig, workers=None, out=None, band_hz=None):
     "Fixed-length (and for train, augmented and balanced) clips of one split, low-passed at `band_hz`: (float32 [N, 48000], rows)."
     mode = "random" if split == "train" else "center"
     meta, segs = [], []
     with NpyRows(out) as X:
         for r in rows.sort_values("path").itertuples():
-            ws = clip_windows(_wave(audio[r.path]), windows_per_clip, mode=mode, rng=item_rng(seed, r.path, "crop"))
+            ws = clip_windows(as_array(audio[r.path]), cfg.windows_per_clip, mode=mode, rng=item_rng(cfg.seed, r.path, "crop"))
             for i, y in enumerate(ws):
                 X.add(band_limit(y, band_hz)); segs.append((audio[r.path], i, len(ws)))
                 meta.append(dict(label=r.label, path=r.path, group=r.group, augmented=False, aug="", window=i))
-        jobs, jmeta = _balance_jobs(meta, segs, seed, cfg) if split == "train" and balance and meta else ([], [])
+        jobs, jmeta = _balance_jobs(meta, segs, cfg) if split == "train" and cfg.balance and meta else ([], [])
         for (y, desc), m in zip(parallel_imap(_aug_job, jobs, workers, desc=f"augmenting {split}"), jmeta):
             X.add(band_limit(y, band_hz)); meta.append({**m, "aug": desc})   # the last step, after augmentation
     return X.array(), pd.DataFrame(meta, columns=["label", "path", "group", "augmented", "aug", "window"])
@@ -751,11 +91,13 @@ def cache_key(manifest: pd.DataFrame, params: dict) -> str:
     rows = list(zip(kept.md5, kept.label, kept.group, kept.split))
     return params_hash(dict(files=rows, params=params, version=CACHE_VERSION))
 
+# %% ../nbs/01_data.ipynb #f211212a
 def save_split(cache_dir, split, X, meta):
     "Write `{split}.npy` and `{split}.csv` atomically."
     with atomic_write(Path(cache_dir)/f"{split}.npy", "wb") as f: np.save(f, X)
     with atomic_write(Path(cache_dir)/f"{split}.csv", "w", newline="") as f: meta.to_csv(f, index=False)
 
+# %% ../nbs/01_data.ipynb #1e6127b5
 def cached_split(cache_dir, split, key):
     "`(X memmap, meta)` if the cache holds `split` under `key`, else None."
     d = Path(cache_dir)
@@ -786,6 +128,34 @@ def _recipe_classes(man):
                          f"(statuses: {dict(man.status.value_counts())}). {LAYOUT_HELP}")
     return classes
 
+# %% ../nbs/01_data.ipynb #37a58d71
+def corpus_problems(files: pd.DataFrame, cfg: DataConfig) -> list:
+    "What makes the discovered `files` unusable with `cfg` before any decoding (empty: nothing), each with what to do."
+    usable = files[files.label.isin(CLASSES)]
+    classes = sorted(set(usable.label))
+    if len(classes) < 2:
+        return [f"Need at least two recipe classes, found {classes or 'none'} among the labels {sorted(set(files.label) - {''})}. {LAYOUT_HELP}"]
+    gpc = usable.groupby("label").group.nunique()
+    if cfg.folds:
+        if usable.group.nunique() < cfg.folds:
+            return [f"{cfg.folds}-fold cross-validation needs at least {cfg.folds} recording sources, the corpus has "
+                    f"{usable.group.nunique()} (per class: {gpc.to_dict()}). Use fewer folds (-p data.folds K, or --folds K)."]
+        return []
+    need = sum(f > 0 for f in cfg.split)
+    few = gpc[gpc < need]
+    return [f"Too few recording sources for a {need}-way split: " + "; ".join(f"'{c}' has {n}" for c, n in few.items())
+            + f", but every class needs {need} (one per split). Options: drop the class (remove its folder), add recordings, "
+            "or change the split (-p data.split 0.8,0.2,0)."] if len(few) else []
+
+# %% ../nbs/01_data.ipynb #ad9e8cf6
+def check_corpus(data_dir, **settings) -> pd.DataFrame:
+    "Discover the corpus in `data_dir` and raise a ValueError naming every problem `corpus_problems` finds; the files otherwise."
+    cfg = make_config(DataConfig, "01_data", **settings)
+    files = discover(data_dir)
+    problems = corpus_problems(files, cfg)
+    if problems: raise ValueError(f"{data_dir}: " + " ".join(problems))
+    return files
+
 # %% ../nbs/01_data.ipynb #f6598bba
 def _skipped(man: pd.DataFrame, data_dir) -> pd.DataFrame:
     "Every file under `data_dir` that is not a usable clip, with the reason: audio dropped by the audit, and non-audio files."
@@ -814,7 +184,7 @@ def _assign_splits(man, ok, cfg) -> pd.DataFrame:
 def _audit_and_split(files, rp, cfg, workers):
     "Decode every file (streamed to `data/decoded`), audit, split the usable clips by group; write manifest, audit, labels."
     probes = parallel_map(partial(scan_file, cache_dir=rp.data/"decoded"), files.path, workers, desc="decoding")
-    man, audit, audio = audit_files(files, probes, cfg.drop_duplicates, cfg.drop_augmented_copies, workers=workers)
+    man, audit, audio = audit_files(files, probes, cfg, workers=workers)
     for r in man[man.status == "unreadable"].itertuples(): warnings.warn(f"skipping unreadable file: {r.detail}")
     ok = man.status == "ok"
     table = _assign_splits(man, ok, cfg)
@@ -835,7 +205,7 @@ def _cache_splits(man, audio, rp, cfg, params, workers) -> tuple:
     for s in [s for s, f in zip(SPLITS, cfg.split) if f > 0]:
         got = cached_split(rp.cache, s, key)
         if got is None:
-            _, meta = build_split(man[ok & (man.split == s)], audio, s, cfg.seed, cfg.windows_per_clip, cfg.balance, cfg, workers,
+            _, meta = build_split(man[ok & (man.split == s)], audio, s, cfg, workers,
                                   out=rp.cache/f"{s}.npy", band_hz=hz)     # streamed to disk, row by row
             _write_csv(meta, rp.cache/f"{s}.csv")
         else: reused.append(s); meta = got[1]
@@ -846,14 +216,13 @@ def _cache_splits(man, audio, rp, cfg, params, workers) -> tuple:
 def _cache_fold(k, man, audio, rp, cfg, params, workers, overwrite) -> tuple:
     "Write fold `k`'s complete data folder `<run>/folds/<k>/data` (manifest with its split, labels, audit, cache, done.json)."
     fp, ok, params = rp.fold(k), man.status == "ok", dict(params, fold=int(k))
-    if prepare_stage(fp.data, params, overwrite) == "skip": return load_json(fp.data/"done.json")["summary"]["cache_rows"], ["all"]
+    if prepare_stage(fp.data, params, overwrite, defaults=config_record(DataConfig())) == "skip": return done_record(fp.data)["summary"]["cache_rows"], ["all"]
     man = man.assign(split=""); man.loc[ok, "split"] = fold_split(man[ok], k, cfg.split, cfg.seed)
     table = pd.crosstab(man.label[ok], man.split[ok]).reindex(columns=list(SPLITS), fill_value=0)
     check_split(man[ok & (man.split != "test")], (0.5, 0.5, 0))                  # no group on two sides, every class in each
     _write_csv(man[MANIFEST_COLUMNS + ["fold"]], fp.manifest); shutil.copyfile(rp.labels, fp.labels)
     clips = {s: {c: int(n) for c, n in table[s].items()} for s in table}
     save_json(dict(load_json(rp.audit), fold=int(k), folds=cfg.folds, split_clips=clips), fp.audit)
-    import dataclasses
     counts, reused = _cache_splits(man, audio, fp, dataclasses.replace(cfg, split=(1, 1, 1)), params, workers)   # all three splits
     mark_done(fp.data, params, summary=dict(fold=int(k), folds=cfg.folds, classes=load_json(rp.labels)["classes"],
                                             cache_rows=counts, clips_before_balancing=clips, reused_cache=reused))
@@ -869,14 +238,18 @@ def _cache_folds(man, audio, rp, cfg, params, workers, overwrite) -> tuple:
 
 def run_data_stage(data_dir, run_dir, overwrite=False, workers=None, **settings) -> dict:
     "Discover, decode, audit, split, cache with `DataConfig` (any of its `settings` overridden); write the run's `data/`."
-    cfg, t0, rp = make_config(DataConfig, "01_data", **settings), time.time(), RunPaths(run_dir)
+    t0, rp = time.time(), RunPaths(run_dir)
+    rec = rp.done("data").get("params", {})
+    cfg = make_config(DataConfig, "01_data", recorded=rec, **settings)
+    data_dir = data_dir if data_dir is not None else rec.get("data_dir")                 # None: what this run used
     data_dir = demo_data_dir(run_dir) if data_dir is None else Path(data_dir)
     files = discover(data_dir)
+    if problems := corpus_problems(files, cfg): raise ValueError(f"{data_dir}: " + " ".join(problems))   # before any decoding
     params = config_record(cfg, data_dir=str(Path(data_dir).resolve()), inputs=params_hash(sorted(zip(files.path, files.md5))))
-    state = prepare_stage(rp.data, params, overwrite)
+    state = prepare_stage(rp.data, params, overwrite, defaults=config_record(DataConfig()))
     if state == "skip":
         print(f"data stage already done in {rp.data} with these parameters and inputs: skipping (overwrite=True redoes it).")
-        return {**load_json(rp.data/"done.json")["summary"], "skipped": True}
+        return {**done_record(rp.data)["summary"], "skipped": True}
     print(f"data stage ({state}): {len(files)} audio files under {data_dir}")
     shutil.rmtree(rp.data/"decoded", ignore_errors=True)    # the 16 kHz clips, read back to check copies and cut windows
     man, audit, audio, table = _audit_and_split(files, rp, cfg, workers)
@@ -892,67 +265,3 @@ def run_data_stage(data_dir, run_dir, overwrite=False, workers=None, **settings)
     print(_summary_line(summary, skipped))
     return summary
 
-
-# %% ../nbs/01_data.ipynb #5319bbb2
-def plot_class_counts(summary: dict):
-    "Clips per class and split, before balancing and as cached (after balancing)."
-    import matplotlib.pyplot as plt
-    before = pd.DataFrame(summary["clips_before_balancing"]).fillna(0).astype(int)
-    after = pd.DataFrame(summary["cache_rows"]).reindex(before.index).fillna(0).astype(int)
-    fig, axs = plt.subplots(1, 2, figsize=(12, 3.8), sharey=False)
-    for ax, t, title in [(axs[0], before, "clips per split (kept files)"), (axs[1], after, "cached windows (train balanced)")]:
-        t.plot.bar(ax=ax, rot=30, width=0.8)
-        ax.set_title(title); ax.set_xlabel(""); ax.set_ylabel("clips")
-        for cont in ax.containers: ax.bar_label(cont, fontsize=7)
-        ax.legend(loc="upper center", ncol=3, fontsize=8, frameon=False)
-        ax.set_ylim(0, t.values.max() * 1.25)
-    fig.tight_layout()
-    return fig
-
-def plot_mel(x, ax, sr=SAMPLE_RATE):
-    "Draw the log-mel spectrogram (64 bands up to 8 kHz) of waveform `x` on the axes `ax`."
-    import librosa, librosa.display
-    S = librosa.power_to_db(librosa.feature.melspectrogram(y=np.asarray(x, np.float32), sr=sr, n_mels=64, fmax=8000), ref=np.max)
-    return librosa.display.specshow(S, sr=sr, x_axis="s", y_axis="mel", fmax=8000, ax=ax)
-
-def plot_examples(run_dir, split="valid", sr=SAMPLE_RATE):
-    "Waveform and log-mel spectrogram of the first cached clip of each class in `split`."
-    import matplotlib.pyplot as plt
-    c = RunPaths(run_dir).cache
-    X, meta = np.load(c/f"{split}.npy", mmap_mode="r"), pd.read_csv(c/f"{split}.csv", keep_default_na=False)
-    classes = load_json(RunPaths(run_dir).labels)["classes"]
-    fig, axs = plt.subplots(2, len(classes), figsize=(2.6 * len(classes), 5), squeeze=False)
-    for k, cl in enumerate(classes):
-        i = meta.index[meta.label == cl][0]; x = np.asarray(X[i])
-        axs[0, k].plot(np.arange(len(x)) / sr, x, lw=0.4); axs[0, k].set_title(cl); axs[0, k].set_ylim(-1, 1)
-        axs[0, k].set_xlabel("s")
-        plot_mel(x, axs[1, k], sr)
-        if k: axs[0, k].set_yticklabels([]); axs[1, k].set_ylabel(""); axs[1, k].set_yticklabels([])
-    fig.tight_layout()
-    return fig
-
-def _spec_png(x, sr=SAMPLE_RATE) -> bytes:
-    "A log-mel spectrogram of `x` as PNG bytes."
-    import io, matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 2.5))
-    plot_mel(x, ax, sr)
-    fig.tight_layout(); buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=90); plt.close(fig)
-    return buf.getvalue()
-
-def explorer(run_dir, split="train", sr=SAMPLE_RATE):
-    "An ipywidgets explorer of a cached split: pick a class and a clip, listen (an Audio widget), see its spectrogram."
-    import io, ipywidgets as W
-    c = RunPaths(run_dir).cache
-    X, meta = np.load(c/f"{split}.npy", mmap_mode="r"), pd.read_csv(c/f"{split}.csv", keep_default_na=False)
-    cls = W.Dropdown(options=sorted(meta.label.unique()), description="class")
-    clip = W.IntSlider(0, 0, 0, description="clip")
-    info, img, audio = W.Label(), W.Image(format="png"), W.Audio(format="wav", autoplay=False)
-    def show(*_):
-        rows = meta.index[meta.label == cls.value]; clip.max = len(rows) - 1
-        i = rows[min(clip.value, len(rows) - 1)]; x = np.asarray(X[i]); r = meta.loc[i]
-        aug = str(r.augmented) in ("True", "true", "1")
-        info.value = f"{Path(r.path).name}  window {r.window}  " + (f"augmented: {r.aug}" if aug else "original")
-        img.value = _spec_png(x, sr)
-        buf = io.BytesIO(); sf.write(buf, x, sr, format="WAV"); audio.value = buf.getvalue()
-    cls.observe(show, "value"); clip.observe(show, "value"); show()
-    return W.VBox([W.HBox([cls, clip]), info, audio, img])

@@ -12,7 +12,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .core import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, RunPaths, atomic_write, get_device, load_json, normalize_label, save_json
+from .core import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, atomic_write, get_device, load_json, normalize_label, save_json
+from .config import Phase1Config
+from .rundir import RunPaths
 
 # %% auto #0
 __all__ = ['LabelEncoder', 'make_fake_cache', 'CachedClips', 'normalize_waveforms', 'collate_clips', 'make_loader', 'show_batch',
@@ -154,21 +156,21 @@ def collate_clips(batch, do_normalize: bool = True) -> dict:
     return {"input_values": normalize_waveforms(x) if do_normalize else x, "labels": y}
 
 # %% ../nbs/02_dataset.ipynb #d403e74e
-def make_loader(ds, batch_size: int = 8, train: bool = False, device=None, do_normalize: bool = True,
+def make_loader(ds, batch_size: int | None = None, train: bool = False, device=None, do_normalize: bool = True,
                 num_workers: int | None = None, seed: int | None = None) -> DataLoader:
-    "A DataLoader of collated batches: shuffled only if `train`; workers and pinned memory when `device` is a GPU."
+    "A DataLoader of collated batches (`batch_size` None: the recipe's phase-1 batch): shuffled only if `train`; workers and pinned memory on a GPU."
     device = torch.device(device) if device is not None else get_device()
     on_gpu = device.type == "cuda"
     if num_workers is None: num_workers = min(4, os.cpu_count() or 1) if on_gpu else 0
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(ds, batch_size=batch_size, shuffle=train, collate_fn=functools.partial(collate_clips, do_normalize=do_normalize),
+    return DataLoader(ds, batch_size=batch_size or Phase1Config.batch_size, shuffle=train, collate_fn=functools.partial(collate_clips, do_normalize=do_normalize),
                       num_workers=num_workers, pin_memory=on_gpu, persistent_workers=num_workers > 0, generator=gen)
 
 # %% ../nbs/02_dataset.ipynb #e9a92128
 def show_batch(batch, encoder: LabelEncoder, n: int = 4, sr: int = SAMPLE_RATE):
     "Plot the mel spectrograms of the first `n` clips of a collated batch, titled with their class."
     import matplotlib.pyplot as plt
-    from babycry.data import plot_mel
+    from babycry.plots import plot_mel
     x, y = batch["input_values"][:n].float().cpu().numpy(), batch["labels"][:n].tolist()
     fig, axs = plt.subplots(1, len(x), figsize=(3.2*len(x), 2.6), squeeze=False, sharey=True)
     for ax, xi, yi in zip(axs[0], x, y):

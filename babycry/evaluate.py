@@ -5,134 +5,27 @@
 # %% ../nbs/07_evaluation.ipynb #26020b04
 from __future__ import annotations
 import datetime, platform, shutil, warnings
-from pathlib import Path
 
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
-                             f1_score, log_loss, precision_recall_fscore_support, roc_auc_score, roc_curve)
-
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from transformers import set_seed
 
-from .core import *
-from .train import plot_confusion
+from .core import INFERENCE_BATCH, atomic_write, get_device, load_json, save_json
+from .config import EvalConfig, config_record, make_config
+from .rundir import RunPaths, done_record, is_done, mark_done, prepare_stage
+from .metrics import (bootstrap_ci, expected_calibration_error, load_metrics, macro_f1, metrics_from_probs,
+                             predictions_frame, present_labels)
+from .plots import plot_confusion, plot_reliability, plot_roc
+from .card import write_model_card, write_cv_card
 
 # %% auto #0
-__all__ = ['CV_METRICS', 'present_labels', 'macro_f1', 'roc_auc_ovr', 'reliability_table', 'expected_calibration_error',
-           'metrics_from_probs', 'bootstrap_ci', 'plot_reliability', 'plot_roc', 'predict_split', 'split_rows',
-           'restrict_probs', 'progression_row', 'misclassified', 'log_test_read', 'write_model_card', 'test_intervals',
-           'progression', 'predictions_frame', 'run_evaluation', 'is_cv_run', 'clip_predictions', 'fold_predictions',
-           'gather_oof', 'check_oof', 'cv_metrics', 'chosen_fold', 'ladder_table', 'write_cv_card', 'run_cv_evaluation']
-
-# %% ../nbs/07_evaluation.ipynb #a724871c
-def present_labels(y_true) -> list:
-    "The label ids that occur in `y_true`, sorted."
-    return sorted(set(np.asarray(y_true).astype(int).tolist()))
-
-def macro_f1(y_true, y_pred, labels=None) -> float:
-    "Macro-F1 over `labels` (default: the classes in `y_true`); a class absent from both inputs is left out."
-    labels = present_labels(y_true) if labels is None else labels
-    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=np.nan))
-
-def roc_auc_ovr(y_true, probs, classes) -> dict:
-    "One-vs-rest ROC-AUC per class (classes with positives and negatives in `y_true`) and their macro mean."
-    y_true, probs = np.asarray(y_true), np.asarray(probs)
-    per = {c: float(roc_auc_score(y_true == i, probs[:, i])) for i, c in enumerate(classes)
-           if 0 < (y_true == i).sum() < len(y_true)}
-    return dict(roc_auc_ovr_macro=float(np.mean(list(per.values()))) if per else float("nan"), roc_auc_per_class=per)
-
-# %% ../nbs/07_evaluation.ipynb #d5e645f7
-def reliability_table(y_true, probs, n_bins: int = 10) -> pd.DataFrame:
-    "Per confidence bin: count, mean confidence and accuracy of the top-1 prediction."
-    probs = np.asarray(probs, dtype=float); conf = probs.max(1)
-    correct = probs.argmax(1) == np.asarray(y_true)
-    b = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-    df = pd.DataFrame(dict(bin=b, confidence=conf, correct=correct.astype(float)))
-    t = df.groupby("bin").agg(count=("correct", "size"), confidence=("confidence", "mean"), accuracy=("correct", "mean"))
-    t = t.reindex(range(n_bins)); t["count"] = t["count"].fillna(0).astype(int)
-    t.insert(0, "upper", (np.arange(n_bins) + 1) / n_bins); t.insert(0, "lower", np.arange(n_bins) / n_bins)
-    return t
-
-def expected_calibration_error(y_true, probs, n_bins: int = 10) -> float:
-    "ECE: clip-weighted mean |accuracy - confidence| over equal-width confidence bins."
-    t = reliability_table(y_true, probs, n_bins).dropna()
-    return float((t["count"] * (t.accuracy - t.confidence).abs()).sum() / t["count"].sum())
-
-# %% ../nbs/07_evaluation.ipynb #deddd822
-def metrics_from_probs(y_true, probs, classes, n_bins: int = 10) -> dict:
-    "Accuracy, balanced accuracy, macro/weighted P/R/F1, per-class report, confusion, ROC-AUC, ECE, log loss."
-    y_true, probs = np.asarray(y_true).astype(int), np.asarray(probs, dtype=float)
-    if probs.ndim != 2 or probs.shape != (len(y_true), len(classes)):
-        raise ValueError(f"probs must be [N={len(y_true)}, C={len(classes)}], got {probs.shape}")
-    y_pred, labels, present = probs.argmax(1), list(range(len(classes))), present_labels(y_true)
-    m = dict(n=int(len(y_true)), accuracy=float(accuracy_score(y_true, y_pred)),
-             balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)))
-    for avg in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average=avg, zero_division=0)
-        m.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)})
-    m.update(roc_auc_ovr(y_true, probs, classes))
-    m["ece"] = expected_calibration_error(y_true, probs, n_bins)
-    q = np.clip(probs, 1e-7, 1); q /= q.sum(1, keepdims=True)
-    m["log_loss"] = float(log_loss(y_true, q, labels=labels))
-    m["per_class"] = classification_report(y_true, y_pred, labels=labels, target_names=list(classes),
-                                           output_dict=True, zero_division=0)
-    m["confusion"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
-    m["classes"] = list(classes)
-    m["classes_absent_from_test"] = [classes[i] for i in labels if i not in present]
-    return m
-
-# %% ../nbs/07_evaluation.ipynb #4dcf5d54
-def bootstrap_ci(y_true, y_pred, metric, n_bootstrap: int = 1000, seed: int = 42, groups=None, level: float = 0.95) -> dict:
-    "Percentile bootstrap interval of `metric(y_true, y_pred)`, resampling clips or (with `groups`) whole groups."
-    y_true, y_pred, rng = np.asarray(y_true), np.asarray(y_pred), np.random.default_rng(seed)
-    n = len(y_true)
-    if groups is None:
-        samples = (rng.integers(0, n, n) for _ in range(n_bootstrap)); units = n
-    else:
-        codes, uniq = pd.factorize(pd.Series(np.asarray(groups)).astype(str))
-        members = [np.flatnonzero(codes == g) for g in range(len(uniq))]; units = len(uniq)
-        samples = (np.concatenate([members[g] for g in rng.integers(0, units, units)]) for _ in range(n_bootstrap))
-    stats = np.array([metric(y_true[i], y_pred[i]) for i in samples], dtype=float)
-    lo, hi = np.nanpercentile(stats, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return dict(point=float(metric(y_true, y_pred)), low=float(lo), high=float(hi), level=level,
-                n_bootstrap=int(n_bootstrap), resample="clip" if groups is None else "group", n_units=int(units))
-
-
-# %% ../nbs/07_evaluation.ipynb #183cda1e
-def plot_reliability(y_true, probs, n_bins: int = 10, title: str = "reliability diagram", path=None):
-    "Reliability diagram (accuracy vs confidence per bin) over a histogram of confidences."
-    t = reliability_table(y_true, probs, n_bins); ece = expected_calibration_error(y_true, probs, n_bins)
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=[3, 1], sharex=True)
-    mid, w = (t.lower + t.upper) / 2, 1 / n_bins
-    ax.bar(mid, t.accuracy.fillna(0), width=w * 0.95, color="tab:blue", alpha=0.8, label="accuracy")
-    acc, conf = t.accuracy.fillna(0), t.confidence.fillna(0)
-    ax.bar(mid, (conf - acc).abs(), bottom=np.minimum(acc, conf), width=w * 0.95, facecolor="none",
-           edgecolor="tab:red", hatch="//", lw=0, label="gap to mean confidence")
-    ax.scatter(mid[t["count"] > 0], conf[t["count"] > 0], marker="_", s=300, color="tab:red", label="mean confidence")
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    ax.set_ylabel("accuracy"); ax.set_ylim(0, 1); ax.legend(loc="upper left"); ax.set_title(f"{title} (ECE {ece:.3f})")
-    ax2.bar(mid, t["count"], width=w * 0.95, color="gray"); ax2.set_xlabel("confidence of the predicted class")
-    ax2.set_ylabel("clips"); ax2.set_xlim(0, 1)
-    fig.tight_layout()
-    if path: fig.savefig(path, dpi=130)
-    return fig
-
-def plot_roc(y_true, probs, classes, title: str = "one-vs-rest ROC", path=None):
-    "One-vs-rest ROC curve per class (classes with positives and negatives), AUC in the legend."
-    y_true, probs = np.asarray(y_true), np.asarray(probs)
-    fig, ax = plt.subplots(figsize=(6, 5.5))
-    for i, c in enumerate(classes):
-        pos = y_true == i
-        if 0 < pos.sum() < len(y_true):
-            fpr, tpr, _ = roc_curve(pos, probs[:, i])
-            ax.plot(fpr, tpr, lw=1.5, label=f"{c} (AUC {roc_auc_score(pos, probs[:, i]):.2f}, n={pos.sum()})")
-    ax.plot([0, 1], [0, 1], "k--", lw=1); ax.set_xlabel("false positive rate"); ax.set_ylabel("true positive rate")
-    ax.set_title(title); ax.legend(loc="lower right", fontsize=8); fig.tight_layout()
-    if path: fig.savefig(path, dpi=130)
-    return fig
+__all__ = ['CV_METRICS', 'predict_split', 'split_rows', 'restrict_probs', 'progression_row', 'misclassified', 'log_test_read',
+           'test_intervals', 'progression', 'run_evaluation', 'clip_predictions', 'fold_predictions', 'gather_oof',
+           'check_oof', 'cv_metrics', 'chosen_fold', 'run_cv_evaluation']
 
 # %% ../nbs/07_evaluation.ipynb #5b7d895a
-def predict_split(model_dir, run_dir, split: str = "test", rows: pd.DataFrame | None = None, batch_size: int = 16,
+def predict_split(model_dir, run_dir, split: str = "test", rows: pd.DataFrame | None = None, batch_size: int = INFERENCE_BATCH,
                   device=None):
     "Labels `[N]`, probabilities `[N, C]` and class names of a saved model over a cached split (optionally `rows` of it)."
     from babycry.dataset import LabelEncoder, CachedClips, make_loader
@@ -143,6 +36,7 @@ def predict_split(model_dir, run_dir, split: str = "test", rows: pd.DataFrame | 
     probs = class_probs(model, (b["input_values"] for b in make_loader(ds, batch_size=batch_size, train=False)))
     return np.asarray(ds.labels), probs, classes
 
+# %% ../nbs/07_evaluation.ipynb #465f9770
 def split_rows(run_dir, stage: str, split: str = "test") -> pd.DataFrame:
     "The cache rows a stage's model is scored on, with an `index` column into the cache (all rows for phase 1)."
     rp = RunPaths(run_dir)
@@ -157,12 +51,13 @@ def restrict_probs(probs, classes, keep) -> np.ndarray:
     p = np.asarray(probs)[:, idx]
     return p / np.clip(p.sum(1, keepdims=True), 1e-12, None)
 
+# %% ../nbs/07_evaluation.ipynb #57091c7b
 def progression_row(name: str, metrics: dict, done: dict | None = None) -> dict:
     "One row of the phase-progression table: test metrics plus validation score and training facts from done.json."
     res = (done or {}).get("result", {})
     return {"model": name, "classes": len(metrics["classes"]), "test clips": metrics["n"],
             "test accuracy": metrics["accuracy"], "test balanced acc.": metrics["balanced_accuracy"],
-            "test macro-F1": metrics["f1_macro"], "valid macro-F1": res.get("valid", {}).get("macro_f1"),
+            "test macro-F1": metrics["macro_f1"], "valid macro-F1": res.get("valid", {}).get("macro_f1"),
             "epochs run": res.get("epochs_run"), "best epoch": res.get("best_epoch"), "train seconds": res.get("seconds")}
 
 # %% ../nbs/07_evaluation.ipynb #2b5b712e
@@ -175,152 +70,14 @@ def misclassified(rows: pd.DataFrame, y_true, probs, classes) -> pd.DataFrame:
     keep = [c for c in ["index", "path", "group", "window", "true", "pred", "confidence", "p_true"] if c in df]
     return df.loc[y_pred != y_true, keep].sort_values("confidence", ascending=False).reset_index(drop=True)
 
-# %% ../nbs/07_evaluation.ipynb #5767f2c6
-def _fmt_ci(ci: dict) -> str:
-    return f"{ci['point']:.3f} (95% CI {ci['low']:.3f}–{ci['high']:.3f})"
-
-def _yaml_front_matter(metrics: dict, base_model: str | None, cv: dict | None = None) -> str:
-    "The card's YAML header: the test split's numbers, or (`cv`) the pooled out-of-fold numbers of a cross-validated run."
-    import yaml
-    t = dict(metrics["test"], **{k: cv["pooled"][k] for k in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr_macro")}) if cv else metrics["test"]
-    split, what = ("out-of-fold", f"{cv['folds']}-fold grouped CV, out-of-fold") if cv else ("test", "Test")
-    meta = {"library_name": "transformers", "pipeline_tag": "audio-classification", "license": "apache-2.0",
-            "tags": ["audio-classification", "infant-cry", "hubert", "babycry"],
-            "metrics": ["accuracy", "balanced_accuracy", "f1", "roc_auc"]}
-    if base_model and base_model != "tiny": meta["base_model"] = base_model
-    meta["model-index"] = [{"name": f"babycry-{metrics['model']}", "results": [{
-        "task": {"type": "audio-classification", "name": "Infant cry classification"},
-        "dataset": {"name": metrics.get("dataset", "infant cry recordings"), "type": "audio", "split": split},
-        "metrics": [
-            {"type": "accuracy", "name": f"{what} accuracy", "value": round(t["accuracy"], 4)},
-            {"type": "balanced_accuracy", "name": f"{what} balanced accuracy", "value": round(t["balanced_accuracy"], 4)},
-            {"type": "f1", "name": f"{what} macro-F1", "value": round(t["f1_macro"], 4), "args": {"average": "macro"}},
-            {"type": "roc_auc", "name": f"{what} ROC-AUC (one-vs-rest, macro)", "value": round(t["roc_auc_ovr_macro"], 4)
-             if np.isfinite(t["roc_auc_ovr_macro"]) else None}]}]}]
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
-
-def _audit_lines(audit: dict) -> list:
-    "Markdown bullet lines summarising data/audit.json (lists as counts, shortcut checks as Cramér's V, flat dicts inline)."
-    flat = lambda d: ", ".join(f"{a}: {b}" for a, b in d.items())
-    out = []
-    for k, v in audit.items():
-        name = k.replace("_", " ")
-        if k == "band_limit" and isinstance(v, dict): out.append(f"- band limit: {v.get('reason')}" + (" (the model applies the same low-pass to its input)" if v.get("applied") else "")); continue
-        if isinstance(v, (int, float, str, bool)) or v is None: out.append(f"- {name}: {v}")
-        elif isinstance(v, list): out.append(f"- {name}: {len(v)}" + (" (listed in `data/audit.json`)" if v else ""))
-        elif isinstance(v, dict) and v and all(isinstance(x, dict) and "cramers_v" in x for x in v.values()):
-            flagged = [a for a, x in v.items() if x.get("flag")]
-            out.append(f"- {name} (association of a recording property with the class, Cramér's V): "
-                       + ", ".join(f"{a} {x['cramers_v']:.2f}" for a, x in v.items())
-                       + f"; flagged as a possible shortcut: {', '.join(flagged) if flagged else 'none'}")
-        elif isinstance(v, dict) and all(not isinstance(x, (dict, list)) for x in v.values()): out.append(f"- {name}: {flat(v) or 'none'}")
-        elif isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()) and len(v) <= 4:
-            out.append(f"- {name}: " + "; ".join(f"**{a}** {flat(x)}" for a, x in v.items()))
-        else: out.append(f"- {name}: {len(v)} (listed in `data/audit.json`)")
-    return out
-
-def _table(df: pd.DataFrame) -> str:
-    "A markdown table (numbers to 3 decimals) without needing `tabulate`."
-    def fmt(v):
-        if v is None or (isinstance(v, float) and np.isnan(v)): return ""
-        if isinstance(v, float): return str(int(v)) if v.is_integer() and abs(v) > 1 else f"{v:.3f}"
-        return str(v)
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join(lines)
-
 # %% ../nbs/07_evaluation.ipynb #ecf2085b
 def log_test_read(run_dir, model: str, model_finished) -> list:
     "Append this read of the test split to `<run_dir>/test_reads.json`; return every read so far."
-    path = RunPaths(run_dir).root/"test_reads.json"
+    path = RunPaths(run_dir).test_reads
     reads = load_json(path) if path.exists() else []
     reads.append(dict(time=datetime.datetime.now().isoformat(timespec="seconds"), model=model, model_finished=model_finished))
     save_json(reads, path)
     return reads
-
-def _reads_text(reads: list) -> str:
-    if len(reads) <= 1: return "once" + (f" ({reads[0]['time']})." if reads else ".")
-    return f"**{len(reads)} times** ({', '.join(r['time'] for r in reads)}): the later numbers are no longer a clean estimate."
-
-# %% ../nbs/07_evaluation.ipynb #d29d0da4
-def _done(rp, stage) -> dict: return load_json(rp.stage(stage)/"done.json") if is_done(rp.stage(stage)) else {}
-
-def _run_facts(rp, stage: str) -> dict:
-    "What the card says of how the model was made: backbone, pooling, data, removed classes, settings, hardware."
-    p1 = _done(rp, "phase1").get("params", {})
-    data_dir, removed = _done(rp, "data").get("params", {}).get("data_dir"), _done(rp, "class_removal").get("params", {}).get("removed")
-    settings = "\n".join(f"- {s}: " + ", ".join(f"`{k}={v}`" for k, v in _done(rp, s)["params"].items())
-                         for s in ("phase1", "phase2") if _done(rp, s).get("params"))
-    hw = [f"- {s}: {r.get('device', '?')}, precision {r.get('precision', '?')}, {r.get('seconds', '?')} s of training, "
-          f"{r.get('epochs_run', '?')} epochs (best {r.get('best_epoch', '?')})"
-          for s in ("phase1", "phase2") for r in [_done(rp, s).get("result")] if r]
-    return dict(base=p1.get("backbone"), pooling=p1.get("pooling", "mean"), settings=settings or "- (not recorded)",
-                dataset="babycry synthetic demo corpus" if data_dir and Path(data_dir).name == "demo_corpus"
-                        else Path(data_dir).name if data_dir else "infant cry recordings",
-                removed=f"The class(es) {', '.join(f'`{c}`' for c in removed)} were removed before phase 2 (class removal)."
-                        if removed and stage == "phase2" else "", hardware="\n".join(hw) or "- (not recorded)")
-
-def _result_fields(metrics: dict) -> dict:
-    "The card's numbers, from the evaluation's metrics."
-    t, ci = metrics["test"], metrics["ci"]
-    per = pd.DataFrame([{"class": c, "precision": t["per_class"][c]["precision"], "recall": t["per_class"][c]["recall"],
-                         "f1": t["per_class"][c]["f1-score"], "test clips": int(t["per_class"][c]["support"])} for c in t["classes"]])
-    absent = t["classes_absent_from_test"]
-    return dict(n_test=t["n"], n_groups=metrics["n_groups"], level=int(ci["level"] * 100), n_bootstrap=ci["n_bootstrap"],
-                resample="recording sources (groups)" if ci["resample"] == "group" else "clips",
-                accuracy=_fmt_ci(ci["accuracy"]), f1_macro=_fmt_ci(ci["f1_macro"]), balanced_accuracy=t["balanced_accuracy"],
-                f1_weighted=t["f1_weighted"], roc_auc=t["roc_auc_ovr_macro"], ece=t["ece"], per_class=_table(per),
-                progression=_table(pd.DataFrame(metrics["progression"])), reads=_reads_text(metrics.get("test_reads", [])),
-                absent=f"Classes without a test clip (no recall measured): {', '.join(absent)}." if absent else "",
-                classes=", ".join(f"`{c}`" for c in t["classes"]), n_classes=len(t["classes"]),
-                device=metrics.get("device", "?"), platform=metrics.get("platform", ""), evaluated=metrics.get("evaluated", ""))
-
-def _protocol(rp) -> str:
-    "The card's sentence on the evaluation protocol, from the data stage's record (one split, or fold k of K)."
-    p = _done(rp, "data").get("params", {})
-    if p.get("fold") is None: return "one grouped train/validation/test split (not cross-validation)."
-    return (f"fold {p['fold']} of a {p['folds']}-fold grouped cross-validation: the test split below is fold {p['fold']}, and "
-            "training and validation are a grouped split of the other folds.")
-
-def _cv_section(cv: dict | None) -> str:
-    "The card's out-of-fold results of a cross-validated run (empty without one)."
-    if not cv: return ""
-    f = lambda k: _fmt_ci(dict(cv["ci"][k], point=cv["pooled"][k]))
-    folds = pd.DataFrame(cv["per_fold"])[["fold", "n", "accuracy", "balanced_accuracy", "f1_macro", "ece"]]
-    return (f"### Cross-validated (out-of-fold) results\n\n{cv['folds']}-fold grouped cross-validation over recording sources: "
-            f"each of the {cv['n_clips']} clips ({cv['n_groups']} sources) was predicted once, by the fold model that never saw its "
-            f"source. Pooled, with {int(cv['ci']['level'] * 100)}% bootstrap intervals over {cv['ci']['resample']}s:\n\n"
-            f"| metric | value |\n|---|---|\n| accuracy | {f('accuracy')} |\n| balanced accuracy | {f('balanced_accuracy')} |\n"
-            f"| macro-F1 | {f('f1_macro')} |\n| expected calibration error | {f('ece')} |\n\nPer fold:\n\n{_table(folds)}\n\n"
-            f"**This model is fold {cv['exported']['fold']}'s** ({cv['exported']['why']}); the test-split numbers below are of "
-            f"its own test fold only.\n\n")
-
-def _ladder_section(ladder: pd.DataFrame | None) -> str:
-    "The card's baseline ladder (13_ladder's `cv/ladder.csv`): each rung's out-of-fold macro-F1 and balanced accuracy (empty without one)."
-    if ladder is None or not len(ladder): return ""
-    t, ci = ladder.reset_index(drop=True), lambda r, k: f"{r[k]:.3f} [{r[k + '_low']:.3f}, {r[k + '_high']:.3f}]"
-    rw = t.random_weights.astype(str).str.lower().eq("true")
-    rows = pd.DataFrame({"model": [m + (" (random weights)" if w else "") for m, w in zip(t.model, rw)],
-                         "macro-F1 [95% CI]": [ci(r, "macro_f1") for _, r in t.iterrows()],
-                         "balanced accuracy [95% CI]": [ci(r, "balanced_accuracy") for _, r in t.iterrows()],
-                         "accuracy": t.accuracy.astype(float), "seconds": [f"{v:.1f}" for v in t.seconds.astype(float)]})
-    return (f"### Against the baseline ladder\n\nEvery rung was scored out of fold on the same {int(t.n_clips.iloc[0])} clips, "
-            f"{int(t.n_classes.max())} classes and grouped folds (13_ladder; intervals resample recording sources). Chance is "
-            f"{1 / int(t.n_classes.max()):.3f} balanced accuracy. " + ("Rows marked *random weights* used a randomly initialised "
-            "backbone: they measure the plumbing, not skill. " if rw.any() else "") + f"\n\n{_table(rows)}\n\n")
-
-def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None, ladder: pd.DataFrame | None = None) -> Path:
-    "Write `README.md` (a Hugging Face model card) into `model_dir`: the template `babycry/model_card.md`, filled from the run (and `cv`'s out-of-fold results, the `ladder`)."
-    from importlib.resources import files
-    rp, stage = RunPaths(run_dir), metrics["model"]
-    facts = _run_facts(rp, stage)
-    metrics.setdefault("dataset", facts["dataset"])
-    audit = _audit_lines(load_json(rp.audit)) if rp.audit.exists() else []
-    fields = dict(facts, **_result_fields(metrics), stage=stage, audit="\n".join(audit or ["- (no audit found)"]),
-                  kind="a fine-tuned" if stage == "phase2" else "an MLP head on a frozen", protocol=_protocol(rp), cv_results=_cv_section(cv) + _ladder_section(ladder))
-    text = _yaml_front_matter(metrics, facts["base"], cv) + "\n" + (files("babycry")/"model_card.md").read_text(encoding="utf-8").format(**fields)
-    with atomic_write(Path(model_dir)/"README.md", encoding="utf-8") as f: f.write(text)
-    return Path(model_dir)/"README.md"
 
 
 # %% ../nbs/07_evaluation.ipynb #8920e05d
@@ -335,7 +92,7 @@ def test_intervals(y, p, groups, cfg) -> dict:
     yp, labels = p.argmax(1), present_labels(y)
     f1 = lambda a, b: macro_f1(a, b, labels)
     ci_all = {by: {"accuracy": bootstrap_ci(y, yp, accuracy_score, cfg.n_bootstrap, cfg.seed, g),
-                   "f1_macro": bootstrap_ci(y, yp, f1, cfg.n_bootstrap, cfg.seed, g)}
+                   "macro_f1": bootstrap_ci(y, yp, f1, cfg.n_bootstrap, cfg.seed, g)}
               for by, g in [("clip", None), ("group", groups)] if by == "clip" or groups is not None}
     n_groups = len(set(groups)) if groups is not None else len(y)
     used = cfg.bootstrap_by if cfg.bootstrap_by in ci_all and n_groups >= 5 else "clip"
@@ -343,19 +100,21 @@ def test_intervals(y, p, groups, cfg) -> dict:
               note=None if used == cfg.bootstrap_by else f"asked for {cfg.bootstrap_by!r}, used 'clip': only {n_groups} groups")
     return dict(ci=ci, ci_by=ci_all, n_groups=int(n_groups), bootstrap_by=used)
 
+# %% ../nbs/07_evaluation.ipynb #0d6ea1c0
 def progression(rp, scored: dict, final: str, t: dict) -> list:
     "Phase 1 on all test clips, phase 1 on phase 2's clips and classes, and phase 2: one row each."
     prog = []
     if "phase1" in scored:
         _, y1, p1, c1 = scored["phase1"]
-        prog.append(progression_row("phase1 (all test clips)", metrics_from_probs(y1, p1, c1), load_json(rp.phase1/"done.json")))
+        prog.append(progression_row("phase1 (all test clips)", metrics_from_probs(y1, p1, c1), done_record(rp.phase1)))
         if final == "phase2":
             r2, y, _, classes = scored["phase2"]
             p1r = restrict_probs(p1[r2["index"].to_numpy()], c1, classes)
             prog.append(progression_row("phase1 on phase2's clips and classes", metrics_from_probs(y, p1r, classes)))
-    if final == "phase2": prog.append(progression_row("phase2", t, load_json(rp.phase2/"done.json")))
+    if final == "phase2": prog.append(progression_row("phase2", t, done_record(rp.phase2)))
     return prog
 
+# %% ../nbs/07_evaluation.ipynb #5bfcdbf5
 def _write_eval_plots(stage_dir, final, rows, y, p, classes, t, prog):
     stage_dir.mkdir(parents=True, exist_ok=True)
     for norm, name in [(False, "confusion_counts.png"), (True, "confusion_normalized.png")]:
@@ -365,23 +124,17 @@ def _write_eval_plots(stage_dir, final, rows, y, p, classes, t, prog):
     with atomic_write(stage_dir/"misclassified.csv") as f: misclassified(rows, y, p, classes).to_csv(f, index=False)
     with atomic_write(stage_dir/"progression.csv") as f: pd.DataFrame(prog).to_csv(f, index=False)
 
-def predictions_frame(rows, y, probs, classes, model: str) -> pd.DataFrame:
-    "Every scored test row: path, group, window, label, pred, `p_<class>` per class, model (kept as `eval/predictions.csv`)."
-    probs = np.asarray(probs, dtype=float)
-    out = rows.reset_index(drop=True)[[c for c in ("path", "group", "window") if c in rows]].copy()
-    out["label"], out["pred"] = np.asarray(classes)[np.asarray(y)], np.asarray(classes)[probs.argmax(1)]
-    for i, c in enumerate(classes): out[f"p_{c}"] = probs[:, i]
-    out["model"] = model
-    return out
 
-def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, device=None, **settings) -> dict:
+# %% ../nbs/07_evaluation.ipynb #a96e5c33
+def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = INFERENCE_BATCH, device=None, **settings) -> dict:
     "The evaluation stage with `EvalConfig` (any of its `settings` overridden): test metrics with CIs, plots, model card."
-    cfg, rp = make_config(EvalConfig, "07_evaluation", **settings), RunPaths(run_dir)
+    rp = RunPaths(run_dir)
+    cfg = make_config(EvalConfig, "07_evaluation", recorded=rp.done("eval").get("params"), **settings)
     final = "phase2" if is_done(rp.phase2) else "phase1" if is_done(rp.phase1) else None
     if final is None: raise FileNotFoundError(f"{rp.root} has no finished phase1 or phase2: run the training stages first.")
-    params = config_record(cfg, model=final, model_finished=load_json(rp.stage(final)/"done.json").get("finished"))
+    params = config_record(cfg, model=final, model_finished=done_record(rp.stage(final)).get("finished"))
     if prepare_stage(rp.eval, params, overwrite) == "skip":
-        print(f"{rp.eval} is already finished for this model: the test split is not read again."); return load_json(rp.eval/"metrics.json")
+        print(f"{rp.eval} is already finished for this model: the test split is not read again."); return load_metrics(rp.metrics)
     set_seed(cfg.seed)
     reads = log_test_read(run_dir, final, params["model_finished"])
     scored = {s: _eval_model(run_dir, s, batch_size, device) for s in ("phase1", "phase2") if is_done(rp.stage(s))}
@@ -397,17 +150,11 @@ def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = 16, devic
         with atomic_write(rp.eval/f"predictions_{s}.csv") as f: predictions_frame(r, ys, ps, cs, s).to_csv(f, index=False)
     shutil.copyfile(rp.eval/f"predictions_{final}.csv", rp.eval/"predictions.csv")
     metrics["model_card"] = str(write_model_card(rp.model(final), metrics, run_dir))
-    save_json(metrics, rp.eval/"metrics.json")
-    mark_done(rp.eval, params, result={k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "f1_macro")})
+    save_json(metrics, rp.metrics)
+    mark_done(rp.eval, params, result={k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")})
     return metrics
 
-
 # %% ../nbs/07_evaluation.ipynb #ff5bbc36
-def is_cv_run(run_dir) -> bool:
-    "Is `run_dir` the top of a cross-validated run (a data stage that wrote `folds/<k>/`)?"
-    p = _done(RunPaths(run_dir), "data").get("params", {})
-    return int(p.get("folds") or 0) >= 2 and p.get("fold") is None
-
 def clip_predictions(pred: pd.DataFrame) -> pd.DataFrame:
     "One row per clip (`path`) of a predictions frame: its windows' probabilities averaged, the prediction their argmax."
     pc = [c for c in pred.columns if c.startswith("p_")]
@@ -415,6 +162,7 @@ def clip_predictions(pred: pd.DataFrame) -> pd.DataFrame:
     out["pred"] = np.asarray([c[2:] for c in pc])[out[pc].to_numpy().argmax(1)]
     return out.reset_index()
 
+# %% ../nbs/07_evaluation.ipynb #acd37684
 def fold_predictions(run_dir, k: int, model: str | None = None) -> pd.DataFrame:
     "Fold `k`'s test predictions of `model` (None: the final model its evaluation scored), one row per clip, with its fold."
     e = RunPaths(run_dir).fold(k).eval
@@ -423,14 +171,14 @@ def fold_predictions(run_dir, k: int, model: str | None = None) -> pd.DataFrame:
     if not f.exists(): raise FileNotFoundError(f"{f} is missing: fold {k}'s evaluation did not score {model} (evaluate it again: -p evaluation.overwrite True)")
     return clip_predictions(pd.read_csv(f, keep_default_na=False)).assign(fold=int(k))
 
+# %% ../nbs/07_evaluation.ipynb #42bae367
 def gather_oof(run_dir, model: str | None = None) -> pd.DataFrame:
     "The out-of-fold frame of a cross-validated run: each fold's test predictions (of `model`, None: the final one), one row per clip, with its fold."
     rp = RunPaths(run_dir)
-    oof = pd.concat([fold_predictions(run_dir, k, model) for k in range(int(_done(rp, "data")["params"]["folds"]))], ignore_index=True)
+    oof = pd.concat([fold_predictions(run_dir, k, model) for k in range(rp.folds)], ignore_index=True)
     if oof.model.nunique() != 1 or oof.filter(like="p_").isna().any().any():
         raise ValueError(f"the folds' final models differ ({sorted(oof.model.unique())}) or have other classes: run every fold to the same stage")
     return oof[["path", "group", "fold", "label", "pred"] + [c for c in oof if c.startswith("p_")] + ["model"]]
-
 
 # %% ../nbs/07_evaluation.ipynb #77795ebe
 def check_oof(oof: pd.DataFrame, run_dir) -> pd.DataFrame:
@@ -450,7 +198,7 @@ def check_oof(oof: pd.DataFrame, run_dir) -> pd.DataFrame:
     return oof
 
 # %% ../nbs/07_evaluation.ipynb #e5f9149f
-CV_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "ece")
+CV_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
 
 def _ci_metrics(y, P, classes) -> dict:
     "Metric functions of an index array into (`y`, `P`), for `bootstrap_ci`: the CV metrics and the recall of each class."
@@ -461,7 +209,7 @@ def _ci_metrics(y, P, classes) -> dict:
             with warnings.catch_warnings(): warnings.simplefilter("ignore"); return f(a)
         return g
     return dict(accuracy=quiet(lambda a: accuracy_score(y[a], yp[a])), balanced_accuracy=quiet(lambda a: balanced_accuracy_score(y[a], yp[a])),
-                f1_macro=quiet(lambda a: macro_f1(y[a], yp[a], labels)), ece=quiet(lambda a: expected_calibration_error(y[a], P[a])),
+                macro_f1=quiet(lambda a: macro_f1(y[a], yp[a], labels)), ece=quiet(lambda a: expected_calibration_error(y[a], P[a])),
                 **{f"recall_{c}": recall(j) for j, c in enumerate(classes) if j in labels})
 
 def cv_metrics(oof: pd.DataFrame, cfg: EvalConfig = EvalConfig()) -> dict:
@@ -483,39 +231,31 @@ def cv_metrics(oof: pd.DataFrame, cfg: EvalConfig = EvalConfig()) -> dict:
 def chosen_fold(run_dir, folds: int, stage: str) -> int:
     "The fold whose `stage` model has the best validation macro-F1 (the lowest fold on ties)."
     rp = RunPaths(run_dir)
-    scores = [(_done(rp.fold(k), stage).get("result", {}).get("valid", {}).get("macro_f1") or 0.0) for k in range(folds)]
+    scores = [(rp.fold(k).done(stage).get("result", {}).get("valid", {}).get("macro_f1") or 0.0) for k in range(folds)]
     return int(np.argmax(scores))
 
+# %% ../nbs/07_evaluation.ipynb #41b5b23f
 def _write_cv_plots(cv_dir, m: dict, model: str):
     for norm, name in [(False, "confusion_counts.png"), (True, "confusion_normalized.png")]:
         plt.close(plot_confusion(m["pooled"]["confusion"], m["pooled"]["classes"], norm,
                                  f"{model}, out-of-fold: " + ("recall per class" if norm else "counts"), cv_dir/name))
 
-def ladder_table(run_dir) -> pd.DataFrame | None:
-    "The baseline ladder of a run (`cv/ladder.csv`, written by 13_ladder), or None."
-    f = RunPaths(run_dir).cv/"ladder.csv"
-    return pd.read_csv(f) if f.exists() else None
-
-def write_cv_card(run_dir, m: dict) -> Path:
-    "The exported fold model's card, with the out-of-fold results `m` (a `cv/metrics.json`) and the baseline ladder, if any."
-    fp = RunPaths(run_dir).fold(m["exported"]["fold"])
-    return write_model_card(fp.model(m["model"]), load_json(fp.eval/"metrics.json"), fp.root, cv=m, ladder=ladder_table(run_dir))
-
 def run_cv_evaluation(run_dir, overwrite: bool = False, **settings) -> dict:
     "Gather a cross-validated run's folds: `cv/oof.csv`, `cv/metrics.json` (pooled with intervals, per fold), plots, the exported model's card."
-    cfg, rp = make_config(EvalConfig, "07_evaluation", **settings), RunPaths(run_dir)
-    K = int(_done(rp, "data")["params"]["folds"]); oof = check_oof(gather_oof(run_dir), run_dir)
-    params = config_record(cfg, folds=K, fold_evaluations=[_done(rp.fold(k), "eval")["finished"] for k in range(K)])
+    rp = RunPaths(run_dir)
+    cfg = make_config(EvalConfig, "07_evaluation", recorded=rp.done("cv").get("params"), **settings)
+    K = rp.folds; oof = check_oof(gather_oof(run_dir), run_dir)
+    params = config_record(cfg, folds=K, fold_evaluations=[rp.fold(k).done("eval")["finished"] for k in range(K)])
     if prepare_stage(rp.cv, params, overwrite) == "skip":
-        print(f"{rp.cv} is already finished for these folds' evaluations."); return load_json(rp.cv/"metrics.json")
+        print(f"{rp.cv} is already finished for these folds' evaluations."); return load_metrics(rp.cv_metrics)
     model = str(oof.model.iloc[0]); k = chosen_fold(run_dir, K, model)
-    with atomic_write(rp.cv/"oof.csv") as f: oof.to_csv(f, index=False)
+    with atomic_write(rp.oof) as f: oof.to_csv(f, index=False)
     m = dict(protocol=f"{K}-fold grouped cross-validation over recording sources (out-of-fold predictions)", model=model, folds=K,
              n_clips=len(oof), n_groups=int(oof.group.nunique()), **cv_metrics(oof, cfg),
              exported=dict(fold=k, model_dir=str(rp.fold(k).model(model)), why="the best validation macro-F1 of the folds' models"),
              evaluated=datetime.datetime.now().isoformat(timespec="seconds"))
     _write_cv_plots(rp.cv, m, model)
     m["model_card"] = str(write_cv_card(run_dir, m))
-    save_json(m, rp.cv/"metrics.json")
+    save_json(m, rp.cv_metrics)
     mark_done(rp.cv, params, result={k: m["pooled"][k] for k in CV_METRICS})
     return m

@@ -232,7 +232,8 @@ def csv_rows(results: list, classes: list, with_segments: bool = False) -> list:
 
 def expand_inputs(files) -> list:
     "The audio files to score: files as given ('-' and URLs too), folders replaced by the audio files under them."
-    from babycry.data import AUDIO_EXTS, walk_files
+    from babycry.audio import AUDIO_EXTS
+    from babycry.corpus import walk_files
     out = []
     for f in files:
         if str(f) == "-" or (isinstance(f, str) and URL_RE.match(f)): out.append(str(f)); continue

@@ -4,141 +4,42 @@
 
 # %% ../nbs/13_ladder.ipynb #da4fd7ac
 from __future__ import annotations
-import contextlib, dataclasses, io, re, shutil, time, warnings
-from dataclasses import dataclass
+import contextlib, dataclasses, io, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
-import librosa, optuna, torch, torch.nn as nn, torch.nn.functional as F
+import optuna
 import matplotlib.pyplot as plt
 from joblib import Parallel, delayed
 from lightgbm import LGBMClassifier
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
-from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
-from transformers import PretrainedConfig, set_seed
-from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .core import *
-from .data import load_audio, parallel_map, _n_workers, fix_length, build_split, assign_folds, groups_per_class
-from .dataset import normalize_waveforms, collate_clips
-from .model import BabyCryForAudioClassification
-from .train import fit, training_args, phase1_optimizer_factory, phase1_scheduler_factory, run_phase1
-from .evaluate import (bootstrap_ci, macro_f1, is_cv_run, fold_predictions, restrict_probs, predict_split, split_rows,
-                              predictions_frame, clip_predictions, log_test_read, write_cv_card, _done)
+from .core import atomic_write, load_json, n_workers, parallel_map, save_json
+from .config import LadderConfig, Phase1Config, RECIPE_RUNGS, ScratchCNNConfig, cnn_settings, config_record, make_config
+from .rundir import RunPaths, done_record, is_done, params_hash, slug
+from .audio import load_audio
+from .splits import assign_folds, inner_splits
+from .metrics import bootstrap_ci, macro_f1
+from .plots import plot_ladder
+from .features import features_for
+from .embeddings import LayerSelect, embeddings_for
+from .cnn import cnn_fold
+from .phase1 import run_phase1
+from .metrics import load_metrics, predictions_frame
+from .evaluate import fold_predictions, restrict_probs, predict_split, split_rows, clip_predictions, log_test_read
+from .card import write_cv_card
 from .class_removal import parse_classes
 
 # %% auto #0
-__all__ = ['FEATURE_SETTINGS', 'RUNGS', 'HANDCRAFTED', 'EMBEDDING', 'TUNED', 'LADDER_COLUMNS', 'METRICS', 'PHASE1_VARIANTS',
-           'EMBED_SETTINGS', 'inner_splits', 'spectral_features', 'dynamics_features', 'voicing', 'pitch_features',
-           'clip_features', 'feature_names', 'file_features', 'cv_dir', 'features_for', 'make_model', 'layer_count',
-           'proba_columns', 'tune', 'fit_fold', 'oof_frame', 'oof_predictions', 'stack_folds', 'oof_classes',
-           'fold_metrics', 'clip_set', 'ladder_row', 'load_ladder', 'update_ladder', 'plot_ladder', 'ladder_clips',
+__all__ = ['RUNGS', 'HANDCRAFTED', 'EMBEDDING', 'TUNED', 'LADDER_COLUMNS', 'METRICS', 'PHASE1_VARIANTS', 'make_model',
+           'layer_count', 'proba_columns', 'tune', 'fit_fold', 'oof_frame', 'oof_predictions', 'stack_folds',
+           'oof_classes', 'fold_metrics', 'clip_set', 'ladder_row', 'load_ladder', 'update_ladder', 'ladder_clips',
            'save_oof', 'finish_rung', 'run_rung', 'rung_inputs', 'recipe_removed', 'recipe_oof', 'variant_fold',
-           'run_recipe_rung', 'recipe_ready', 'run_ladder', 'clip_window', 'frozen_backbone', 'pooled_hidden_states',
-           'clip_embeddings', 'embeddings_path', 'embeddings_for', 'LayerSelect', 'LogMelCNN', 'Windows', 'cnn_fold',
-           'cnn_oof_predictions', 'run_cnn_rung']
-
-# %% ../nbs/13_ladder.ipynb #c221744b
-def inner_splits(df, train_idx, k: int = 3, seed: int = 42) -> list:
-    "Grouped, stratified (train, valid) position pairs into `df` over the rows `train_idx` only."
-    train_idx = np.asarray(train_idx); sub = df.iloc[train_idx]
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class")
-        return [(train_idx[a], train_idx[b]) for a, b in cv.split(np.zeros(len(sub)), sub.label, sub.group)]
-
-# %% ../nbs/13_ladder.ipynb #bb4563ee
-FEATURE_SETTINGS = dict(sr=SAMPLE_RATE, n_fft=512, hop=160, n_mfcc=20, n_mels=32, fmax=4000, f0_sr=8000, f0_frame=512,
-                        f0_hop=256, f0_min=150.0, f0_max=1200.0, voiced_r=0.6, active_db=20.0, version=1)
-
-def _mean_std(prefix, m) -> dict:
-    "Mean and std of each row of the frame matrix `m`, named `<prefix><row>_mean` / `_std`."
-    m = np.atleast_2d(m); one = len(m) == 1
-    out = {}
-    for i, r in enumerate(m):
-        n = prefix if one else f"{prefix}{i}"
-        out[f"{n}_mean"], out[f"{n}_std"] = float(np.mean(r)), float(np.std(r))
-    return out
-
-# %% ../nbs/13_ladder.ipynb #b864481e
-def spectral_features(x, s=FEATURE_SETTINGS) -> dict:
-    "MFCC and delta, log-mel band, spectral shape and zero-crossing statistics of the 16 kHz clip `x`."
-    S = np.abs(librosa.stft(x, n_fft=s["n_fft"], hop_length=s["hop"]))
-    logmel = librosa.power_to_db(librosa.feature.melspectrogram(S=S ** 2, sr=s["sr"], n_mels=s["n_mels"], fmax=s["fmax"]))
-    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=s["n_mfcc"])
-    out = {**_mean_std("mfcc", mfcc), **_mean_std("dmfcc", librosa.feature.delta(mfcc, mode="nearest")),
-           **_mean_std("mel", logmel)}
-    shape = dict(centroid=librosa.feature.spectral_centroid(S=S, sr=s["sr"]),
-                 bandwidth=librosa.feature.spectral_bandwidth(S=S, sr=s["sr"]),
-                 rolloff=librosa.feature.spectral_rolloff(S=S, sr=s["sr"], roll_percent=0.85),
-                 flatness=librosa.feature.spectral_flatness(S=S),
-                 zcr=librosa.feature.zero_crossing_rate(x, frame_length=s["n_fft"], hop_length=s["hop"]))
-    for k, v in shape.items(): out.update(_mean_std(k, v))
-    return out
-
-# %% ../nbs/13_ladder.ipynb #27313674
-def dynamics_features(x, s=FEATURE_SETTINGS) -> dict:
-    "RMS level statistics in dB: mean, std, max, 10-90 percentile range, active fraction, mean frame-to-frame change."
-    db = 20 * np.log10(librosa.feature.rms(y=x, frame_length=s["n_fft"], hop_length=s["hop"])[0] + 1e-6)
-    p10, p90 = np.percentile(db, [10, 90])
-    return dict(rms_db_mean=float(db.mean()), rms_db_std=float(db.std()), rms_db_max=float(db.max()),
-                rms_db_range=float(p90 - p10), active_fraction=float(np.mean(db > db.max() - s["active_db"])),
-                rms_db_flux=float(np.mean(np.abs(np.diff(db)))) if len(db) > 1 else 0.0)
-
-def voicing(y, f0, s=FEATURE_SETTINGS) -> np.ndarray:
-    "Normalised autocorrelation of each (centred) frame of `y` at the lag of its f0: near 1 voiced, near 0 noise."
-    L = s["f0_frame"]; W = L - int(np.ceil(s["f0_sr"] / s["f0_min"]))
-    fr = librosa.util.frame(np.pad(y, L // 2), frame_length=L, hop_length=s["f0_hop"])[:, :len(f0)]
-    lag = np.clip(np.round(s["f0_sr"] / np.asarray(f0)).astype(int), 1, L - W)
-    a, b = fr[:W], np.take_along_axis(fr, lag[None, :] + np.arange(W)[:, None], axis=0)
-    return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0) + 1e-12)
-
-def pitch_features(x, s=FEATURE_SETTINGS) -> dict:
-    "f0 statistics over voiced frames and the voiced fraction: `librosa.yin` at 8 kHz, voiced where `voicing` > 0.6."
-    y = librosa.resample(x, orig_sr=s["sr"], target_sr=s["f0_sr"], res_type="soxr_hq")
-    f0 = librosa.yin(y, fmin=s["f0_min"], fmax=s["f0_max"], sr=s["f0_sr"], frame_length=s["f0_frame"], hop_length=s["f0_hop"])
-    voiced = voicing(y, f0, s) > s["voiced_r"]
-    v = f0[voiced]
-    q = np.percentile(v, [10, 50, 90]) if len(v) else np.zeros(3)
-    return dict(f0_mean=float(v.mean()) if len(v) else 0.0, f0_std=float(v.std()) if len(v) else 0.0,
-                f0_p10=float(q[0]), f0_p50=float(q[1]), f0_p90=float(q[2]), voiced_fraction=float(np.mean(voiced)))
-
-# %% ../nbs/13_ladder.ipynb #1e14f49d
-def clip_features(x, s=FEATURE_SETTINGS) -> dict:
-    "All hand-crafted features of one 16 kHz clip, by name (clips shorter than 0.25 s are zero-padded)."
-    x = np.asarray(x, dtype=np.float32)
-    if len(x) < s["sr"] // 4: x = np.pad(x, (0, s["sr"] // 4 - len(x)))
-    return {**spectral_features(x, s), **dynamics_features(x, s), **pitch_features(x, s)}
-
-def feature_names(s=FEATURE_SETTINGS) -> list:
-    "Names of the feature vector's entries, in order."
-    return list(clip_features(np.zeros(s["sr"] // 4, np.float32), s))
-
-def file_features(path) -> np.ndarray:
-    "The feature vector (float32) of the audio file at `path`."
-    return np.array(list(clip_features(load_audio(path)).values()), dtype=np.float32)
-
-# %% ../nbs/13_ladder.ipynb #d9ce7911
-def cv_dir(run_dir) -> Path:
-    "The ladder's folder of a run: `<run>/cv`."
-    return RunPaths(run_dir).root/"cv"
-
-def features_for(run_dir, rows, workers=None, s=FEATURE_SETTINGS) -> np.ndarray:
-    "Feature matrix of `rows` (columns `path`, `md5`), in order, cached in `<run>/cv/features.npz`."
-    f, key = cv_dir(run_dir)/"features.npz", params_hash(dict(md5=list(rows.md5), settings=s))
-    if f.exists():
-        with np.load(f) as z:
-            if str(z["key"]) == key: return z["X"]
-    clip_features(np.zeros(SAMPLE_RATE, np.float32), s=s)   # compile librosa's numba kernels here, once, not in every worker at once
-    X = np.stack(parallel_map(file_features, list(rows.path), workers, desc="features"))
-    with atomic_write(f, "wb") as fh: np.savez(fh, X=X, key=np.array(key), names=np.array(feature_names(s)))
-    return X
+           'run_recipe_rung', 'recipe_ready', 'run_ladder', 'cnn_oof_predictions', 'run_cnn_rung']
 
 # %% ../nbs/13_ladder.ipynb #93303276
 def _logreg(trial, seed):
@@ -164,7 +65,7 @@ HANDCRAFTED = ("majority", "stratified", "features+logreg", "features+lgbm")
 EMBEDDING = ("embeddings+logreg", "embeddings+lgbm")
 TUNED = ("features+logreg", "features+lgbm", *EMBEDDING)
 
-def make_model(rung: str, trial, seed: int = 42, n_layers: int | None = None) -> Pipeline:
+def make_model(rung: str, trial, seed: int, n_layers: int | None = None) -> Pipeline:
     "The rung's classifier behind a StandardScaler (embedding rungs: after `LayerSelect`), hyper-parameters and layer from `trial`."
     if rung not in RUNGS: raise ValueError(f"unknown rung {rung!r}: use one of {list(RUNGS)}")
     if rung in EMBEDDING and not n_layers:
@@ -173,6 +74,7 @@ def make_model(rung: str, trial, seed: int = 42, n_layers: int | None = None) ->
     if rung in EMBEDDING: steps.insert(0, ("layer", LayerSelect(trial.suggest_categorical("layer", ["average", *range(n_layers)]))))
     return Pipeline(steps)
 
+# %% ../nbs/13_ladder.ipynb #c0335470
 def layer_count(X) -> int | None:
     "The number of hidden states of embeddings [N, L+1, D] (None for a feature matrix [N, F])."
     return X.shape[1] if np.ndim(X) == 3 else None
@@ -185,7 +87,7 @@ def proba_columns(model, X, n_classes: int) -> np.ndarray:
     return P
 
 # %% ../nbs/13_ladder.ipynb #e052d385
-def tune(rung: str, X, y, splits, n_trials: int = 50, seed: int = 42) -> tuple:
+def tune(rung: str, X, y, splits, n_trials: int, seed: int) -> tuple:
     "Best hyper-parameters of `rung` (and the study) by seeded Optuna TPE maximising mean inner macro-F1 over `splits`."
     def objective(trial):
         scores = []
@@ -202,7 +104,7 @@ def tune(rung: str, X, y, splits, n_trials: int = 50, seed: int = 42) -> tuple:
     return study.best_params, study
 
 # %% ../nbs/13_ladder.ipynb #04272289
-def fit_fold(rung, X, y, df, fold, n_classes, n_trials=50, seed=42, inner_k=3) -> dict:
+def fit_fold(rung, X, y, df, fold, n_classes, n_trials: int, seed: int, inner_k: int) -> dict:
     "Tune on inner folds of the training folds, refit on all of them, predict the outer test `fold`."
     folds = df.fold.to_numpy()
     tr, te = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
@@ -213,23 +115,21 @@ def fit_fold(rung, X, y, df, fold, n_classes, n_trials=50, seed=42, inner_k=3) -
         m = make_model(rung, optuna.trial.FixedTrial(params), seed + fold, layer_count(X)).fit(X[tr], y[tr])
         return dict(fold=int(fold), index=te, proba=proba_columns(m, X[te], n_classes), params=params)
 
+# %% ../nbs/13_ladder.ipynb #96be41c0
 def oof_frame(df, probs, classes, model: str) -> pd.DataFrame:
-    "The out-of-fold table of any model: path, group, fold, label, pred, `p_<class>` per class, model."
-    probs = np.asarray(probs, dtype=float)
-    out = df[["path", "group", "fold", "label"]].reset_index(drop=True).copy()
-    out["pred"] = np.asarray(classes)[probs.argmax(1)]
-    for i, c in enumerate(classes): out[f"p_{c}"] = probs[:, i]
-    out["model"] = model
-    return out
+    "The out-of-fold table of any model: path, group, fold, label, pred, `p_<class>` per class, model (`predictions_frame`)."
+    return predictions_frame(df[["path", "group", "fold"]], df.label.map({c: i for i, c in enumerate(classes)}), probs, classes, model)
 
-def oof_predictions(rung, X, df, classes, n_trials=50, seed=42, inner_k=3, workers=None) -> tuple:
+# %% ../nbs/13_ladder.ipynb #2277b6fa
+def oof_predictions(rung, X, df, classes, n_trials: int, seed: int, inner_k: int, workers=None) -> tuple:
     "Out-of-fold predictions of `rung` for every row of `df` (with a `fold` column), and the chosen parameters per fold."
     y = df.label.map({c: i for i, c in enumerate(classes)}).to_numpy()
     fs = sorted(df.fold.unique())
-    res = Parallel(n_jobs=min(_n_workers(workers), len(fs)))(
+    res = Parallel(n_jobs=min(n_workers(workers), len(fs)))(
         delayed(fit_fold)(rung, X, y, df, f, len(classes), n_trials, seed, inner_k) for f in fs)
     return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, rung), [dict(fold=r["fold"], **r["params"]) for r in res]
 
+# %% ../nbs/13_ladder.ipynb #af61163f
 def stack_folds(res, n_rows: int, n_classes: int) -> np.ndarray:
     "The [n_rows, n_classes] out-of-fold probabilities from per-fold results (`index`, `proba`), each row predicted exactly once."
     P, seen = np.zeros((n_rows, n_classes)), np.zeros(n_rows, int)
@@ -253,6 +153,7 @@ def oof_classes(oof) -> list:
     "The classes of an out-of-fold frame, from its `p_<class>` columns."
     return [c[2:] for c in oof.columns if c.startswith("p_")]
 
+# %% ../nbs/13_ladder.ipynb #2e26d5a2
 def fold_metrics(oof) -> pd.DataFrame:
     "Accuracy, balanced accuracy and macro-F1 of each fold of an out-of-fold frame."
     idx = {c: i for i, c in enumerate(oof_classes(oof))}
@@ -260,12 +161,13 @@ def fold_metrics(oof) -> pd.DataFrame:
                               **{k: m(d.label.map(idx).to_numpy(), d.pred.map(idx).to_numpy()) for k, m in METRICS.items()})
                          for f, d in oof.groupby("fold")])
 
+# %% ../nbs/13_ladder.ipynb #48a5b718
 def clip_set(oof) -> str:
     "A short hash of the (path, label, fold) triples: equal for rows on the same clips, classes and folds."
     return params_hash(sorted(zip(oof.path.astype(str), oof.label.astype(str), oof.fold.astype(int))))
 
 # %% ../nbs/13_ladder.ipynb #810218f5
-def ladder_row(oof, seconds=float("nan"), random_weights=False, n_bootstrap=1000, seed=42) -> dict:
+def ladder_row(oof, seconds=float("nan"), random_weights=False, *, n_bootstrap: int, seed: int) -> dict:
     "One ladder row from any out-of-fold frame: pooled metrics, 95% group-bootstrap intervals, per-fold mean and std."
     classes = oof_classes(oof); idx = {c: i for i, c in enumerate(classes)}
     y, p = oof.label.map(idx).to_numpy(), oof.pred.map(idx).to_numpy()
@@ -297,26 +199,26 @@ def _write_csv(df, path):
 
 def load_ladder(run_dir) -> pd.DataFrame:
     "The ladder table of a run (empty, with the ladder's columns, when there is none yet)."
-    f = cv_dir(run_dir)/"ladder.csv"
+    f = RunPaths(run_dir).ladder_csv
     return pd.read_csv(f) if f.exists() else pd.DataFrame(columns=LADDER_COLUMNS)
 
 # %% ../nbs/13_ladder.ipynb #e2810431
 def update_ladder(run_dir, row: dict, folds: pd.DataFrame | None = None) -> pd.DataFrame:
     "Add or replace `row` (by `model`) in `<run>/cv/ladder.csv` and its per-fold rows in `ladder_folds.csv`."
-    d = cv_dir(run_dir)
-    with _locked(d/"ladder.lock"):
+    rp = RunPaths(run_dir)
+    with _locked(rp.cv/"ladder.lock"):
         t = load_ladder(run_dir)
         other = t[t.model != row["model"]]
         if len(other) and "clip_set" in other and (other.clip_set != row["clip_set"]).any():
             raise ValueError(f"{row['model']!r} was scored on other clips, classes or folds than the rows "
-                             f"{other.model.tolist()} of {d/'ladder.csv'}: use the same folds (ladder_clips with the "
+                             f"{other.model.tolist()} of {rp.ladder_csv}: use the same folds (ladder_clips with the "
                              "same folds, seed and remove_classes), or start a new table (run_ladder(..., overwrite=True)).")
         new = pd.DataFrame([row])
         t = (pd.concat([t.iloc[:i], new, t.iloc[i + 1:]]) if (i := _pos(t, row["model"])) is not None
              else pd.concat([t, new] if len(t) else [new]))
-        _write_csv(t.reset_index(drop=True), d/"ladder.csv")
+        _write_csv(t.reset_index(drop=True), rp.ladder_csv)
         if folds is not None:
-            f = d/"ladder_folds.csv"; old = pd.read_csv(f) if f.exists() else folds.iloc[:0]
+            f = rp.ladder_folds; old = pd.read_csv(f) if f.exists() else folds.iloc[:0]
             _write_csv(pd.concat([old[old.model != row["model"]], folds]), f)
     return t.reset_index(drop=True)
 
@@ -324,29 +226,8 @@ def _pos(t, model):
     hit = np.flatnonzero(t.model.to_numpy() == model)
     return int(hit[0]) if len(hit) else None
 
-# %% ../nbs/13_ladder.ipynb #6955c0c9
-def plot_ladder(table: pd.DataFrame, path=None):
-    "Macro-F1 and balanced accuracy of each rung (the recipe's in orange) with 95% intervals, chance (1/C) dashed; saved to `path`."
-    t = table.reset_index(drop=True); y = np.arange(len(t))[::-1]; C = int(t.n_classes.max())
-    fig, axs = plt.subplots(1, 2, figsize=(11, 1.2 + 0.55 * len(t)), sharey=True)
-    for ax, k, name in zip(axs, ("macro_f1", "balanced_accuracy"), ("macro-F1", "balanced accuracy")):
-        v = t[k].astype(float).to_numpy()
-        err = [v - t[f"{k}_low"].astype(float), t[f"{k}_high"].astype(float) - v]
-        for j, c in enumerate(np.where(t.model.isin(RECIPE_RUNGS), "tab:orange", "tab:blue")):
-            ax.errorbar(v[j], y[j], xerr=[[err[0][j]], [err[1][j]]], fmt="o", capsize=4, color=c)
-        for yi, vi, hi in zip(y, v, t[f"{k}_high"].astype(float)): ax.text(min(hi + 0.02, 0.9), yi + 0.15, f"{vi:.2f}", fontsize=9)
-        ax.axvline(1 / C, ls="--", color="grey", label=f"chance 1/{C}")
-        ax.set(xlim=(0, 1), xlabel=f"{name} (95% CI, groups resampled)", title=name); ax.grid(axis="x", alpha=0.3)
-    rw = t.random_weights.astype(str).str.lower().eq("true") if "random_weights" in t else np.zeros(len(t), bool)
-    axs[0].set_yticks(y, [m + (" (random weights)" if r else "") for m, r in zip(t.model, rw)]); axs[0].set_ylim(-0.6, len(t) - 0.4); axs[1].legend(loc="lower right")
-    fig.suptitle(f"baseline ladder: {int(t.n_clips.iloc[0])} clips, {C} classes, {int(t.folds.iloc[0])}-fold grouped CV "
-                 "(out-of-fold)", fontsize=11)
-    fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=120, bbox_inches="tight"); plt.close(fig)
-    return fig
-
 # %% ../nbs/13_ladder.ipynb #8ada3d06
-def ladder_clips(run_dir, folds: int = 5, seed: int = 42, remove_classes=None) -> tuple:
+def ladder_clips(run_dir, folds: int, seed: int, remove_classes=None) -> tuple:
     "The usable clips of the data stage (minus `remove_classes`), each with its grouped fold (the manifest's, if it has one), and the classes."
     rp = RunPaths(run_dir)
     if not rp.manifest.exists(): raise FileNotFoundError(f"{rp.manifest} is missing: run the data stage (01_data) with run_dir={str(run_dir)!r} first.")
@@ -360,37 +241,38 @@ def ladder_clips(run_dir, folds: int = 5, seed: int = 42, remove_classes=None) -
     else: df = df[["path", "label", "group", "md5"]].assign(fold=assign_folds(df, folds, seed))
     t = load_ladder(run_dir)
     if len(t) and "clip_set" in t and (t.clip_set != clip_set(df)).any():
-        raise ValueError(f"{cv_dir(run_dir)/'ladder.csv'} holds rows on other clips, classes or folds (folds={folds}, "
+        raise ValueError(f"{RunPaths(run_dir).ladder_csv} holds rows on other clips, classes or folds (folds={folds}, "
                          f"seed={seed}, remove_classes={remove_classes!r} differ from its run): pass the same settings, "
                          "or start a new table (run_ladder(..., overwrite=True)).")
-    _write_csv(df, cv_dir(run_dir)/"folds.csv")
+    _write_csv(df, RunPaths(run_dir).cv/"folds.csv")
     return df, classes
 
-def _slug(model: str) -> str: return re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
-
+# %% ../nbs/13_ladder.ipynb #167062e2
 def save_oof(run_dir, oof) -> Path:
     "Write an out-of-fold frame to `<run>/cv/oof_<model>.csv` (`+` and other odd characters as `_`)."
-    f = cv_dir(run_dir)/f"oof_{_slug(str(oof.model.iloc[0]))}.csv"
+    f = RunPaths(run_dir).oof_of(oof.model.iloc[0])
     _write_csv(oof, f); return f
 
 # %% ../nbs/13_ladder.ipynb #ebe5c5a8
-def finish_rung(run_dir, oof, params, seconds, random_weights=False, n_bootstrap=1000, seed=42, **extra) -> dict:
+def finish_rung(run_dir, oof, params, seconds, random_weights=False, *, n_bootstrap: int, seed: int, **extra) -> dict:
     "Save a rung's out-of-fold frame and per-fold parameters; add its ladder row (plus `extra` columns) to the table."
     model = str(oof.model.iloc[0])
-    save_oof(run_dir, oof); save_json(params, cv_dir(run_dir)/f"params_{_slug(model)}.json")
-    row = dict(ladder_row(oof, seconds, random_weights, n_bootstrap, seed), **extra)
+    save_oof(run_dir, oof); save_json(params, RunPaths(run_dir).cv/f"params_{slug(model)}.json")
+    row = dict(ladder_row(oof, seconds, random_weights, n_bootstrap=n_bootstrap, seed=seed), **extra)
     update_ladder(run_dir, row, fold_metrics(oof))
     print(f"{model}: macro-F1 {row['macro_f1']:.3f} [{row['macro_f1_low']:.3f}, {row['macro_f1_high']:.3f}] in {seconds:.1f} s")
     return row
 
-def run_rung(run_dir, rung, X, df, classes, n_trials=50, seed=42, inner_k=3, workers=None, n_bootstrap=1000,
+# %% ../nbs/13_ladder.ipynb #5060369a
+def run_rung(run_dir, rung, X, df, classes, n_trials: int, seed: int, inner_k: int, workers, n_bootstrap: int,
              random_weights=False, **extra) -> dict:
     "Out-of-fold predictions of one scikit-learn rung on inputs `X`, saved with its chosen parameters; its ladder row."
     t0 = time.time()
     oof, params = oof_predictions(rung, X, df, classes, n_trials if rung in TUNED else 0, seed, inner_k, workers)
-    return finish_rung(run_dir, oof, params, time.time() - t0, random_weights, n_bootstrap, seed, **extra)
+    return finish_rung(run_dir, oof, params, time.time() - t0, random_weights, n_bootstrap=n_bootstrap, seed=seed, **extra)
 
-def rung_inputs(run_dir, rungs, df, backbone=DEFAULT_BACKBONE, seed=42, workers=None) -> tuple:
+# %% ../nbs/13_ladder.ipynb #0fa431e8
+def rung_inputs(run_dir, rungs, df, backbone, seed: int, workers=None) -> tuple:
     "The inputs of each scikit-learn rung (features, embeddings, or one dummy column), each kind computed once; seconds per kind."
     kinds = {r: "embeddings" if r in EMBEDDING else "features" if r in TUNED else "none" for r in rungs if r in RUNGS}
     X, timing = dict(none=np.zeros((len(df), 1))), {}
@@ -406,9 +288,9 @@ PHASE1_VARIANTS = {"phase1-adapter": dict(head="adapter"), "phase1-stats": dict(
 
 def recipe_removed(run_dir) -> list:
     "The classes the recipe's class removal dropped in the folds of a cross-validated run ([] for another run, or none)."
-    if not is_cv_run(run_dir): return []
-    rp = RunPaths(run_dir); K = int(_done(rp, "data")["params"]["folds"])
-    removed = {tuple(_done(rp.fold(k), "class_removal").get("params", {}).get("removed") or ()) for k in range(K)}
+    if not RunPaths(run_dir).is_cv: return []
+    rp = RunPaths(run_dir); K = rp.folds
+    removed = {tuple(rp.fold(k).done("class_removal").get("params", {}).get("removed") or ()) for k in range(K)}
     if len(removed) > 1: raise ValueError(f"the folds of {rp.root} removed different classes {sorted(removed)}: pass remove_classes to the ladder")
     return list(removed.pop())
 
@@ -428,12 +310,12 @@ def recipe_oof(df, classes, parts, model: str) -> pd.DataFrame:
 def _fold_seconds(run_dir, folds, stages) -> float:
     "Training seconds of `stages` summed over `folds` (from their done.json)."
     rp = RunPaths(run_dir)
-    return float(sum(_done(rp.fold(k), s).get("result", {}).get("seconds") or 0 for k in folds for s in stages))
+    return float(sum(rp.fold(k).done(s).get("result", {}).get("seconds") or 0 for k in folds for s in stages))
 
 def variant_fold(run_dir, k: int, rung: str) -> pd.DataFrame:
     "Phase 1 of fold `k` with the settings of `rung` (`PHASE1_VARIANTS`) in `folds/<k>/<rung>/`, and its clip predictions on the fold's test split."
     fp = RunPaths(run_dir).fold(k)
-    p1 = _done(fp, "phase1").get("params")
+    p1 = fp.done("phase1").get("params")
     if p1 is None: raise FileNotFoundError(f"{fp.phase1} has no finished phase 1: the variant {rung} takes its settings from there (run the fold's stages first)")
     names = {f.name for f in dataclasses.fields(Phase1Config)}
     settings = {**{a: v for a, v in p1.items() if a in names}, **PHASE1_VARIANTS[rung]}
@@ -443,7 +325,7 @@ def variant_fold(run_dir, k: int, rung: str) -> pd.DataFrame:
             stale = True; run_phase1(fp.root, True, rung, **settings)
     plt.close("all")                                    # its training plots are saved in folds/<k>/<rung>/, not shown here
     if stale: print(f"fold {k}: phase 1 has other settings than {rung} was trained with: {rung} was trained again")
-    f, finished = fp.stage(rung)/"test_predictions.csv", load_json(fp.stage(rung)/"done.json")["finished"]
+    f, finished = fp.stage(rung)/"test_predictions.csv", done_record(fp.stage(rung))["finished"]
     if f.exists() and (old := pd.read_csv(f, keep_default_na=False)).finished.iloc[0] == finished: return old.drop(columns="finished")
     log_test_read(fp.root, rung, finished)
     y, p, cls = predict_split(fp.model(rung), fp.root, "test")
@@ -452,21 +334,22 @@ def variant_fold(run_dir, k: int, rung: str) -> pd.DataFrame:
     return out
 
 # %% ../nbs/13_ladder.ipynb #6cca3269
-def run_recipe_rung(run_dir, rung, df, classes, n_bootstrap: int = 1000, seed: int = 42) -> dict:
+def run_recipe_rung(run_dir, rung, df, classes, n_bootstrap: int, seed: int) -> dict:
     "The ladder row of a recipe rung: `phase1`/`phase2` gathered from the folds' evaluations, a `PHASE1_VARIANTS` rung trained per fold."
     t0, folds = time.time(), sorted(df.fold.unique())
     if rung in PHASE1_VARIANTS: parts = [variant_fold(run_dir, k, rung) for k in folds]
     else: parts = [fold_predictions(run_dir, k, rung) for k in folds]
     oof = recipe_oof(df, classes, parts, rung)
     seconds = time.time() - t0 if rung in PHASE1_VARIANTS else _fold_seconds(run_dir, folds, ["phase1", "phase2"][:2 if rung == "phase2" else 1])
-    backbone = _done(RunPaths(run_dir).fold(folds[0]), "phase1")["params"]["backbone"]
-    return finish_rung(run_dir, oof, [dict(fold=int(k)) for k in folds], seconds, str(backbone) == "tiny", n_bootstrap, seed,
+    backbone = RunPaths(run_dir).fold(folds[0]).done("phase1")["params"]["backbone"]
+    return finish_rung(run_dir, oof, [dict(fold=int(k)) for k in folds], seconds, str(backbone) == "tiny", n_bootstrap=n_bootstrap, seed=seed,
                        backbone=str(backbone))
 
+# %% ../nbs/13_ladder.ipynb #cf198ecd
 def recipe_ready(run_dir, rung) -> str | None:
     "Why `rung` (a recipe rung) cannot be scored on this run, or None when it can."
-    if not is_cv_run(run_dir): return "not a cross-validated run (babycry-run --folds K trains the recipe on the ladder's folds)"
-    rp = RunPaths(run_dir); K = int(_done(rp, "data")["params"]["folds"])
+    if not RunPaths(run_dir).is_cv: return "not a cross-validated run (babycry-run --folds K trains the recipe on the ladder's folds)"
+    rp = RunPaths(run_dir); K = rp.folds
     need = "phase2" if rung == "phase2" else "phase1"
     missing = [k for k in range(K) if not is_done(rp.fold(k).stage(need)) or not is_done(rp.fold(k).eval)]
     return f"folds {missing} have no finished {need} and evaluation" if missing else None
@@ -483,149 +366,38 @@ def _rung_row(run_dir, r, inputs, df, classes, cfg, workers=None, cnn=None, timi
 
 def run_ladder(run_dir, workers=None, overwrite: bool = False, cnn: dict | None = None, **settings) -> pd.DataFrame:
     "The ladder with `LadderConfig` (any `settings` overridden; `cnn`: `ScratchCNNConfig` settings): `cv/ladder.csv` and `.png`, the card's ladder."
-    cfg, d, cnn = make_config(LadderConfig, "13_ladder", **settings), cv_dir(run_dir), cnn_settings(cnn)
+    rp = RunPaths(run_dir)
+    rec = load_json(rp.ladder_run) if rp.ladder_run.exists() else {}
+    cfg, cnn = make_config(LadderConfig, "13_ladder", recorded=rec, **settings), cnn_settings(cnn if cnn is not None else rec.get("cnn"))
     skipped = {r: why for r in cfg.rungs if r in RECIPE_RUNGS and (why := recipe_ready(run_dir, r))}
     for r, why in skipped.items(): print(f"skipped {r}: {why}")
     rungs = [r for r in cfg.rungs if r not in skipped]
     if overwrite:
-        for f in ("ladder.csv", "ladder_folds.csv"): (d/f).unlink(missing_ok=True)
+        for f in (rp.ladder_csv, rp.ladder_folds): f.unlink(missing_ok=True)
     t0 = time.time()
     df, classes = ladder_clips(run_dir, cfg.folds, cfg.seed, recipe_removed(run_dir) if cfg.remove_classes is None else cfg.remove_classes)
     inputs, timing = rung_inputs(run_dir, rungs, df, cfg.backbone, cfg.seed, workers)
     print(f"{len(df)} clips, {len(classes)} classes {classes}, {df.fold.nunique()} grouped folds; inputs {timing} s")
     for r in rungs: timing[r] = round(_rung_row(run_dir, r, inputs, df, classes, cfg, workers, cnn, dict(timing))["seconds"], 1)
     table = load_ladder(run_dir)
-    plot_ladder(table, d/"ladder.png")
+    plot_ladder(table, rp.ladder_png)
     save_json(dict(config_record(cfg), cnn=cnn, classes=classes, n_clips=len(df), skipped=skipped, seconds=timing,
-                   total_seconds=round(time.time() - t0, 1)), d/"ladder_run.json")
-    if is_cv_run(run_dir) and (d/"metrics.json").exists(): write_cv_card(run_dir, load_json(d/"metrics.json"))   # the card shows the ladder
+                   total_seconds=round(time.time() - t0, 1)), rp.ladder_run)
+    if rp.is_cv and rp.cv_metrics.exists(): write_cv_card(run_dir, load_metrics(rp.cv_metrics))   # the card shows the ladder
     return table
-
-# %% ../nbs/13_ladder.ipynb #53b4f902
-EMBED_SETTINGS = dict(window=CLIP_SAMPLES, crop="center", pooling=("mean", "std"), version=1)
-
-def clip_window(path, n: int = CLIP_SAMPLES) -> np.ndarray:
-    "The centre `n` samples (zero-padded when shorter) of the audio file at `path`, read at 16 kHz by `load_audio`."
-    return fix_length(load_audio(path), n, "center")
-
-def frozen_backbone(backbone="tiny", seed: int = 42) -> tuple:
-    "The backbone of `from_backbone(backbone)` in eval mode ('tiny': random weights drawn with `seed`), and whether its inputs are normalised."
-    torch.manual_seed(seed)
-    model = BabyCryForAudioClassification.from_backbone(backbone, ["a", "b"])
-    return model.backbone.eval(), bool(model.config.feature_extractor.get("do_normalize", True))
-
-@torch.inference_mode()
-def pooled_hidden_states(backbone, x, normalize: bool = True) -> torch.Tensor:
-    "Mean and std over time of every hidden state of `backbone` for waveforms `x` [B, T]: float32 [B, L+1, 2H] on the CPU."
-    x = torch.as_tensor(x, dtype=torch.float32).to(next(backbone.parameters()).device)
-    h = torch.stack(backbone(normalize_waveforms(x) if normalize else x, output_hidden_states=True).hidden_states, 1)
-    return torch.cat([h.mean(2), h.std(2)], -1).float().cpu()
-
-# %% ../nbs/13_ladder.ipynb #0c7e00b1
-def clip_embeddings(paths, backbone="tiny", seed: int = 42, batch_size: int = 16, workers=None, device=None) -> np.ndarray:
-    "Pooled hidden states [N, L+1, 2H] of the centre windows of the files `paths`, in order (one backbone pass per clip)."
-    net, norm = frozen_backbone(backbone, seed)
-    net.to(torch.device(device) if device is not None else get_device())
-    W = np.stack(parallel_map(clip_window, list(paths), workers, desc="windows"))
-    return torch.cat([pooled_hidden_states(net, torch.from_numpy(W[i:i + batch_size]), norm)
-                      for i in tqdm(range(0, len(W), batch_size), desc="embeddings", leave=False)]).numpy()
-
-def embeddings_path(run_dir, backbone) -> Path:
-    "Where the embeddings of `backbone` are cached: `<run>/cv/embeddings-<backbone, / as _>.npz`."
-    return cv_dir(run_dir)/f"embeddings-{_slug(str(backbone))}.npz"
-
-def embeddings_for(run_dir, rows, backbone="tiny", seed: int = 42, workers=None, batch_size: int = 16) -> np.ndarray:
-    "Embeddings [N, L+1, 2H] of `rows` (columns `path`, `md5`), in order, cached in `embeddings_path(run_dir, backbone)`."
-    f = embeddings_path(run_dir, backbone)
-    key = params_hash(dict(md5=list(rows.md5), backbone=str(backbone), seed=seed if str(backbone) == "tiny" else None,
-                           settings=EMBED_SETTINGS))
-    if f.exists():
-        with np.load(f) as z:
-            if str(z["key"]) == key: return z["E"]
-    E = clip_embeddings(rows.path, backbone, seed, batch_size, workers)
-    with atomic_write(f, "wb") as fh: np.savez(fh, E=E, key=np.array(key), backbone=np.array(str(backbone)))
-    return E
-
-# %% ../nbs/13_ladder.ipynb #7051f76f
-class LayerSelect(BaseEstimator, TransformerMixin):
-    "One hidden state (`layer`: its index) or the average over all (`'average'`) of embeddings [N, L+1, D]: [N, D]."
-    def __init__(self, layer="average"): self.layer = layer
-    def fit(self, X, y=None): return self
-    def transform(self, X):
-        X = np.asarray(X)
-        if X.ndim != 3: raise ValueError(f"LayerSelect needs embeddings [clips, layers, dims], not an array of shape {X.shape}")
-        return X.mean(1) if self.layer == "average" else X[:, int(self.layer)]
-
-# %% ../nbs/13_ladder.ipynb #c091280f
-class LogMelCNN(nn.Module):
-    "Log-mel spectrogram of 16 kHz waveforms [B, T], conv blocks, global mean and max pooling, a linear layer."
-    def __init__(self, n_classes: int, channels=(16, 32, 64), n_mels: int = 40, dropout: float = 0.3,
-                 n_fft: int = 512, hop: int = 320, sr: int = SAMPLE_RATE):
-        super().__init__()
-        self.n_fft, self.hop = n_fft, hop
-        self.config = PretrainedConfig(num_labels=n_classes, channels=list(channels), n_mels=n_mels, dropout=dropout, hop=hop)   # Trainer reads it
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        self.register_buffer("mel", torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)).float(), persistent=False)
-        blocks, c = [], 1
-        for co in channels:
-            blocks += [nn.Conv2d(c, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU(), nn.MaxPool2d(2)]; c = co
-        self.blocks, self.drop, self.out = nn.Sequential(*blocks), nn.Dropout(dropout), nn.Linear(2 * c, n_classes)
-
-    def logmel(self, x):
-        "Log-mel spectrogram [B, 1, n_mels, frames] of waveforms [B, T], standardised per clip."
-        spec = torch.stft(x, self.n_fft, self.hop, window=self.window, return_complex=True).abs() ** 2
-        m = torch.log(self.mel @ spec + 1e-6)
-        return ((m - m.mean((1, 2), keepdim=True)) / (m.std((1, 2), keepdim=True) + 1e-5))[:, None]
-
-    def forward(self, input_values, labels=None):
-        "Logits for waveforms [B, T]; the cross-entropy loss too when `labels` are given."
-        h = self.blocks(self.logmel(input_values))
-        logits = self.out(self.drop(torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)))
-        return SequenceClassifierOutput(loss=None if labels is None else F.cross_entropy(logits, labels), logits=logits)
-
-# %% ../nbs/13_ladder.ipynb #d48dba3f
-class Windows(torch.utils.data.Dataset):
-    "Fixed-length waveforms [N, T] with their label ids, as (waveform, label) items for `collate_clips`."
-    def __init__(self, X, y): self.X, self.y = X, np.asarray(y, dtype=int)
-    def __len__(self): return len(self.y)
-    def __getitem__(self, i): return torch.from_numpy(np.array(self.X[i], np.float32)), int(self.y[i])
-
-def _train_cnn(train, valid, classes, cfg, out_dir):
-    "Fit a fresh `LogMelCNN` with the recipe's Trainer engine (early stopping on `valid`); the trainer, best model loaded."
-    set_seed(cfg.seed); model = LogMelCNN(len(classes), cfg.channels, cfg.n_mels, cfg.dropout, hop=cfg.hop)
-    with contextlib.redirect_stdout(io.StringIO()):                      # one line per epoch: kept in history.json
-        return fit(model, train, valid, out_dir, training_args(out_dir/"checkpoints", cfg), collate_clips, list(classes),
-                   "cnn-scratch", cfg.patience, optimizer_factory=phase1_optimizer_factory(cfg),
-                   scheduler_factory=phase1_scheduler_factory(cfg))
-
-def cnn_fold(df, audio, fold, classes, cfg, out_dir, workers=None) -> dict:
-    "Train `LogMelCNN` on the training folds of `df` (augmented, balanced; early stopping on an inner split), predict `fold`."
-    fold, folds, out_dir, idx = int(fold), df.fold.to_numpy(), Path(out_dir), {c: i for i, c in enumerate(classes)}
-    tr, te = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    fit_idx, va = inner_splits(df, tr, cfg.valid_folds, cfg.seed + fold)[0]
-    Xtr, mtr = build_split(df.iloc[fit_idx], audio, "train", cfg.seed + fold, workers=workers)
-    Xva, mva = build_split(df.iloc[va], audio, "valid")
-    shutil.rmtree(out_dir, ignore_errors=True)                            # a fresh model: never resume another run's fold
-    trainer = _train_cnn(Windows(Xtr, mtr.label.map(idx)), Windows(Xva, mva.label.map(idx)), classes,
-                         dataclasses.replace(cfg, seed=cfg.seed + fold), out_dir)
-    Xte = np.stack([fix_length(audio[p], CLIP_SAMPLES, "center") for p in df.path.iloc[te]])
-    logits = trainer.predict(Windows(Xte, df.label.iloc[te].map(idx))).predictions
-    shutil.rmtree(out_dir/"checkpoints", ignore_errors=True)
-    return dict(fold=int(fold), index=te, proba=torch.softmax(torch.as_tensor(logits).float(), -1).numpy(),
-                params=dict(train_windows=len(Xtr), valid_clips=len(Xva), epochs_run=round(trainer.state.epoch or 0),
-                            best_valid=trainer.state.best_metric))
 
 # %% ../nbs/13_ladder.ipynb #40538cc3
 def cnn_oof_predictions(run_dir, df, classes, workers=None, **settings) -> tuple:
     "Out-of-fold predictions of `cnn-scratch` (`ScratchCNNConfig` with `settings`) for every row of `df`, and facts per fold."
     cfg = make_config(ScratchCNNConfig, "cnn-scratch", **settings)
     audio = dict(zip(df.path, parallel_map(load_audio, list(df.path), workers, desc="audio")))
-    res = [cnn_fold(df, audio, f, classes, cfg, cv_dir(run_dir)/"cnn-scratch"/f"fold{f}", workers)
+    res = [cnn_fold(df, audio, f, classes, cfg, RunPaths(run_dir).cv/"cnn-scratch"/f"fold{f}", workers)
            for f in sorted(df.fold.unique())]
     return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, "cnn-scratch"), [dict(fold=r["fold"], **r["params"]) for r in res]
 
-def run_cnn_rung(run_dir, df, classes, workers=None, n_bootstrap: int = 1000, **settings) -> dict:
+# %% ../nbs/13_ladder.ipynb #8f3d2790
+def run_cnn_rung(run_dir, df, classes, workers, n_bootstrap: int, **settings) -> dict:
     "Out-of-fold predictions of `cnn-scratch`, saved with its per-fold facts; its ladder row."
     t0 = time.time()
     oof, params = cnn_oof_predictions(run_dir, df, classes, workers, **settings)
-    return finish_rung(run_dir, oof, params, time.time() - t0, n_bootstrap=n_bootstrap, seed=settings.get("seed") or 42)
+    return finish_rung(run_dir, oof, params, time.time() - t0, n_bootstrap=n_bootstrap, seed=make_config(ScratchCNNConfig, **settings).seed)

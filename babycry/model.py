@@ -14,7 +14,8 @@ from fastcore.basics import patch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, PretrainedConfig, PreTrainedModel, Wav2Vec2FeatureExtractor
 
 from .core import CLASSES, DEFAULT_BACKBONE, SAMPLE_RATE, usual_permissions
-from .modeling_babycry import *
+from .modeling_babycry import (FEATURE_EXTRACTOR_DEFAULTS, BabyCryConfig, BabyCryForAudioClassification,
+                                      tiny_config)
 
 # %% auto #0
 __all__ = ['SUPPORTED_BACKBONES', 'backbone_config', 'backbone_feature_extractor', 'feature_extractor_for', 'save_classifier',

@@ -11,16 +11,18 @@ import numpy as np, pandas as pd, torch, torch.nn as nn
 from tqdm.auto import tqdm
 from transformers import set_seed
 
-from .core import *
+from .core import INFERENCE_BATCH, get_device, load_json, save_json
+from .config import SPEEDS, Phase2Config, check_setting, make_config, migrate_params
+from .rundir import RunPaths, done_record, is_done, mark_done, params_hash, prepare_stage
 from .dataset import LabelEncoder, collate_clips
 from .model import BabyCryConfig, BabyCryForAudioClassification, freeze_for_phase2, transfer_backbone
-from .train import decay_groups, fit, finish_phase, load_splits, training_args, last_checkpoint, args_precision
-from .train import epoch_steps, per_device_batch, process_rank, rank_report, recipe_record, resolve_nproc, run_ranks
+from .train import decay_groups, fit, finish_phase, load_splits, training_args, last_checkpoint, args_precision, recipe_record
+from .launch import epoch_steps, per_device_batch, process_rank, rank_report, resolve_nproc, run_ranks
 
 # %% auto #0
-__all__ = ['SPEEDS', 'llrd_groups', 'lr_table', 'llrd_optimizer', 'cosine_restarts_factory', 'restart_epochs', 'phase2_model',
+__all__ = ['llrd_groups', 'lr_table', 'llrd_optimizer', 'cosine_restarts_factory', 'restart_epochs', 'phase2_model',
            'conv_cache_unsupported', 'conv_bypassed', 'ConvCached', 'extract_conv_features', 'cached_conv_features',
-           'ConvFeatureClips', 'speed_settings', 'phase2_params', 'can_extend', 'archive_for_extension',
+           'ConvFeatureClips', 'speed_settings', 'phase2_speed', 'phase2_params', 'can_extend', 'archive_for_extension',
            'phase2_inputs', 'train_phase2', 'run_phase2']
 
 # %% ../nbs/06_phase2.ipynb #feba63fe
@@ -39,6 +41,7 @@ def llrd_groups(model, cfg=None) -> list:
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
     return [dict(name="classifier", lr=cfg.head_lr, params=rest)] + groups
 
+# %% ../nbs/06_phase2.ipynb #6ab4562a
 def lr_table(groups) -> pd.DataFrame:
     "The learning rate and parameter count of each group."
     return pd.DataFrame([dict(group=g["name"], lr=g["lr"], params_M=round(sum(p.numel() for p in g["params"]) / 1e6, 3))
@@ -61,6 +64,7 @@ def cosine_restarts_factory(cfg, steps_per_epoch, warmup_steps=0):
         return torch.optim.lr_scheduler.SequentialLR(opt, [warm, sch], milestones=[warmup_steps])
     return make
 
+# %% ../nbs/06_phase2.ipynb #39d25995
 def restart_epochs(cfg, epochs, steps_per_epoch=3) -> list:
     "Epochs after which the learning rate jumps back up, found by stepping the real scheduler."
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
@@ -70,7 +74,7 @@ def restart_epochs(cfg, epochs, steps_per_epoch=3) -> list:
     return [s // steps_per_epoch for s in range(1, len(lrs)) if lrs[s] > lrs[s - 1]]
 
 # %% ../nbs/06_phase2.ipynb #c6b6ec97
-def phase2_model(run_dir, classes, head: str = "improved"):
+def phase2_model(run_dir, classes, head: str):
     "The phase-2 classifier: phase 1's backbone and a fresh `head` (the recipe's `improved`) for `classes`."
     rp = RunPaths(run_dir)
     p1 = BabyCryForAudioClassification.from_pretrained(rp.model("phase1"))
@@ -95,6 +99,7 @@ def conv_cache_unsupported(model):
     if moody: return f"the convolutional feature encoder behaves differently in training ({moody})"
     return None
 
+# %% ../nbs/06_phase2.ipynb #652db27d
 @contextlib.contextmanager
 def conv_bypassed(backbone):
     "Within the block, `backbone` takes its conv encoder's output [B, C, T'] in place of waveforms."
@@ -123,7 +128,7 @@ class ConvCached(nn.Module):
 
 # %% ../nbs/06_phase2.ipynb #34e36c5c
 @torch.inference_mode()
-def extract_conv_features(model, ds, path, precision="fp32", batch_size=16, device=None):
+def extract_conv_features(model, ds, path, precision="fp32", batch_size=INFERENCE_BATCH, device=None):
     "Run the frozen conv encoder once over `ds` (normalised waveforms); write its output [N, C, T'] to the .npy `path`."
     device = torch.device(device) if device is not None else get_device()
     dtype, cuda = dict(bf16=torch.bfloat16, fp16=torch.float16).get(precision), device.type == "cuda"
@@ -141,6 +146,7 @@ def extract_conv_features(model, ds, path, precision="fp32", batch_size=16, devi
     arr.flush(); del arr; os.replace(tmp, path)
     return path
 
+# %% ../nbs/06_phase2.ipynb #b4e8b202
 def cached_conv_features(model, ds, path, key, **kwargs):
     "`extract_conv_features`, reused when `path`'s sidecar `.json` holds the same `key` and clip count."
     path = Path(path); meta = path.with_suffix(".json")
@@ -165,25 +171,31 @@ class ConvFeatureClips(torch.utils.data.Dataset):
     def __getitem__(self, i): return dict(conv_features=torch.from_numpy(np.array(self._array()[i])), labels=self.labels[i])
 
 # %% ../nbs/06_phase2.ipynb #2fb61084
-SPEEDS = dict(recipe=dict(batch_size=8, warmup_epochs=0), fast=dict(batch_size=256, warmup_epochs=2))
-
-def speed_settings(speed="recipe", batch_size=None) -> dict:
+def speed_settings(speed: str, batch_size: int | None = None) -> dict:
     "Batch size, learning-rate factor (square-root rule from the recipe's batch) and warm-up epochs of a `speed`."
     check_setting(Phase2Config, "speed", speed)
     bs = int(batch_size or SPEEDS[speed]["batch_size"])
-    factor = math.sqrt(bs / Phase2Config().batch_size) if speed == "fast" else 1.0
+    factor = math.sqrt(bs / SPEEDS["recipe"]["batch_size"]) if speed == "large_batch" else 1.0
     return dict(batch_size=bs, speed=speed, lr_factor=round(factor, 6), warmup_epochs=SPEEDS[speed]["warmup_epochs"])
 
 # %% ../nbs/06_phase2.ipynb #577c9e0d
+def phase2_speed(cfg) -> tuple:
+    "`cfg` with its batch resolved from its speed (unless set), and what the speed makes of it (`speed_settings`)."
+    sp = speed_settings(cfg.speed, cfg.batch_size)
+    return replace(cfg, batch_size=sp["batch_size"]), sp
+
+# %% ../nbs/06_phase2.ipynb #833f31a7
 def phase2_params(cfg, speed: dict) -> dict:
     "What `done.json` records of a phase-2 run: its whole config (but `nproc`) and what its speed made of it."
     return recipe_record(cfg, lr_factor=speed["lr_factor"], warmup_epochs=speed["warmup_epochs"])
 
+# %% ../nbs/06_phase2.ipynb #11ed66b5
 def can_extend(old: dict, new: dict) -> bool:
     "Is `new` the same run as `old` with more epochs (patience may change)?"
     same = {k: v for k, v in old.items() if k not in ("epochs", "patience")} == {k: v for k, v in new.items() if k not in ("epochs", "patience")}
     return same and new["epochs"] > old["epochs"]
 
+# %% ../nbs/06_phase2.ipynb #b70e4ac3
 def archive_for_extension(stage, old_done) -> str:
     "Keep a finished run's checkpoints and record under `*.upto<N>` names; return its best checkpoint's new path."
     n = old_done["params"]["epochs"]
@@ -199,7 +211,7 @@ def archive_for_extension(stage, old_done) -> str:
     return str(best)
 
 # %% ../nbs/06_phase2.ipynb #906c05ce
-def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder=True, precision="fp32", device=None):
+def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder: bool, precision="fp32", device=None):
     "(module, train set, valid set, collator, reason): the cached conv-encoder path, or the waveforms with the reason why not."
     why = "cache_encoder=False" if not cache_encoder else conv_cache_unsupported(model)
     if why:
@@ -210,6 +222,7 @@ def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder=True, pre
     return (ConvCached(model), ConvFeatureClips(paths["train"], train_ds.labels), ConvFeatureClips(paths["valid"], valid_ds.labels),
             None, None)
 
+# %% ../nbs/06_phase2.ipynb #87749e5e
 def train_phase2(run_dir, cfg, warmup_epochs=0) -> dict:
     "Train phase 2 in this process (one of `world_size()`) with `cfg` (learning rates already scaled); rank 0 writes `phase2/` and returns the record."
     rp = RunPaths(run_dir); stage = rp.phase2; writer = process_rank() == 0
@@ -223,7 +236,7 @@ def train_phase2(run_dir, cfg, warmup_epochs=0) -> dict:
     if writer: save_json(report, stage/"transfer_report.json")
     groups = llrd_groups(model, cfg)
     args = training_args(stage/"checkpoints", cfg, dataloader_persistent_workers=torch.cuda.is_available())
-    key = params_hash(dict({s: load_json(getattr(rp, s)/"done.json")["params_hash"] for s in ("data", "phase1", "class_removal")},
+    key = params_hash(dict({s: done_record(getattr(rp, s))["params_hash"] for s in ("data", "phase1", "class_removal")},
                            precision=args_precision(args)))
     with args.main_process_first(desc="conv-encoder cache"):      # rank 0 writes the cache; the others then read it
         net, tds, vds, collator, why = phase2_inputs(model, train_ds, valid_ds, stage, key, cfg.cache_encoder, args_precision(args), args.device)
@@ -242,14 +255,16 @@ def train_phase2(run_dir, cfg, warmup_epochs=0) -> dict:
                conv_encoder="cached" if why is None else f"run every step ({why})")
     return res
 
+# %% ../nbs/06_phase2.ipynb #088e8097
 def run_phase2(run_dir, overwrite=False, **settings) -> dict:
     "Phase 2 with `Phase2Config` (any of its `settings` overridden) in `nproc` processes: LLRD and warm restarts on the reduced classes; write `phase2/`."
     rp = RunPaths(run_dir); stage = rp.phase2
-    cfg = make_config(Phase2Config, "06_phase2", **settings)
+    rec = migrate_params(rp.done("phase2").get("params"))
+    if settings.get("speed") not in (None, rec.get("speed")): rec.pop("batch_size", None)    # the batch of the old speed
+    cfg = make_config(Phase2Config, "06_phase2", recorded=rec, **settings)
     if not is_done(rp.class_removal): raise FileNotFoundError(f"{rp.class_removal} is not finished: run 05_class_removal with run_dir={run_dir!r} first.")
-    sp = speed_settings(cfg.speed, settings.get("batch_size"))
-    cfg = replace(cfg, batch_size=sp["batch_size"])
-    old = load_json(stage/"done.json") if is_done(stage) else None
+    cfg, sp = phase2_speed(cfg)
+    old = done_record(stage) if is_done(stage) else None
     extending = old is not None and not overwrite and can_extend(old["params"], phase2_params(cfg, sp))
     continuing = extending or (not overwrite and (stage/"extend.json").exists())     # or resuming an interrupted extension
     if settings.get("patience") is None and continuing: cfg = replace(cfg, patience=cfg.extended_patience)
@@ -257,11 +272,10 @@ def run_phase2(run_dir, overwrite=False, **settings) -> dict:
     if extending:
         print(f"continuing the finished {old['params']['epochs']}-epoch run from its best checkpoint up to {cfg.epochs} epochs (patience {cfg.patience})")
         archive_for_extension(stage, old)
-    if prepare_stage(stage, params, overwrite) == "skip":
-        print(f"{stage} is already finished with these parameters: nothing to do."); return load_json(stage/"done.json")["result"]
+    if prepare_stage(stage, params, overwrite, defaults=recipe_record(Phase2Config())) == "skip":
+        print(f"{stage} is already finished with these parameters: nothing to do."); return done_record(stage)["result"]
     scaled = replace(cfg, **{k: getattr(cfg, k) * f for k in ("head_lr", "top_layer_lr", "projection_lr", "eta_min")})
     n = resolve_nproc(cfg.nproc); per_device_batch(cfg.batch_size, n)     # a batch that does not split fails before anything starts
     res = run_ranks(train_phase2, n, run_dir=str(run_dir), cfg=scaled, warmup_epochs=sp["warmup_epochs"])
     mark_done(stage, params, result=res)
     return res
-

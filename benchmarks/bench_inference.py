@@ -17,7 +17,8 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 
 warnings.filterwarnings("ignore")
-from babycry.core import RunPaths, CLIP_SAMPLES
+from babycry.core import CLIP_SAMPLES
+from babycry.rundir import RunPaths
 from babycry.data import run_data_stage
 from babycry.dataset import normalize_waveforms
 from babycry.model import BabyCryConfig, BabyCryForAudioClassification, save_classifier
@@ -128,7 +129,7 @@ def agreement(fns, X, batch=8) -> dict:
 
 def trained_tiny(run) -> Path:
     "A tiny-backbone classifier trained (phase 1, 10 epochs) on the real corpus: the model for agreement on real clips."
-    from babycry.train import run_phase1
+    from babycry.phase1 import run_phase1
     md = RunPaths(run).model("phase1")
     if not (md/"config.json").exists():
         with contextlib.redirect_stdout(io.StringIO()): run_phase1(run, backbone="tiny", epochs=10, precision="fp32", seed=0)

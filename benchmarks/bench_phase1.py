@@ -1,5 +1,5 @@
-"""Benchmark 2, phase 1: the frozen backbone run every epoch (run_phase1(fast_path=False), the reference's way) against
-the embedding fast path (run_phase1(fast_path=True): the backbone runs once, the head trains on cached embeddings).
+"""Benchmark 2, phase 1: the frozen backbone run every epoch (run_phase1(cache_backbone=False), the reference's way) against
+the embedding fast path (run_phase1(cache_backbone=True): the backbone runs once, the head trains on cached embeddings).
 
 Speed: hubert-base architecture with random weights (a local backbone folder written once: no hub), on a subset of the
 real Donate-a-Cry cache (--train-clips clips, stratified, + the real validation split), on CPU. The fast path runs all
@@ -53,18 +53,18 @@ def subset_run(src_run, dst_run, n_train=200, seed=0) -> Path:
     return Path(dst_run)
 
 
-def one_run(run_dir, backbone, fast_path, epochs, seed=42) -> dict:
+def one_run(run_dir, backbone, cache_backbone, epochs, seed=42) -> dict:
     "run_phase1 from scratch (its stage folder removed first, cached embeddings included); timings and metrics."
     shutil.rmtree(RunPaths(run_dir).phase1, ignore_errors=True)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        res = run_phase1(run_dir, backbone=str(backbone), epochs=epochs, patience=10_000, fast_path=fast_path, seed=seed,
+        res = run_phase1(run_dir, backbone=str(backbone), epochs=epochs, patience=10_000, cache_backbone=cache_backbone, seed=seed,
                          precision="fp32")
     wall = time.perf_counter() - t0
     hist = load_json(RunPaths(run_dir).history("phase1"))["epochs"]
     cum = [r["seconds"] for r in hist]
     per_epoch = np.diff([0.0] + cum).tolist()
-    return dict(fast_path=fast_path, epochs=len(hist), wall_s=wall, train_loop_s=cum[-1], per_epoch_s=per_epoch,
+    return dict(cache_backbone=cache_backbone, epochs=len(hist), wall_s=wall, train_loop_s=cum[-1], per_epoch_s=per_epoch,
                 setup_and_finish_s=wall - cum[-1], valid=res["valid"])
 
 
@@ -102,9 +102,9 @@ def metrics(a) -> dict:
     for seed in a.seeds:
         for fp in (True, False):
             out = one_run(run, "tiny", fp, a.metric_epochs, seed=seed)
-            rows.append(dict(seed=seed, fast_path=fp, accuracy=out["valid"]["accuracy"], macro_f1=out["valid"]["macro_f1"],
+            rows.append(dict(seed=seed, cache_backbone=fp, accuracy=out["valid"]["accuracy"], macro_f1=out["valid"]["macro_f1"],
                              wall_s=out["wall_s"]))
-            print(f"  metrics seed {seed} fast_path={fp}: acc {rows[-1]['accuracy']:.3f} f1 {rows[-1]['macro_f1']:.3f} "
+            print(f"  metrics seed {seed} cache_backbone={fp}: acc {rows[-1]['accuracy']:.3f} f1 {rows[-1]['macro_f1']:.3f} "
                   f"({out['wall_s']:.1f} s)", flush=True)
     return dict(epochs=a.metric_epochs, seeds=list(a.seeds), rows=rows)
 
@@ -138,24 +138,24 @@ def main(argv=None):
                f"{len(sp['runs']['fast'])} alternating rounds, medians. The fast path ran all 20 epochs; "
                + (f"each full-path run ran {sp['full_epochs_measured']} epochs and its 20-epoch time is **extrapolated** as "
                   f"setup/finish + 20 × the median measured epoch.\n\n" if ext else "the full path ran all 20 epochs.\n\n"))
-        rows = [dict(path="full: backbone every epoch (`fast_path=False`)", **{
+        rows = [dict(path="full: backbone every epoch (`cache_backbone=False`)", **{
                     "s per epoch (median)": fmt(sp["full_epoch_s"]), "setup + finish s": fmt(sp["full_setup_finish_s"]),
                     "20 epochs, s": fmt(sp["full_wall_est_s"]) + (" (extrapolated)" if ext else "")}),
-                dict(path="fast: embeddings once (`fast_path=True`)", **{
+                dict(path="fast: embeddings once (`cache_backbone=True`)", **{
                     "s per epoch (median)": fmt(sp["fast_epoch_s"]), "setup + finish s": fmt(sp["fast_setup_extract_finish_s"]) + " (incl. embedding pass)",
                     "20 epochs, s": fmt(sp["fast_wall_s"]) + " (measured)"})]
         md += md_table(rows, ["path", "s per epoch (median)", "setup + finish s", "20 epochs, s"])
         md += "\n" + goal_line(sp["speedup"], 10, "20-epoch phase-1 speed-up (×)") + "\n\n"
     if me:
         df = pd.DataFrame(me["rows"])
-        piv = df.pivot(index="seed", columns="fast_path", values=["accuracy", "macro_f1"])
+        piv = df.pivot(index="seed", columns="cache_backbone", values=["accuracy", "macro_f1"])
         rows = [dict(seed=s, **{"val acc full": f"{piv.loc[s, ('accuracy', False)]:.3f}", "val acc fast": f"{piv.loc[s, ('accuracy', True)]:.3f}",
                                 "val macro-F1 full": f"{piv.loc[s, ('macro_f1', False)]:.3f}", "val macro-F1 fast": f"{piv.loc[s, ('macro_f1', True)]:.3f}"})
                 for s in piv.index]
         d_acc = (piv[("accuracy", True)] - piv[("accuracy", False)]).abs().max()
         d_f1 = (piv[("macro_f1", True)] - piv[("macro_f1", False)]).abs().max()
         md += (f"Same validation metrics? backbone `tiny`, synthetic demo corpus, {me['epochs']} epochs, seeds {me['seeds']}, "
-               f"`run_phase1(fast_path=True/False)`:\n\n")
+               f"`run_phase1(cache_backbone=True/False)`:\n\n")
         md += md_table(rows, ["seed", "val acc full", "val acc fast", "val macro-F1 full", "val macro-F1 fast"])
         md += f"\nLargest difference between the paths over the seeds: accuracy {d_acc:.3f}, macro-F1 {d_f1:.3f}.\n"
         result["metrics"]["max_abs_diff"] = dict(accuracy=float(d_acc), macro_f1=float(d_f1))

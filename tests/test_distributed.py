@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pandas as pd, pytest
 
-from babycry.core import RunPaths, load_json
+from babycry.core import load_json
+from babycry.rundir import RunPaths
 from babycry.data import run_data_stage
-from babycry.train import run_phase1, run_ranks, epoch_steps, RankFailed
+from babycry.phase1 import run_phase1
+from babycry.launch import run_ranks, epoch_steps, RankFailed
 from babycry.class_removal import run_class_removal
 from babycry.phase2 import run_phase2
 from babycry.evaluate import run_evaluation
@@ -125,7 +127,7 @@ def test_a_killed_launcher_leaves_no_training_process(tmp_path):
     import subprocess
     psutil = pytest.importorskip("psutil")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]))
-    code = "from babycry.train import run_ranks; import test_distributed as t; run_ranks(t.sleep_on_every_rank, 2)"
+    code = "from babycry.launch import run_ranks; import test_distributed as t; run_ranks(t.sleep_on_every_rank, 2)"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         ranks, t0 = [], time.time()

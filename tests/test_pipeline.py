@@ -5,8 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from babycry.core import RunPaths
-from babycry.pipeline import STAGE_NOTEBOOKS, main
+from babycry.rundir import RunPaths
+from babycry.plan import STAGE_NOTEBOOKS
+from babycry.run import main
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,8 @@ def test_demo_writes_evaluation_card_and_notebooks(demo_run):
     rp = RunPaths(demo_run)
     m = json.loads((rp.eval/"metrics.json").read_text())
     assert m["model"] == "phase2" and m["test"]["n"] > 0
-    for k in ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr_macro", "ece"): assert k in m["test"]
-    for k in ("accuracy", "f1_macro"): assert m["ci"][k]["low"] <= m["ci"][k]["point"] <= m["ci"][k]["high"]
+    for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr_macro", "ece"): assert k in m["test"]
+    for k in ("accuracy", "macro_f1"): assert m["ci"][k]["low"] <= m["ci"][k]["point"] <= m["ci"][k]["high"]
     assert m["ci"]["resample"] in ("group", "clip") and len(m["progression"]) == 3
     for f in ("confusion_counts.png", "confusion_normalized.png", "reliability.png", "roc.png", "done.json"): assert (rp.eval/f).exists()
     card = (rp.model("phase2")/"README.md").read_text()
@@ -84,7 +85,7 @@ def test_cross_validation_on_the_demo_corpus(demo_run, tmp_path, capsys):
         seen = set(fm.group[fm.split.isin(["train", "valid"])]) | set(train.group)
         assert not seen & set(oof.group[oof.fold == k]), k                         # ... of no source of the fold's test clips
     m = json.loads((rp.cv/"metrics.json").read_text())
-    for k in ("accuracy", "balanced_accuracy", "f1_macro", "ece"): assert m["ci"][k]["low"] <= m["pooled"][k] <= m["ci"][k]["high"], k
+    for k in ("accuracy", "balanced_accuracy", "macro_f1", "ece"): assert m["ci"][k]["low"] <= m["pooled"][k] <= m["ci"][k]["high"], k
     assert m["ci"]["resample"] == "group" and len(m["per_fold"]) == 2 and m["n_clips"] == len(ok)
     assert "**This model is fold" in Path(m["model_card"]).read_text()
     assert "out-of-fold metrics of phase1 (2-fold" in capsys.readouterr().out
@@ -128,7 +129,7 @@ def test_sigterm_stops_the_kernel_and_releases_the_run(tmp_path):
     "SIGTERM to babycry-run shuts the running stage's kernel (and its workers) down, exits 130, and frees the run."
     import signal, time
     psutil = pytest.importorskip("psutil")
-    cmd = [sys.executable, "-c", "import sys; from babycry.pipeline import main; sys.exit(main())", "--demo", "--name", "sig"]
+    cmd = [sys.executable, "-c", "import sys; from babycry.run import main; sys.exit(main())", "--demo", "--name", "sig"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     kernels, t0 = [], time.time()
     while not kernels and time.time() - t0 < 120 and proc.poll() is None:
@@ -143,3 +144,36 @@ def test_sigterm_stops_the_kernel_and_releases_the_run(tmp_path):
     gone, alive = psutil.wait_procs(tree, timeout=30)
     assert not alive, f"still running after babycry-run stopped: {[p.cmdline() for p in alive]}"
     assert not (tmp_path/"runs"/"sig"/".lock").exists()
+
+
+def test_every_setting_reaches_its_stage(tmp_path, capsys):
+    "Every field of every stage config is accepted by `babycry-run --dry-run -p <stage>.<field> <value>`, and shown in the plan."
+    import dataclasses
+    from babycry.config import STAGE_SETTINGS, stage_fields
+    some = dict(precision="fp32", nproc=1, batch_size=8, remove_classes="hungry")
+    for nb, (cls, _, _) in STAGE_SETTINGS.items():
+        for f in dataclasses.fields(cls):
+            if f.name not in stage_fields(nb): continue
+            v = some.get(f.name, f.default) if f.default is None or f.name in some else f.default
+            text = ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+            args = ["--demo", "--run-dir", str(tmp_path/"r"), "--dry-run", "-p", f"{nb}.{f.name}", text]
+            if nb == "13_ladder": args += ["--folds", "2", "--ladder"]
+            assert main(args) == 0, (nb, f.name, text, capsys.readouterr().err)
+            assert f" {f.name}=" in capsys.readouterr().out, (nb, f.name)
+
+
+def test_the_users_papermill_command_after_a_demo(demo_run, tmp_path):
+    "After babycry-run --demo, `cd nbs && papermill 06_phase2.ipynb out.ipynb -p epochs 62` continues that run's phase 2."
+    work = tmp_path/"project"; shutil.copytree(demo_run.parent.parent, work, symlinks=True)
+    (work/"nbs").mkdir(); shutil.copy(Path(__file__).parents[1]/"nbs"/"06_phase2.ipynb", work/"nbs")
+    assert os.readlink(work/"runs"/"latest") == "e2e"
+    r = subprocess.run([sys.executable, "-m", "papermill", "06_phase2.ipynb", "out.ipynb", "-p", "epochs", "62"], cwd=work/"nbs",
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = lambda t: "".join(t) if isinstance(t, list) else t
+    out = "".join(text(o.get("text", "")) for c in json.loads((work/"nbs"/"out.ipynb").read_text())["cells"] for o in c.get("outputs", []))
+    assert f"run_dir: {(work/'runs'/'e2e').resolve()} (the latest run)" in out
+    assert "continuing the finished 8-epoch run from its best checkpoint up to 62 epochs" in out
+    done = json.loads((work/"runs"/"e2e"/"phase2"/"done.json").read_text())["params"]
+    assert (done["epochs"], done["lr_scale"]) == (62, 20.0)                            # the demo's own learning-rate scale
+    assert (work/"runs"/"e2e"/"phase2"/"done.upto8.json").exists()

@@ -30,15 +30,31 @@ def test_settings_pins_and_tags():
     assert not any(r == "torch" for r in d["requirements"].split()), "a bare torch requirement pulls CUDA wheels"
 
 
-def test_every_numbered_notebook_has_one_parameters_cell():
-    nbs = sorted((ROOT/"nbs").glob("0[0-7]_*.ipynb"))
-    assert len(nbs) == 8, [n.name for n in nbs]
-    for nb in nbs:
-        cells = json.loads(nb.read_text())["cells"]
-        params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-        assert len(params) == 1, f"{nb.name}: {len(params)} parameters cells"
-        src = "".join(params[0]["source"])
-        assert "data_dir" in src and "run_dir" in src, f"{nb.name}: parameters must include data_dir and run_dir"
+def _cells(nb):
+    return json.loads((ROOT/"nbs"/f"{nb}.ipynb").read_text())["cells"]
+
+
+def test_parameters_cells_are_generated_from_the_configs():
+    "Each stage notebook has one parameters cell, exactly `parameters_cell(nb)`: its run folder, overwrite, extras and every setting it takes."
+    from babycry.config import STAGE_SETTINGS, parameters_cell
+    for nb in STAGE_SETTINGS:
+        params = [c for c in _cells(nb) if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(params) == 1, f"{nb}: {len(params)} parameters cells"
+        assert "".join(params[0]["source"]) == parameters_cell(nb), (
+            f"{nb}'s parameters cell is not babycry.config.parameters_cell({nb!r}): regenerate it after changing a setting")
+
+
+def test_stage_runs_skip_the_chapters_checks():
+    "In a stage notebook every code cell is the parameters, a `#| stage` cell, or tagged skip-execution (papermill leaves it out)."
+    from babycry.config import STAGE_SETTINGS
+    for nb in STAGE_SETTINGS:
+        for i, c in enumerate(_cells(nb)):
+            if c["cell_type"] != "code": continue
+            tags, first = c.get("metadata", {}).get("tags", []), "".join(c["source"]).split("\n")[0]
+            stage = first.replace(" ", "") == "#|stage"
+            assert ("parameters" in tags or stage) != ("skip-execution" in tags), (
+                f"{nb} cell {i} ({first[:60]!r}): a chapter's cell (export or check) must carry the tag skip-execution, "
+                "a stage or parameters cell must not")
 
 
 def test_notebooks_clean_and_library_in_sync(tmp_path):
@@ -59,9 +75,16 @@ def test_notebooks_clean_and_library_in_sync(tmp_path):
 def test_papermill_reads_every_parameter():
     "papermill parses each line of every stage notebook's parameters cell (an unparsed line prints a warning on every run)."
     from papermill.translators import PythonTranslator
-    from babycry.pipeline import ALL_NOTEBOOKS
+    from babycry.plan import ALL_NOTEBOOKS
     for nb in ALL_NOTEBOOKS:
         cell = [c for c in json.loads((Path(__file__).parent.parent/"nbs"/f"{nb}.ipynb").read_text())["cells"]
                 if "parameters" in c.get("metadata", {}).get("tags", [])][0]
         names = re.findall(r"^([A-Za-z_]\w*)\s*=", "".join(cell["source"]), re.M)
         assert [p.name for p in PythonTranslator.inspect(dict(cell, source="".join(cell["source"])))] == names, nb
+
+
+def test_the_wheel_ships_the_stage_notebooks():
+    "setup.py copies settings.ini's stage_notebooks into the wheel: exactly the notebooks babycry-run executes."
+    from babycry.plan import ALL_NOTEBOOKS
+    cfg = configparser.ConfigParser(delimiters=["="]); cfg.read(ROOT/"settings.ini")
+    assert tuple(cfg["DEFAULT"]["stage_notebooks"].split()) == ALL_NOTEBOOKS

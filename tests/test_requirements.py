@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from babycry.pipeline import ALL_NOTEBOOKS
+from babycry.plan import ALL_NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
 

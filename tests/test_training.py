@@ -4,9 +4,10 @@ from pathlib import Path
 
 import numpy as np, pandas as pd, pytest, torch
 
-from babycry.core import RunPaths, load_json, is_done
+from babycry.core import load_json
+from babycry.rundir import RunPaths, is_done
 from babycry.data import run_data_stage
-from babycry.train import run_phase1
+from babycry.phase1 import run_phase1
 from babycry.class_removal import run_class_removal
 from babycry import phase2 as p2
 from babycry.phase2 import run_phase2
@@ -27,7 +28,7 @@ def run(tmp_path_factory):
     return rd
 
 
-def test_phase1_fast_path_never_reads_test(run):
+def test_phase1_cache_backbone_never_reads_test(run):
     res = run_phase1(run, backbone="tiny", epochs=4, patience=3)
     rp = RunPaths(run)
     assert is_done(rp.phase1) and (rp.model("phase1")/"config.json").exists()
@@ -112,7 +113,7 @@ def test_phase2_without_the_cache(run):
 def test_a_recipe_default_reaches_phase2(run, monkeypatch):
     "Editing a default in core's Phase2Config (here T_0) changes phase 2 without touching any notebook or call."
     import dataclasses
-    from babycry.core import Phase2Config, setting
+    from babycry.config import Phase2Config, setting
     @dataclasses.dataclass
     class Edited(Phase2Config):
         T_0: int = setting(2, "epochs to the first warm restart", ge=1)
