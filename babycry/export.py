@@ -16,9 +16,9 @@ from .core import CLIP_SAMPLES, load_json, save_json
 from .model import load_classifier
 
 # %% auto #0
-__all__ = ['METHODS', 'FAST_DIR', 'KEEP_FP32', 'LinearConvEncoder', 'LogitsOnly', 'fast_module', 'has_onnxruntime', 'export_onnx',
-           'quantize_onnx', 'onnx_session', 'torch_int8', 'weights_digest', 'export_fast', 'FastClassifier',
-           'load_fast', 'main']
+__all__ = ['METHODS', 'FAST_DIR', 'KEEP_FP32', 'CHECK_SECONDS', 'LinearConvEncoder', 'LogitsOnly', 'fast_module',
+           'has_onnxruntime', 'export_onnx', 'quantize_onnx', 'onnx_session', 'torch_int8', 'file_digest',
+           'weights_digest', 'export_fast', 'FastClassifier', 'load_fast', 'main']
 
 # %% ../nbs/11_export.ipynb #5565c738
 class LinearConvEncoder(nn.Module):
@@ -91,15 +91,16 @@ def _need_onnx():
                           "(or `pip install onnx onnxruntime`), or use method='torch-int8'.")
 
 # %% ../nbs/11_export.ipynb #5a74573b
-def export_onnx(module, path, n_samples: int = CLIP_SAMPLES, opset: int = 17) -> Path:
-    "Trace `module` (waveforms [B, n_samples] -> logits) to an ONNX file with a dynamic batch axis."
+def export_onnx(module, path, n_samples: int = CLIP_SAMPLES, opset: int = 17, dynamic_time: bool = True) -> Path:
+    "Trace `module` (waveforms [B, T] -> logits) to ONNX with a dynamic batch axis and (unless asked not to) time axis."
     _need_onnx()
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {0: "batch", 1: "samples"} if dynamic_time else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (torch.zeros(1, n_samples),), str(path), dynamo=False, opset_version=opset,
                           input_names=["input_values"], output_names=["logits"],
-                          dynamic_axes={"input_values": {0: "batch"}, "logits": {0: "batch"}})
+                          dynamic_axes={"input_values": axes, "logits": {0: "batch"}})
     return path
 
 KEEP_FP32 = ("/head/", "/pooler/", "feature_projection")   # cheap, and closest to the logits: left in fp32
@@ -143,13 +144,16 @@ def _weights_file(model_dir) -> Path:
     raise FileNotFoundError(f"{model_dir} holds no model.safetensors: it is not a saved babycry model "
                             "(pass a directory like runs/<name>/phase2/model).")
 
-def weights_digest(model_dir) -> str:
-    "sha-256 of the model's weights file (to tell whether an export still matches them)."
+def file_digest(path) -> str:
+    "sha-256 of a file, read in 4 MiB blocks."
     h = hashlib.sha256()
-    with open(_weights_file(model_dir), "rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""): h.update(chunk)
     return h.hexdigest()
 
+def weights_digest(model_dir) -> str:
+    "sha-256 of the model's weights file (to tell whether an export still matches them)."
+    return file_digest(_weights_file(model_dir))
 
 # %% ../nbs/11_export.ipynb #502e3fbf
 def _write_artefact(module, method, out: Path) -> str:
@@ -165,14 +169,18 @@ def _write_artefact(module, method, out: Path) -> str:
     for extra in out.glob("*.data"): extra.unlink()               # no external-data leftovers
     return "model.onnx"
 
-def _check(model, fn, n=4, seed=0) -> dict:
-    "Max |logit difference| and top-1 agreement of `fn` against `model` on `n` random normalised clips."
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, CLIP_SAMPLES, generator=g)
-    with torch.no_grad(): ref = model(input_values=x).logits.numpy()
-    got = fn(x.numpy())
+CHECK_SECONDS = (1.0, 3.0, 7.0)
+
+def _check(model, fn, n=4, seed=0, seconds=CHECK_SECONDS) -> dict:
+    "Max |logit difference| and top-1 agreement of `fn` against `model` on `n` random normalised clips of each length."
+    g, got, ref = torch.Generator().manual_seed(seed), [], []
+    for s in seconds:
+        x = torch.randn(n, int(s * 16_000), generator=g)
+        with torch.no_grad(): ref.append(model(input_values=x).logits.numpy())
+        got.append(fn(x.numpy()))
+    got, ref = np.concatenate(got), np.concatenate(ref)
     return dict(max_abs_logit_diff=float(np.abs(got - ref).max()), top1_agreement=float((got.argmax(1) == ref.argmax(1)).mean()),
-                check_clips=n)
+                check_clips=len(got), check_seconds=list(seconds))
 
 # %% ../nbs/11_export.ipynb #7e83787a
 def export_fast(model_dir, method: str = "onnx-int8", overwrite: bool = False, threads: int | None = None,
@@ -190,8 +198,10 @@ def export_fast(model_dir, method: str = "onnx-int8", overwrite: bool = False, t
     try:
         t0 = time.time()
         artefact = _write_artefact(fast_module(model, convs_as_linear), method, tmp)
-        meta = dict(method=method, artefact=artefact, convs_as_linear=bool(convs_as_linear), n_samples=CLIP_SAMPLES, input="normalised waveforms [batch, 48000] float32",
+        meta = dict(method=method, artefact=artefact, convs_as_linear=bool(convs_as_linear), n_samples=CLIP_SAMPLES, dynamic_time=True,
+                    input="normalised waveforms [batch, samples] float32 at 16 kHz (any length; predict feeds 3 s windows)",
                     id2label={int(k): v for k, v in model.config.id2label.items()}, weights_sha256=weights_digest(model_dir),
+                    artefact_sha256=file_digest(tmp/artefact), artefact_bytes=(tmp/artefact).stat().st_size,
                     torch=torch.__version__, created=datetime.datetime.now().isoformat(timespec="seconds"))
         if method.startswith("onnx"): meta["onnxruntime"] = __import__("onnxruntime").__version__
         save_json(meta, tmp/"fast.json")
@@ -215,7 +225,7 @@ def _describe(dest) -> str:
 
 # %% ../nbs/11_export.ipynb #b460d98b
 class FastClassifier:
-    "A loaded fast export: `f(x [B, 48000] float32, normalised) -> logits [B, C]`; `.method`, `.id2label`, `.path`."
+    "A loaded fast export: `f(x [B, T] float32, normalised) -> logits [B, C]`; `.method`, `.id2label`, `.path`."
     def __init__(self, path, meta, run):
         self.path, self.meta, self._run = Path(path), meta, run
         self.method, self.id2label = meta["method"], {int(k): v for k, v in meta["id2label"].items()}
@@ -223,9 +233,11 @@ class FastClassifier:
     def __call__(self, x) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim == 1: x = x[None]
-        if x.ndim != 2 or x.shape[1] != self.meta["n_samples"]:
-            raise ValueError(f"{self.path} takes waveforms of shape [batch, {self.meta['n_samples']}] (3 s at 16 kHz, normalised), "
-                             f"not {tuple(x.shape)}: cut longer audio into windows first (babycry.inference.sliding_windows).")
+        fixed = None if self.meta.get("dynamic_time") else self.meta["n_samples"]
+        if x.ndim != 2 or (fixed and x.shape[1] != fixed) or x.shape[1] < 400:
+            raise ValueError(f"{self.path} takes normalised waveforms of shape [batch, {fixed or 'samples >= 400'}] "
+                             f"(16 kHz), not {tuple(x.shape)}" + (": cut longer audio into windows first "
+                             "(babycry.inference.sliding_windows), or export again for any length." if fixed else "."))
         return self._run(x)
 
 def _runner(fast_dir, meta, model_dir, threads=None):
@@ -243,19 +255,37 @@ def _runner(fast_dir, meta, model_dir, threads=None):
     return run
 
 # %% ../nbs/11_export.ipynb #5c1d4654
+def _fast_problem(fast_dir: Path, meta, model_dir, verify: bool) -> str | None:
+    "Why the export in `fast_dir` (its fast.json read as `meta`) must not be used, or None."
+    if not isinstance(meta, dict) or meta.get("method") not in METHODS or not isinstance(meta.get("id2label"), dict) \
+            or not isinstance(meta.get("artefact"), str):
+        return "its fast.json is incomplete (no method, artefact or classes)"
+    art = fast_dir/meta["artefact"]
+    if art.parent != fast_dir or not art.is_file(): return f"its artefact {meta['artefact']} is missing"
+    if "artefact_bytes" in meta and art.stat().st_size != meta["artefact_bytes"]:
+        return f"{art.name} has {art.stat().st_size:,} bytes, not the {meta['artefact_bytes']:,} it was written with (damaged or cut short)"
+    if verify and "artefact_sha256" in meta and file_digest(art) != meta["artefact_sha256"]:
+        return f"{art.name} is not the file it was written as (its sha-256 differs: damaged)"
+    if verify and meta.get("weights_sha256") != weights_digest(model_dir):
+        return (f"it was exported from other weights than {model_dir}'s (the model was retrained or replaced)")
+    return None
+
 def load_fast(model_dir, threads: int | None = None, verify: bool = True) -> FastClassifier | None:
     "The fast export of `model_dir` as a callable (normalised waveforms -> logits), or None if there is no usable one."
     fast_dir = Path(model_dir)/FAST_DIR
     if not (fast_dir/"fast.json").exists(): return None
-    meta = load_json(fast_dir/"fast.json")
-    if verify and meta.get("weights_sha256") != weights_digest(model_dir):
-        warnings.warn(f"{fast_dir} was exported from other weights than {model_dir}'s (the model was retrained or replaced): "
-                      "ignoring it. Run babycry.export.export_fast(model_dir, overwrite=True) to refresh it.")
-        return None
-    if meta["method"].startswith("onnx") and not has_onnxruntime():
+    fix = f"Run babycry.export.export_fast({str(model_dir)!r}, overwrite=True) (or babycry-export --overwrite) to refresh it."
+    try: meta = load_json(fast_dir/"fast.json")
+    except (OSError, ValueError) as e: meta, why = None, f"its fast.json cannot be read ({type(e).__name__}: {e})"
+    else: why = _fast_problem(fast_dir, meta, model_dir, verify)
+    if why is None and meta["method"].startswith("onnx") and not has_onnxruntime():
         warnings.warn(f"{fast_dir} is an ONNX export but onnxruntime is not installed: `pip install babycry[fast]` to use it.")
         return None
-    return FastClassifier(fast_dir, meta, _runner(fast_dir, meta, model_dir, threads))
+    if why is None:
+        try: return FastClassifier(fast_dir, meta, _runner(fast_dir, meta, model_dir, threads))
+        except Exception as e: why = f"its back end cannot load it ({type(e).__name__}: {str(e)[:200]})"
+    warnings.warn(f"{fast_dir} is not used: {why}, so it is damaged or stale; the PyTorch model answers instead. {fix}")
+    return None
 
 # %% ../nbs/11_export.ipynb #929dad54
 def main(argv=None) -> int:

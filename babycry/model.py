@@ -19,8 +19,8 @@ from .modeling_babycry import (FEATURE_EXTRACTOR_DEFAULTS, BabyCryConfig, BabyCr
 
 # %% auto #0
 __all__ = ['SUPPORTED_BACKBONES', 'backbone_config', 'backbone_feature_extractor', 'feature_extractor_for', 'save_classifier',
-           'saved_model_dir', 'load_classifier', 'class_probs', 'freeze_backbone', 'freeze_for_phase2', 'param_summary',
-           'transfer_backbone']
+           'saved_model_dir', 'check_weights', 'load_classifier', 'class_probs', 'freeze_backbone', 'freeze_for_phase2',
+           'param_summary', 'transfer_backbone']
 
 # %% ../nbs/03_model.ipynb #475f039a
 SUPPORTED_BACKBONES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")
@@ -93,7 +93,7 @@ def feature_extractor_for(model) -> Wav2Vec2FeatureExtractor:
 
 def save_classifier(model, path) -> Path:
     "Save `model` and its feature extractor to `path`, loadable by from_pretrained and pipeline('audio-classification')."
-    model.save_pretrained(path)
+    model.save_pretrained(path)                          # also copies modeling_babycry.py and pipeline_babycry.py
     feature_extractor_for(model).save_pretrained(path)
     return usual_permissions(path)                       # transformers writes the weights through a 0600 temp file
 
@@ -105,9 +105,28 @@ def saved_model_dir(model_dir) -> Path:
                                 "runs/<name>/phase2/model written by the training stages.")
     return p
 
+def _part(key: str) -> str:
+    "The module a weight belongs to, for messages: 'head', 'pooler', 'backbone.encoder.layers.3', 'classifier', ..."
+    parts = key.split(".")
+    if parts[0] != "backbone" or len(parts) < 3: return parts[0]
+    return ".".join(parts[:4] if parts[1] == "encoder" and parts[2] == "layers" else parts[:2])
+
+def check_weights(info: dict, model_dir) -> None:
+    "Raise a ValueError naming what the saved weights lack, or hold in excess, for the model that config.json describes."
+    found = []
+    for kind, word in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"), ("mismatched_keys", "of the wrong shape")):
+        keys = sorted(k if isinstance(k, str) else k[0] for k in (info.get(kind) or ()))
+        if keys: found.append(f"{len(keys)} {word} ({', '.join(dict.fromkeys(_part(k) for k in keys))}: "
+                              f"{', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})")
+    if found:
+        raise ValueError(f"{model_dir}: the weights do not cover the model that its config.json describes: "
+                         f"{'; '.join(found)}. The folder is damaged or incomplete: save the model again, or retrain it.")
+
 def load_classifier(model_dir, device=None):
-    "A saved babycry model, in eval mode on `device` (default: the CPU)."
-    return BabyCryForAudioClassification.from_pretrained(str(saved_model_dir(model_dir))).to(device or "cpu").eval()
+    "A saved babycry model, in eval mode on `device` (default: the CPU); a ValueError if its weights do not cover it."
+    model, info = BabyCryForAudioClassification.from_pretrained(str(saved_model_dir(model_dir)), output_loading_info=True)
+    check_weights(info, model_dir)
+    return model.to(device or "cpu").eval()
 
 @torch.inference_mode()
 def class_probs(model, batches):

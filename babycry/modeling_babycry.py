@@ -4,9 +4,10 @@
 
 # %% ../nbs/03a_modeling.ipynb #74399c95
 # The babycry classifier: its configuration and its model. This file is copied next to the weights of every saved
-# model (the Hugging Face custom-code layout), so it imports only torch and transformers, nothing from babycry.
+# model (the Hugging Face custom-code layout), so it imports only torch and transformers and its sibling
+# pipeline_babycry.py (copied with it: the windows, and the pipeline that applies them), nothing else from babycry.
 from __future__ import annotations
-import warnings
+import copy, json, os, warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,10 +15,11 @@ from transformers import (AutoConfig, AutoFeatureExtractor, AutoModel, AutoModel
                           PretrainedConfig, PreTrainedModel, Wav2Vec2FeatureExtractor)
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
+from .pipeline_babycry import CUSTOM_PIPELINES, HOP_SECONDS, WINDOW_SECONDS, check_windows, register_pipeline
 
 # %% auto #0
 __all__ = ['FEATURE_EXTRACTOR_DEFAULTS', 'POOLINGS', 'HEADS', 'tiny_config', 'AttentionPool', 'Pooler', 'AdapterHead',
-           'make_head', 'BabyCryConfig', 'BabyCryForAudioClassification']
+           'make_head', 'BabyCryConfig', 'real_padding', 'BabyCryForAudioClassification']
 
 # %% ../nbs/03a_modeling.ipynb #1bbc0642
 def tiny_config(**kwargs) -> HubertConfig:
@@ -46,8 +48,10 @@ class AttentionPool(nn.Module):
     def __init__(self, hidden_size: int):
         super().__init__()
         self.score = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, 1))
-    def forward(self, h):                          # [..., T, H] -> [..., H]
-        return (self.score(h).softmax(-2) * h).sum(-2)
+    def forward(self, h, mask=None):               # [..., T, H] (mask [B, T]: True for a real frame) -> [..., H]
+        s = self.score(h)
+        if mask is not None: s = s.masked_fill(~mask.view(mask.shape[0], *[1] * (h.dim() - 3), mask.shape[1], 1), float("-inf"))
+        return (s.softmax(-2) * h).sum(-2)
 
 class Pooler(nn.Module):
     "Frames -> one vector per clip: mean, max, mean+std or attention over time, optionally over a learnable mix of all layers."
@@ -59,19 +63,27 @@ class Pooler(nn.Module):
         self.attention = AttentionPool(hidden_size) if pooling == "attention" else None
         self.out_size = 2 * hidden_size if pooling == "stats" else hidden_size
 
-    def features(self, h):
+    def features(self, h, mask=None):
         "The parameter-free, cacheable part: pool over time for mean/max/stats; keep the frames for attention."
-        if self.pooling == "mean": return h.mean(-2)
-        if self.pooling == "max": return h.amax(-2)
-        if self.pooling == "stats": return torch.cat([h.mean(-2), h.std(-2, correction=0)], -1)
-        return h
+        if mask is None:
+            if self.pooling == "mean": return h.mean(-2)
+            if self.pooling == "max": return h.amax(-2)
+            if self.pooling == "stats": return torch.cat([h.mean(-2), h.std(-2, correction=0)], -1)
+            return h
+        m = mask.view(mask.shape[0], *[1] * (h.dim() - 3), mask.shape[1], 1)          # [B, (L+1,) T, 1]
+        n = m.sum(-2).clamp_min(1).to(h.dtype)
+        mean = (h * m).sum(-2) / n
+        if self.pooling == "mean": return mean
+        if self.pooling == "max": return h.masked_fill(~m, float("-inf")).amax(-2)
+        if self.pooling == "stats": return torch.cat([mean, ((h - mean.unsqueeze(-2)).square() * m).sum(-2).div(n).sqrt()], -1)
+        return h * m                                   # attention: the padded frames are zeroed here, masked in forward
 
-    def forward(self, f):
-        "The learnable part: mix the layers (dim 1) if weighted, then attention-pool over time."
+    def forward(self, f, mask=None):
+        "The learnable part: mix the layers (dim 1) if weighted, then attention-pool over time (over `mask`'s frames)."
         if self.layer_weights is not None:
             w = self.layer_weights.softmax(0)
             f = (w.view(-1, *[1]*(f.dim() - 2)) * f).sum(1)
-        return self.attention(f) if self.attention is not None else f
+        return self.attention(f, mask) if self.attention is not None else f
 
 # %% ../nbs/03a_modeling.ipynb #ef8a0a01
 HEADS = {
@@ -100,13 +112,16 @@ def make_head(name: str, hidden_size: int, num_labels: int) -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(d, num_labels))
 
 # %% ../nbs/03a_modeling.ipynb #dc0abe2d
+_INSTALLED = __name__ == "babycry.modeling_babycry"     # False in a model folder's own copy of this file
+
 class BabyCryConfig(PretrainedConfig):
     "Configuration of a babycry classifier: the backbone's config, the pooling, the head, the labels, the input settings."
     model_type = "babycry"
     sub_configs = {"backbone_config": AutoConfig}
 
     def __init__(self, backbone_config=None, head="simple", pooling="mean", weighted_layers=False, backbone_name="tiny",
-                 feature_extractor=None, label_smoothing=0.0, band_limit_hz=None, **kwargs):
+                 feature_extractor=None, label_smoothing=0.0, band_limit_hz=None, window_seconds=WINDOW_SECONDS,
+                 hop_seconds=HOP_SECONDS, **kwargs):
         if backbone_config is None: backbone_config = tiny_config()
         elif isinstance(backbone_config, dict): backbone_config = AutoConfig.for_model(**backbone_config)
         if head not in HEADS: raise ValueError(f"head must be one of {tuple(HEADS)}, not {head!r}.")
@@ -114,10 +129,26 @@ class BabyCryConfig(PretrainedConfig):
         self.backbone_config, self.head, self.pooling, self.weighted_layers = backbone_config, head, pooling, bool(weighted_layers)
         self.backbone_name, self.label_smoothing = str(backbone_name), float(label_smoothing)
         self.feature_extractor = dict(feature_extractor or FEATURE_EXTRACTOR_DEFAULTS)
-        self.band_limit_hz = None if band_limit_hz is None else float(band_limit_hz)   # the data stage's low-pass of every clip
+        w = check_windows(window_seconds, hop_seconds, band_limit_hz, self.feature_extractor.get("sampling_rate", 16_000))
+        self.window_seconds, self.hop_seconds = w["window_seconds"], w["hop_seconds"]   # how recordings are scored
+        self.band_limit_hz = w["band_limit_hz"]        # the data stage's low-pass of every clip (applied to the input too)
+        kwargs.setdefault("custom_pipelines", copy.deepcopy(CUSTOM_PIPELINES))
         super().__init__(**kwargs)
 
+    @property
+    def custom_pipelines(self) -> dict:
+        "The folder's pipeline for transformers' pipeline(); hidden where babycry is installed, whose registered one is the same."
+        return {} if _INSTALLED else copy.deepcopy(self.__dict__.get("custom_pipelines") or {})
+
+    @custom_pipelines.setter
+    def custom_pipelines(self, value): self.__dict__["custom_pipelines"] = value
+
 # %% ../nbs/03a_modeling.ipynb #91fd0553
+def real_padding(attention_mask):
+    "The sample mask if it marks any padding, else None (a mask of all ones changes nothing, and is skipped)."
+    if attention_mask is None or bool(attention_mask.all()): return None
+    return attention_mask
+
 class BabyCryForAudioClassification(PreTrainedModel):
     "Speech backbone + pooling + MLP head, as a transformers audio-classification model."
     config_class = BabyCryConfig
@@ -142,22 +173,86 @@ class BabyCryForAudioClassification(PreTrainedModel):
         if isinstance(module, (nn.Linear, nn.LayerNorm)): module.reset_parameters()
         elif isinstance(module, Pooler) and module.layer_weights is not None: nn.init.zeros_(module.layer_weights)
 
+    def freeze_feature_encoder(self):
+        "Stop training the convolutional feature encoder (as transformers' audio classifiers' method of that name)."
+        self.backbone.feature_extractor._freeze_parameters()
+
+    def freeze_base_model(self):
+        "Stop training the whole backbone: only the pooling and the head train."
+        for p in self.backbone.parameters(): p.requires_grad = False
+
+    def frame_mask(self, n_frames: int, attention_mask):
+        "Which of `n_frames` frames hold real audio [B, n_frames] (bool), from the sample mask [B, T]."
+        return self.backbone._get_feature_vector_attention_mask(n_frames, attention_mask).bool()
+
+    def _group_norm_convs(self) -> bool:
+        return getattr(self.config.backbone_config, "feat_extract_norm", "layer") == "group"
+
+    def _features_clip_by_clip(self, input_values, attention_mask):
+        "backbone_features of each clip cut to its real length; frames (attention pooling) zero-padded to the batch's."
+        feats = [self.backbone_features(input_values[i:i + 1, :int(n)]) for i, n in enumerate(attention_mask.sum(-1))]
+        if self.pooler.attention is None: return torch.cat(feats)
+        t = int(self.backbone._get_feat_extract_output_lengths(input_values.shape[-1]))
+        return torch.cat([F.pad(f, (0, 0, 0, t - f.shape[-2])) for f in feats])
+
     def backbone_features(self, input_values, attention_mask=None):
         "What the pooling needs: [B,H] (mean/max), [B,L+1,H] (weighted layers), [B,T,H] or [B,L+1,T,H] (attention)."
+        attention_mask = real_padding(attention_mask)
+        if attention_mask is not None and self._group_norm_convs():
+            return self._features_clip_by_clip(input_values, attention_mask)
         out = self.backbone(input_values, attention_mask=attention_mask, output_hidden_states=self.config.weighted_layers)
         h = torch.stack(out.hidden_states, 1) if self.config.weighted_layers else out.last_hidden_state
-        return self.pooler.features(h)
+        return self.pooler.features(h, None if attention_mask is None else self.frame_mask(h.shape[-2], attention_mask))
 
-    def logits_from_features(self, features):
-        "Logits from `backbone_features` output: the learnable pooling, then the head."
-        return self.head(self.pooler(features))
+    def logits_from_features(self, features, frame_mask=None):
+        "Logits from `backbone_features` output (and, for attention pooling of a padded batch, its frame mask)."
+        return self.head(self.pooler(features, frame_mask))
 
     def forward(self, input_values, attention_mask=None, labels=None):
-        "Logits for a batch of waveforms [B, T]; cross-entropy loss too when `labels` are given."
-        logits = self.logits_from_features(self.backbone_features(input_values, attention_mask))
+        "Logits for a batch of waveforms [B, T] (padding marked by `attention_mask`); cross-entropy loss too with `labels`."
+        attention_mask = real_padding(attention_mask)
+        features = self.backbone_features(input_values, attention_mask)
+        mask = None
+        if attention_mask is not None and self.pooler.attention is not None:
+            mask = self.frame_mask(features.shape[-2], attention_mask)
+        logits = self.logits_from_features(features, mask)
         loss = None if labels is None else F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        "transformers' from_pretrained; given a config whose labels are the saved ones in another order, the head follows the names."
+        out = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        if "config" in kwargs or "id2label" in kwargs:
+            _follow_saved_labels(out[0] if isinstance(out, tuple) else out, pretrained_model_name_or_path)
+        return out
+
+# %% ../nbs/03a_modeling.ipynb #ae688f66
+def _saved_id2label(path) -> dict | None:
+    "The id2label of the config.json saved at `path` (a folder, or a hub name in the local cache), or None."
+    try:
+        if os.path.isdir(path): f = os.path.join(path, "config.json")
+        else:
+            from transformers.utils import cached_file
+            f = cached_file(path, "config.json", _raise_exceptions_for_missing_entries=False)
+        with open(f, encoding="utf-8") as fh: saved = json.load(fh).get("id2label")
+        return {int(k): v for k, v in saved.items()} if saved else None
+    except (OSError, TypeError, ValueError): return None
+
+def _follow_saved_labels(model, path):
+    "Reorder the head's output rows so that each label keeps the row it was trained as (matched by name)."
+    saved, now = _saved_id2label(path), {int(k): v for k, v in model.config.id2label.items()}
+    if not saved or len(saved) != len(now) or saved == now: return
+    old, new = [saved[i] for i in range(len(saved))], [now[i] for i in range(len(now))]
+    if sorted(old) != sorted(new):
+        warnings.warn(f"{path} was trained for the labels {old}; the config given names {new}: each output keeps the "
+                      "row it was trained for. Train a new head for a new set of classes.")
+        return
+    last = [m for m in model.head.modules() if isinstance(m, nn.Linear)][-1]
+    perm = torch.tensor([old.index(name) for name in new])
+    with torch.no_grad():
+        last.weight.copy_(last.weight[perm])
+        if last.bias is not None: last.bias.copy_(last.bias[perm])
 
 # %% ../nbs/03a_modeling.ipynb #a8c84bb0
 BabyCryConfig.register_for_auto_class()
@@ -170,5 +265,6 @@ def _register():
     AutoModelForAudioClassification.register(BabyCryConfig, BabyCryForAudioClassification, exist_ok=True)
     AutoFeatureExtractor.register(BabyCryConfig, Wav2Vec2FeatureExtractor, exist_ok=True)
     MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES.setdefault(BabyCryConfig.model_type, BabyCryForAudioClassification.__name__)
+    register_pipeline()
 
-if __name__ == "babycry.modeling_babycry": _register()
+if _INSTALLED: _register()

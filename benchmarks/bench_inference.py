@@ -1,6 +1,8 @@
 """Benchmark 3, CPU inference per 3 s clip: fp32 eager PyTorch against the faster paths (torch dynamic int8, bf16
-convolutions, ONNX Runtime fp32/int8, and babycry.export's artefacts), hubert-base architecture, 2 threads, batch 1,
-alternating, medians; then top-1 agreement with fp32 on the real Donate-a-Cry clips.
+convolutions, ONNX Runtime fp32/int8, and babycry.export's artefacts, which have a dynamic time axis; the same int8
+export traced with a fixed 3 s axis, as before, is timed beside it), hubert-base architecture, 2 threads, batch 1,
+alternating, medians; then top-1 agreement with fp32 on the real Donate-a-Cry clips (3 s, and cut to 1 s or joined to
+7 s for the export).
 
 Usage: python benchmarks/bench_inference.py [--repeats 15] [--threads 2] [--agree-clips 134]"""
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 
 warnings.filterwarnings("ignore")
-from babycry.core import RunPaths, CLIP_SAMPLES
+from babycry.core import CLIP_SAMPLES
+from babycry.rundir import RunPaths
 from babycry.data import run_data_stage
 from babycry.dataset import normalize_waveforms
 from babycry.model import BabyCryConfig, BabyCryForAudioClassification, save_classifier
@@ -83,6 +86,9 @@ def build_contenders(model_dir, threads, work) -> tuple[dict, dict]:
     if not (work/"orig.int8-matmul-pc.onnx").exists(): bx.quantize_onnx(work/"orig.fp32.onnx", work/"orig.int8-matmul-pc.onnx", keep_fp32=())
     if not (work/"linconv.fp32.onnx").exists(): bx.export_onnx(allint8, work/"linconv.fp32.onnx")
     if not (work/"linconv.int8.onnx").exists(): bx.quantize_onnx(work/"linconv.fp32.onnx", work/"linconv.int8.onnx", keep_fp32=())
+    if not (work/"fixed3s.int8.onnx").exists():           # babycry.export's onnx-int8 as it was: a fixed 48,000-sample axis
+        bx.export_onnx(bx.fast_module(model), work/"fixed3s.fp32.onnx", dynamic_time=False)
+        bx.quantize_onnx(work/"fixed3s.fp32.onnx", work/"fixed3s.int8.onnx")
     with contextlib.redirect_stdout(io.StringIO()):
         for m in ("onnx-fp32", "onnx-int8"):
             if not (work/f"export-{m}"/"fast.json").exists():
@@ -100,6 +106,8 @@ def build_contenders(model_dir, threads, work) -> tuple[dict, dict]:
         "ORT int8 naive (quantize_dynamic defaults: all ops, per tensor)": ort_fn(ort_session(work/"orig.int8-naive.onnx", threads)),
         "ORT int8 every MatMul, per channel": ort_fn(ort_session(work/"orig.int8-matmul-pc.onnx", threads)),
         "ORT int8 every MatMul per channel + convs as MatMul (LinearConvEncoder, all int8)": ort_fn(ort_session(work/"linconv.int8.onnx", threads)),
+        "ORT int8 transformer MatMuls, projection/head fp32, fixed 3 s time axis (the export before the dynamic axis)":
+            ort_fn(ort_session(work/"fixed3s.int8.onnx", threads)),
         "ORT int8 transformer MatMuls per channel, projection/head fp32 (export onnx-int8, load_fast)": loaded,
     }
     return fns, dict(loaded=repr(loaded), export_record=load_json_safe(d/"fast.json"))
@@ -121,7 +129,7 @@ def agreement(fns, X, batch=8) -> dict:
 
 def trained_tiny(run) -> Path:
     "A tiny-backbone classifier trained (phase 1, 10 epochs) on the real corpus: the model for agreement on real clips."
-    from babycry.train import run_phase1
+    from babycry.phase1 import run_phase1
     md = RunPaths(run).model("phase1")
     if not (md/"config.json").exists():
         with contextlib.redirect_stdout(io.StringIO()): run_phase1(run, backbone="tiny", epochs=10, precision="fp32", seed=0)
@@ -172,9 +180,22 @@ def main(argv=None):
     write(a, m, res, names, agree_base, agree_tiny, info, X, argv, load_before, load_after)
 
 
+def other_lengths(X, n) -> dict:
+    "Real clips of other lengths than 3 s, normalised: the first second of `n` clips, and `n` clips of 7 s (joined clips)."
+    from babycry.dataset import normalize_waveforms
+    one = normalize_waveforms(X[:n, :16_000].copy())
+    seven = normalize_waveforms(np.concatenate([X[:n], X[n:2 * n], X[2 * n:3 * n, :16_000]], axis=1))
+    return {"1 s": one.astype(np.float32), "7 s": seven.astype(np.float32)}
+
+
 def agreement_runs(a, fns, X):
     print(f"agreement with eager fp32, hubert-base random weights, {a.agree_clips} real clips ...", flush=True)
     agree_base = agreement(fns, X[:a.agree_clips])
+    export = [n for n in fns if "load_fast" in n][0]
+    for length, Xl in other_lengths(X, a.agree_clips // 3).items():      # the dynamic time axis: other lengths too
+        print(f"agreement of the export at {length}, {len(Xl)} clips ...", flush=True)
+        r = agreement({"eager fp32": fns["eager fp32"], export: fns[export]}, Xl, batch=4)[export]
+        agree_base[f"{export} at {length}"] = r
     # the same export on a trained model: tiny backbone, phase 1 on the real corpus
     tmd = trained_tiny(WORK/"dac")
     shutil.rmtree(tmd/"fast", ignore_errors=True)
@@ -211,6 +232,13 @@ def write(a, m, res, names, agree_base, agree_tiny, info, X, argv, load_before, 
                             "top-1 agreement (hubert-base random)": f"{agree_base[n]['top1_agreement']:.3f}",
                             "max abs logit diff": fmt(agree_base[n]["max_abs_logit_diff"])}) for n in names]
     md += md_table(rows, ["path", "median ms/clip", "min ms", "× eager", "top-1 agreement (hubert-base random)", "max abs logit diff"])
+    lengths = [n for n in agree_base if n.endswith((" at 1 s", " at 7 s"))]
+    if lengths:
+        md += ("\nThe same export (one ONNX file, dynamic time axis) on inputs of other lengths, against eager fp32 "
+               "(hubert-base random weights; real clips cut to their first second, or three joined into 7 s):\n\n")
+        md += md_table([dict(path=n.split(" (export")[0] + n[n.rfind(" at "):], **{"top-1 agreement": f"{agree_base[n]['top1_agreement']:.3f}",
+                             "max abs logit diff": fmt(agree_base[n]["max_abs_logit_diff"]), "clips": agree_base[n]["clips"]})
+                        for n in lengths], ["path", "top-1 agreement", "max abs logit diff", "clips"])
     md += "\nTrained tiny model (phase 1 on the real corpus), agreement with its fp32 eager logits:\n\n"
     md += md_table([dict(path=n, **{"top-1 agreement": f"{v['top1_agreement']:.4f}", "max abs logit diff": fmt(v["max_abs_logit_diff"]),
                                     "clips": v["clips"]}) for n, v in agree_tiny.items()], ["path", "top-1 agreement", "max abs logit diff", "clips"])
