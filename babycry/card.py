@@ -45,7 +45,7 @@ def _audit_lines(audit: dict) -> list:
     out = []
     for k, v in audit.items():
         name = k.replace("_", " ")
-        if k == "band_limit" and isinstance(v, dict): out.append(f"- band limit: {v.get('reason')}" + (" (the model applies the same low-pass to its input)" if v.get("applied") else "")); continue
+        if k == "band_limit" and isinstance(v, dict): out.append(f"- band limit: {v.get('reason')}" + (" (babycry.predict and pipeline('audio-classification') apply the same low-pass to their input, from `band_limit_hz` in config.json; the model's forward alone does not)" if v.get("applied") else "")); continue
         if isinstance(v, (int, float, str, bool)) or v is None: out.append(f"- {name}: {v}")
         elif isinstance(v, list): out.append(f"- {name}: {len(v)}" + (" (listed in `data/audit.json`)" if v else ""))
         elif isinstance(v, dict) and v and all(isinstance(x, dict) and "cramers_v" in x for x in v.values()):

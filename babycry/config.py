@@ -205,7 +205,7 @@ def check_setting(cls, name: str, value, where: str = ""):
     f = fields[name]
     if value is None: return f.default
     try:
-        v = _coerce(value, _KINDS[str(f.type)], f.default)
+        v = _coerce(value, _KINDS[f.type if isinstance(f.type, str) else f.type.__name__], f.default)
         why = _limits(f.metadata, v)
     except ValueError as e: why = str(e)
     if why: raise ValueError(f"{at}{name}={_plain(value)!r} is not allowed: it must be {why} (the recipe's value is {f.default!r}).")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_inference.ipynb #3c8dd11d
 from __future__ import annotations
-import argparse, csv, functools, io, json, re, sys, tempfile, warnings
+import argparse, csv, functools, json, re, sys, warnings
 from pathlib import Path
 
 import numpy as np

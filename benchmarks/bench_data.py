@@ -12,8 +12,10 @@ from common import WORK, SHARED_DATA
 import numpy as np, pandas as pd, torch
 from torch.utils.data import DataLoader, Dataset
 
-from babycry.core import RunPaths, CLIP_SAMPLES, SAMPLE_RATE
-from babycry.data import run_data_stage, fix_length
+from babycry.core import CLIP_SAMPLES, SAMPLE_RATE
+from babycry.rundir import RunPaths
+from babycry.audio import fix_length
+from babycry.data import run_data_stage
 from babycry.dataset import CachedClips, LabelEncoder, make_loader
 
 

@@ -14,7 +14,8 @@ from common import WORK, RESULTS, ROOT
 import numpy as np, soundfile as sf
 
 from babycry.core import CLASSES
-from babycry.data import synth_cry, parallel_map, _dac_name, DAC_TAGS
+from babycry.core import parallel_map
+from babycry.demo import synth_cry, _dac_name, DAC_TAGS
 
 SCALE = WORK/"scale"
 

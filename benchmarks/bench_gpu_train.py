@@ -22,7 +22,8 @@ import numpy as np, pandas as pd, torch, torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
 warnings.filterwarnings("ignore")
-from babycry.core import RunPaths, Phase2Config
+from babycry.rundir import RunPaths
+from babycry.config import Phase2Config
 from babycry.data import run_data_stage
 from babycry.dataset import CachedClips, LabelEncoder, collate_clips
 from babycry.model import BabyCryConfig, BabyCryForAudioClassification, freeze_for_phase2, tiny_config

@@ -10,7 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK, SHARED_DATA, RESULTS, machine, header, md_table, fmt, goal_line, write_results
 
 from babycry.data import run_data_stage
-from babycry.ladder import run_ladder, cv_dir, LADDER_COLUMNS
+from babycry.ladder import run_ladder, LADDER_COLUMNS
+from babycry.rundir import RunPaths
 from babycry.core import load_json
 
 GOAL_SECONDS = 300
@@ -27,13 +28,13 @@ def main(argv=None):
     m = machine()
     run = WORK/"dac_ladder"
     summary = run_data_stage(a.data_dir, run, workers=a.workers)            # once; later runs reuse it
-    for f in ("features.npz",): (cv_dir(run)/f).unlink(missing_ok=True)      # time the feature extraction too
+    for f in ("features.npz",): (RunPaths(run).cv/f).unlink(missing_ok=True)      # time the feature extraction too
     t0 = time.perf_counter()
     table = run_ladder(run, folds=a.folds, n_trials=a.n_trials, seed=42, remove_classes=a.remove_classes,
                        workers=a.workers, overwrite=True)
     total = time.perf_counter() - t0
-    info = load_json(cv_dir(run)/"ladder_run.json")
-    shutil.copyfile(cv_dir(run)/"ladder.png", RESULTS/"ladder.png")
+    info = load_json(RunPaths(run).ladder_run)
+    shutil.copyfile(RunPaths(run).ladder_png, RESULTS/"ladder.png")
     rows = [{"model": r.model, "macro-F1 [95% CI]": f"{r.macro_f1:.3f} [{r.macro_f1_low:.3f}, {r.macro_f1_high:.3f}]",
              "balanced acc. [95% CI]": f"{r.balanced_accuracy:.3f} [{r.balanced_accuracy_low:.3f}, {r.balanced_accuracy_high:.3f}]",
              "accuracy": f"{r.accuracy:.3f}", "fold macro-F1 mean ± std": f"{r.macro_f1_fold_mean:.3f} ± {r.macro_f1_fold_std:.3f}",

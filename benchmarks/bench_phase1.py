@@ -18,9 +18,10 @@ from common import WORK, SHARED_DATA
 
 import numpy as np, pandas as pd, torch
 
-from babycry.core import RunPaths, atomic_write, load_json, mark_done, save_json
+from babycry.core import atomic_write, load_json, save_json
+from babycry.rundir import RunPaths, mark_done
 from babycry.data import run_data_stage
-from babycry.train import run_phase1
+from babycry.phase1 import run_phase1
 
 
 def hubert_base_random(path) -> Path:

@@ -36,8 +36,10 @@ def test_phase1_cache_backbone_never_reads_test(run):
     assert 1 <= len(h["epochs"]) <= 4 and {"train_loss", "eval_loss", "eval_macro_f1", "lr"} <= set(h["epochs"][-1])
     assert (rp.phase1/"training_curves.png").exists() and (rp.phase1/"valid_confusion.png").exists()
     assert res["precision"] == "fp32"
-    # the same command again has nothing to do
-    assert run_phase1(run, backbone="tiny", epochs=4, patience=3)["params"]["epochs"] == 4
+    # the same command again has nothing to do, and returns the same record it returned when it trained
+    before = (rp.phase1/"done.json").stat().st_mtime_ns
+    assert run_phase1(run, backbone="tiny", epochs=4, patience=3) == load_json(rp.phase1/"done.json")["result"]
+    assert (rp.phase1/"done.json").stat().st_mtime_ns == before
 
 
 def test_class_removal(run):
@@ -111,8 +113,8 @@ def test_phase2_without_the_cache(run):
 
 
 def test_a_recipe_default_reaches_phase2(run, monkeypatch):
-    "Editing a default in core's Phase2Config (here T_0) changes phase 2 without touching any notebook or call."
-    import dataclasses
+    "Editing a default in Phase2Config (here T_0) changes a phase 2 that has not run yet; one that ran keeps what it used."
+    import dataclasses, shutil
     from babycry.config import Phase2Config, setting
     @dataclasses.dataclass
     class Edited(Phase2Config):
@@ -120,9 +122,12 @@ def test_a_recipe_default_reaches_phase2(run, monkeypatch):
     rp = RunPaths(run)
     run_phase2(run, epochs=1, cache_encoder=False)                                  # finished earlier with these: skipped
     assert load_json(rp.phase2/"done.json")["params"]["T_0"] == 5
-    monkeypatch.setattr(p2, "Phase2Config", Edited)                                # the edit: phase 2 reads it from core
+    monkeypatch.setattr(p2, "Phase2Config", Edited)                                # the edit: phase 2 reads it from config
+    before = (rp.phase2/"done.json").stat().st_mtime_ns
+    run_phase2(run, epochs=1, cache_encoder=False)                                  # None: what this run used (5)
+    assert (rp.phase2/"done.json").stat().st_mtime_ns == before
     with pytest.raises(FileExistsError, match=r"changed: \['T_0'\]"):             # never silently "already done"
-        run_phase2(run, epochs=1, cache_encoder=False)
-    run_phase2(run, epochs=1, cache_encoder=False, overwrite=True)
-    assert load_json(rp.phase2/"done.json")["params"]["T_0"] == 2
-    assert any(p.name.startswith("phase2.old-") for p in rp.root.iterdir())       # the earlier phase 2 is kept
+        run_phase2(run, epochs=1, cache_encoder=False, T_0=3)
+    shutil.move(rp.phase2, rp.root/"phase2.moved")                                  # a run whose phase 2 has not run yet
+    run_phase2(run, epochs=1, cache_encoder=False)
+    assert load_json(rp.phase2/"done.json")["params"]["T_0"] == 2                    # the edited recipe
