@@ -7,7 +7,32 @@ __version__ = "0.1.0"
 __all__ = []
 
 # %% ../nbs/index.ipynb #5b0c6aa1
-from . import modeling_babycry   # registers the babycry architecture with transformers' Auto classes and pipeline()
+import importlib.abc, importlib.util, sys, warnings
+
+def _register():
+    "Make transformers' Auto classes and pipeline() know babycry models (importing modeling_babycry registers them)."
+    try: from babycry import modeling_babycry   # noqa: F401
+    except Exception as e: warnings.warn(f"babycry could not register its model with transformers: {e}")
+
+class _AfterTransformers(importlib.abc.MetaPathFinder):
+    "Registers babycry with transformers right after transformers itself is imported: `import babycry` stays light."
+    busy = False
+    def find_spec(self, name, path=None, target=None):
+        if name != "transformers" or self.busy: return None
+        self.busy = True
+        try: spec = importlib.util.find_spec(name)            # the real one (a mere availability check gets it too)
+        finally: self.busy = False
+        if spec is not None and spec.loader is not None:
+            run = spec.loader.exec_module
+            def exec_module(module):
+                run(module)
+                if self in sys.meta_path: sys.meta_path.remove(self)
+                _register()
+            spec.loader.exec_module = exec_module
+        return spec
+
+if "transformers" in sys.modules: _register()
+elif not any(isinstance(f, _AfterTransformers) for f in sys.meta_path): sys.meta_path.insert(0, _AfterTransformers())
 
 def __getattr__(name):
     "Lazy attributes: `babycry.predict` imports `babycry.inference` only when it is first used."

@@ -94,3 +94,12 @@ def test_readme_is_made_from_the_index():
     "README.md is nbs/index.ipynb's markdown (python .ci/readme.py writes it; nbdev_readme needs Quarto)."
     r = subprocess.run([sys.executable, str(ROOT/".ci/readme.py"), "--check"])
     assert r.returncode == 0, "README.md is out of date: run python .ci/readme.py"
+
+
+def test_import_babycry_is_light_and_registers_with_transformers():
+    "babycry-run's process does not import transformers; importing transformers later still registers babycry's model."
+    code = ("import sys, importlib.util; import babycry.run; assert 'transformers' not in sys.modules; "
+            "importlib.util.find_spec('transformers'); import transformers; from transformers import AutoConfig; "
+            "print(AutoConfig.for_model('babycry').model_type)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "babycry", r.stderr[-2000:]
