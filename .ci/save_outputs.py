@@ -19,7 +19,8 @@ def save_outputs(path: Path):
     nb, t0 = read_nb(path), time.time()
     for c in nb.cells:
         if c.cell_type == "code": c.outputs, c.execution_count = [], None
-    k = CaptureShell(path)
+    k = CaptureShell(path, mpl_format="png")             # ordinary resolution: committed figures stay light
+    k.run_cell("import matplotlib; matplotlib.rcParams['figure.dpi'] = 72")
     with working_directory(path.parent):
         try: k.run_all(nb, exc_stop=True, preproc=skip)
         except Exception: sys.exit(f"{path.name} failed:\n{k.prettytb(fname=path)}")

@@ -96,7 +96,7 @@ def plot_history(history: dict, path=None, title=None):
     if not rows: raise ValueError("history has no epochs to plot")
     ep = [r["epoch"] for r in rows]
     g = lambda k: [r.get(k, np.nan) for r in rows]
-    fig, ax = plt.subplots(2, 3, figsize=(15, 7.5))
+    fig, ax = plt.subplots(2, 3, figsize=(12, 6))
     ax[0,0].plot(ep, g("train_loss"), label="train"); ax[0,0].plot(ep, g("eval_loss"), label="validation")
     ax[0,0].set_title("loss"); ax[0,0].legend()
     ax[0,1].plot(ep, g("train_accuracy"), label="train"); ax[0,1].plot(ep, g("eval_accuracy"), label="validation")
