@@ -22,8 +22,12 @@ AUDIO_EXTS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".caf", ".3gp", 
               ".aif", ".aiff", ".au", ".webm", ".wma")
 
 # %% ../nbs/01a_audio.ipynb #f700e15f
-AV_CODECS = {".mp3": ("mp3", "libmp3lame", "s16p"), ".m4a": ("mp4", "aac", "fltp"), ".caf": ("caf", "adpcm_ima_qt", "s16p"),
-             ".3gp": ("3gp", "libopencore_amrnb", "s16")}
+AV_CODECS = {
+    ".mp3": ("mp3", "libmp3lame", "s16p"),
+    ".m4a": ("mp4", "aac", "fltp"),
+    ".caf": ("caf", "adpcm_ima_qt", "s16p"),
+    ".3gp": ("3gp", "libopencore_amrnb", "s16"),
+}
 
 def write_av(path, x: np.ndarray, sr: int):
     "Encode mono float audio `x` at `sr` to `path` with PyAV (mp3, m4a/AAC, caf/IMA-ADPCM, 3gp/AMR-NB at 8 kHz)."
@@ -44,9 +48,11 @@ def write_av(path, x: np.ndarray, sr: int):
 def can_encode(ext) -> bool:
     "Can this PyAV build encode files ending in `ext` (its codec is in `AV_CODECS`)?"
     try:
-        with tempfile.TemporaryDirectory() as d: write_av(Path(d)/f"t{ext}", np.zeros(16000, np.float32), 16000 if ext != ".3gp" else 8000)
+        with tempfile.TemporaryDirectory() as d:
+            write_av(Path(d) / f"t{ext}", np.zeros(16000, np.float32), 16000 if ext != ".3gp" else 8000)
         return True
-    except Exception: return False
+    except Exception:
+        return False
 
 # %% ../nbs/01a_audio.ipynb #cf285f78
 class AudioDecodeError(ValueError):
@@ -98,7 +104,8 @@ def load_audio(path, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 # %% ../nbs/01a_audio.ipynb #0a7d013e
 def band_limit(x: np.ndarray, hz: float | None, sr: int = SAMPLE_RATE) -> np.ndarray:
-    "Low-pass `x` (rate `sr`) at `hz` by resampling down to `2*hz` and back up with soxr; unchanged if `hz` is None or >= sr/2."
+    """Low-pass `x` (rate `sr`) at `hz` by resampling down to `2*hz` and back up with soxr; unchanged if `hz` is None or
+    >= sr/2."""
     x = np.asarray(x, np.float32)
     if hz is None or 2 * hz >= sr or len(x) == 0: return x
     y = resample(resample(x, sr, int(round(2 * hz))), int(round(2 * hz)), sr)[:len(x)]

@@ -26,18 +26,25 @@ def augmenter(cfg: DataConfig = DataConfig()):
                                 A.AddGaussianSNR(*cfg.snr_db, p=1.0)])
 
 # %% ../nbs/01e_augment.ipynb #f0afdc3f
-_STEP_NAMES = {"TimeStretch": lambda p: f"stretch{p['rate']:.2f}", "PitchShift": lambda p: f"pitch{p['num_semitones']:+.1f}",
-               "Shift": lambda p: f"shift{p['shift_amount']:+.2f}s", "Gain": lambda p: f"gain{20 * np.log10(p['amplitude_ratio']):+.1f}dB",
-               "AddGaussianSNR": lambda p: f"noise(std {p['noise_std']:.1e})"}
+_STEP_NAMES = {
+    "TimeStretch": lambda p: f"stretch{p['rate']:.2f}",
+    "PitchShift": lambda p: f"pitch{p['num_semitones']:+.1f}",
+    "Shift": lambda p: f"shift{p['shift_amount']:+.2f}s",
+    "Gain": lambda p: f"gain{20 * np.log10(p['amplitude_ratio']):+.1f}dB",
+    "AddGaussianSNR": lambda p: f"noise(std {p['noise_std']:.1e})",
+}
 
 def applied(aug) -> str:
     "What the last call of a `SomeOf` augmenter did, e.g. 'stretch1.07+gain-2.3dB'."
-    return "+".join(_STEP_NAMES[type(t).__name__](t.parameters) for k, t in enumerate(aug.transforms) if k in aug.transform_indexes)
+    return "+".join(
+        _STEP_NAMES[type(t).__name__](t.parameters) for k, t in enumerate(aug.transforms) if k in aug.transform_indexes
+    )
 
 # %% ../nbs/01e_augment.ipynb #dc19da15
 @contextlib.contextmanager
 def seeded_globals(seed: int):
-    "Seed Python's `random` and numpy's global generator (audiomentations draws from both) inside the block; restore them after."
+    """Seed Python's `random` and numpy's global generator (audiomentations draws from both) inside the block; restore
+    them after."""
     state = random.getstate(), np.random.get_state()
     random.seed(seed); np.random.seed(seed)
     try: yield

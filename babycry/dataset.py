@@ -12,7 +12,16 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .core import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, atomic_write, get_device, load_json, normalize_label, save_json
+from babycry.core import (
+    CLASSES,
+    CLIP_SAMPLES,
+    SAMPLE_RATE,
+    atomic_write,
+    get_device,
+    load_json,
+    normalize_label,
+    save_json,
+)
 from .config import Phase1Config
 from .rundir import RunPaths
 
@@ -97,7 +106,8 @@ class CachedClips(Dataset):
         cache = RunPaths(run_dir).cache
         self.npy, csv, self.split, self.encoder = cache/f"{split}.npy", cache/f"{split}.csv", split, encoder
         for p in (self.npy, csv):
-            if not p.exists(): raise FileNotFoundError(f"{p} does not exist: run the data stage (01_data) on {run_dir} first.")
+            if not p.exists(): raise FileNotFoundError(f"{p} does not exist: run the data stage (01_data) on {run_dir} "
+                                                       "first.")
         self._x = None
         n, self.n_samples = self._array().shape
         meta = pd.read_csv(csv, keep_default_na=False)
@@ -108,7 +118,8 @@ class CachedClips(Dataset):
         unknown = sorted(set(self.meta["label"]) - set(encoder.classes))
         if unknown:
             raise ValueError(f"The {split} split of {run_dir} holds {unknown}, which the encoder does not know "
-                             f"(classes: {list(encoder.classes)}). Pass rows= (class_removal/{split}.csv) to keep only the remaining clips.")
+                             f"(classes: {list(encoder.classes)}). Pass rows= (class_removal/{split}.csv) to keep only "
+                             "the remaining clips.")
         self.index = self.meta["index"].to_numpy(np.int64)
         self.labels = encoder.encode(self.meta["label"].tolist())
 
@@ -116,10 +127,12 @@ class CachedClips(Dataset):
         if rows is None: return meta.assign(index=np.arange(n))
         if "index" not in rows: raise ValueError("rows needs an 'index' column (row numbers into the cache .npy).")
         idx = rows["index"].to_numpy(np.int64)
-        if len(idx) and (idx.min() < 0 or idx.max() >= n): raise IndexError(f"rows['index'] must lie in 0..{n-1} for {self.npy}.")
+        if len(idx) and (idx.min() < 0 or idx.max() >= n): raise IndexError(f"rows['index'] must lie in 0..{n-1} for "
+                                                                            f"{self.npy}.")
         sel = meta.iloc[idx].reset_index(drop=True).assign(index=idx)
         if "label" in rows and not (rows["label"].to_numpy() == sel["label"].to_numpy()).all():
-            raise ValueError(f"rows disagree with {self.npy.with_suffix('.csv')} on some labels: they were made from another cache.")
+            raise ValueError(f"rows disagree with {self.npy.with_suffix('.csv')} on some labels: they were made from "
+                             "another cache.")
         return sel
 
     def _array(self):
@@ -138,11 +151,14 @@ class CachedClips(Dataset):
 
     def class_counts(self) -> pd.Series:
         "Clips per class, in id order."
-        return pd.Series(np.bincount(self.labels, minlength=len(self.encoder)), index=list(self.encoder.classes), name=self.split)
+        return pd.Series(
+            np.bincount(self.labels, minlength=len(self.encoder)), index=list(self.encoder.classes), name=self.split
+        )
 
 # %% ../nbs/02_dataset.ipynb #482f5e22
 def normalize_waveforms(x, eps: float = 1e-7):
-    "Zero mean, unit variance per clip (last axis) of a [B, T] tensor or array, as Wav2Vec2FeatureExtractor's do_normalize."
+    """Zero mean, unit variance per clip (last axis) of a [B, T] tensor or array, as Wav2Vec2FeatureExtractor's
+    do_normalize."""
     if isinstance(x, np.ndarray):
         return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
     d = x - x.mean(-1, keepdim=True)                       # torch.var is slow on CPU; this is the same arithmetic
@@ -158,13 +174,22 @@ def collate_clips(batch, do_normalize: bool = True) -> dict:
 # %% ../nbs/02_dataset.ipynb #d403e74e
 def make_loader(ds, batch_size: int | None = None, train: bool = False, device=None, do_normalize: bool = True,
                 num_workers: int | None = None, seed: int | None = None) -> DataLoader:
-    "A DataLoader of collated batches (`batch_size` None: the recipe's phase-1 batch): shuffled only if `train`; workers and pinned memory on a GPU."
+    """A DataLoader of collated batches (`batch_size` None: the recipe's phase-1 batch): shuffled only if `train`;
+    workers and pinned memory on a GPU."""
     device = torch.device(device) if device is not None else get_device()
     on_gpu = device.type == "cuda"
     if num_workers is None: num_workers = min(4, os.cpu_count() or 1) if on_gpu else 0
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(ds, batch_size=batch_size or Phase1Config.batch_size, shuffle=train, collate_fn=functools.partial(collate_clips, do_normalize=do_normalize),
-                      num_workers=num_workers, pin_memory=on_gpu, persistent_workers=num_workers > 0, generator=gen)
+    return DataLoader(
+        ds,
+        batch_size=batch_size or Phase1Config.batch_size,
+        shuffle=train,
+        collate_fn=functools.partial(collate_clips, do_normalize=do_normalize),
+        num_workers=num_workers,
+        pin_memory=on_gpu,
+        persistent_workers=num_workers > 0,
+        generator=gen,
+    )
 
 # %% ../nbs/02_dataset.ipynb #e9a92128
 def show_batch(batch, encoder: LabelEncoder, n: int = 4, sr: int = SAMPLE_RATE):

@@ -22,7 +22,8 @@ __all__ = ['METHODS', 'FAST_DIR', 'KEEP_FP32', 'CHECK_SECONDS', 'LinearConvEncod
 
 # %% ../nbs/11_export.ipynb #5565c738
 class LinearConvEncoder(nn.Module):
-    "A wav2vec2-style conv feature encoder with every strided conv after the first computed as reshapes @ Linear layers."
+    """A wav2vec2-style conv feature encoder with every strided conv after the first computed as reshapes @ Linear
+    layers."""
     def __init__(self, encoder):
         super().__init__()
         layers = list(encoder.conv_layers)
@@ -34,7 +35,8 @@ class LinearConvEncoder(nn.Module):
                                           "(feat_extract_norm='group'); this encoder normalises every layer.")
             c = layer.conv
             k, s, cin, cout = c.kernel_size[0], c.stride[0], c.in_channels, c.out_channels
-            if not s <= k <= 2 * s: raise NotImplementedError(f"LinearConvEncoder needs stride <= kernel <= 2*stride, not k={k}, s={s}.")
+            if not s <= k <= 2 * s: raise NotImplementedError(f"LinearConvEncoder needs stride <= kernel <= 2*stride, "
+                                                              f"not k={k}, s={s}.")
             w = c.weight.detach().permute(0, 2, 1).reshape(cout, k * cin)     # [o, j*C_in + c] = weight[o, c, j]
             near = nn.Linear(s * cin, cout, bias=c.bias is not None)          # taps 0..s-1: the frames of group t
             far = nn.Linear((k - s) * cin, cout, bias=False) if k > s else nn.Identity()   # taps s..k-1: group t+1
@@ -73,8 +75,10 @@ def fast_module(model, convs_as_linear: bool = False) -> nn.Module:
     m = copy.deepcopy(model).float().cpu().eval()
     m.config.backbone_config._attn_implementation = "eager"     # plain ops: what the exporter and the quantiser know
     for mod in m.backbone.modules():
-        if hasattr(mod, "config") and hasattr(mod.config, "_attn_implementation"): mod.config._attn_implementation = "eager"
-    if convs_as_linear and _group_norm_encoder(m): m.backbone.feature_extractor = LinearConvEncoder(m.backbone.feature_extractor)
+        if hasattr(mod, "config") and hasattr(mod.config, "_attn_implementation"):
+            mod.config._attn_implementation = "eager"
+    if convs_as_linear and _group_norm_encoder(m):
+        m.backbone.feature_extractor = LinearConvEncoder(m.backbone.feature_extractor)
     return LogitsOnly(m).eval()
 
 # %% ../nbs/11_export.ipynb #8cdce3e6
@@ -134,7 +138,9 @@ def torch_int8(module) -> nn.Module:
         bb = module.model.backbone
         bb.encoder = torch.ao.quantization.quantize_dynamic(bb.encoder, {nn.Linear}, dtype=torch.qint8)
         if isinstance(bb.feature_extractor, LinearConvEncoder):
-            bb.feature_extractor = torch.ao.quantization.quantize_dynamic(bb.feature_extractor, {nn.Linear}, dtype=torch.qint8)
+            bb.feature_extractor = torch.ao.quantization.quantize_dynamic(
+                bb.feature_extractor, {nn.Linear}, dtype=torch.qint8
+            )
         return module
 
 # %% ../nbs/11_export.ipynb #8ee5ae75
@@ -179,8 +185,12 @@ def _check(model, fn, n=4, seed=0, seconds=CHECK_SECONDS) -> dict:
         with torch.no_grad(): ref.append(model(input_values=x).logits.numpy())
         got.append(fn(x.numpy()))
     got, ref = np.concatenate(got), np.concatenate(ref)
-    return dict(max_abs_logit_diff=float(np.abs(got - ref).max()), top1_agreement=float((got.argmax(1) == ref.argmax(1)).mean()),
-                check_clips=len(got), check_seconds=list(seconds))
+    return dict(
+        max_abs_logit_diff=float(np.abs(got - ref).max()),
+        top1_agreement=float((got.argmax(1) == ref.argmax(1)).mean()),
+        check_clips=len(got),
+        check_seconds=list(seconds),
+    )
 
 # %% ../nbs/11_export.ipynb #7e83787a
 def export_fast(model_dir, method: str = "onnx-int8", overwrite: bool = False, threads: int | None = None,
@@ -191,18 +201,28 @@ def export_fast(model_dir, method: str = "onnx-int8", overwrite: bool = False, t
     model_dir = Path(model_dir); dest = model_dir/FAST_DIR
     model = load_classifier(model_dir).float()
     if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} already holds a fast export ({_describe(dest)}): pass overwrite=True to replace it "
+        raise FileExistsError(f"{dest} already holds a fast export ({_describe(dest)}): pass overwrite=True to replace "
+                              "it "
                               "(the old one is kept as fast.old-<time>).")
     tmp = model_dir/f".{FAST_DIR}.partial"
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
     try:
         t0 = time.time()
         artefact = _write_artefact(fast_module(model, convs_as_linear), method, tmp)
-        meta = dict(method=method, artefact=artefact, convs_as_linear=bool(convs_as_linear), n_samples=CLIP_SAMPLES, dynamic_time=True,
-                    input="normalised waveforms [batch, samples] float32 at 16 kHz (any length; predict feeds 3 s windows)",
-                    id2label={int(k): v for k, v in model.config.id2label.items()}, weights_sha256=weights_digest(model_dir),
-                    artefact_sha256=file_digest(tmp/artefact), artefact_bytes=(tmp/artefact).stat().st_size,
-                    torch=torch.__version__, created=datetime.datetime.now().isoformat(timespec="seconds"))
+        meta = dict(
+            method=method,
+            artefact=artefact,
+            convs_as_linear=bool(convs_as_linear),
+            n_samples=CLIP_SAMPLES,
+            dynamic_time=True,
+            input="normalised waveforms [batch, samples] float32 at 16 kHz (any length; predict feeds 3 s windows)",
+            id2label={int(k): v for k, v in model.config.id2label.items()},
+            weights_sha256=weights_digest(model_dir),
+            artefact_sha256=file_digest(tmp / artefact),
+            artefact_bytes=(tmp / artefact).stat().st_size,
+            torch=torch.__version__,
+            created=datetime.datetime.now().isoformat(timespec="seconds"),
+        )
         if method.startswith("onnx"): meta["onnxruntime"] = __import__("onnxruntime").__version__
         save_json(meta, tmp/"fast.json")
         meta.update(_check(model, _runner(tmp, meta, model_dir, threads)), export_seconds=round(time.time() - t0, 1))
@@ -275,14 +295,15 @@ def load_fast(model_dir, threads: int | None = None, verify: bool = True) -> Fas
     fast_dir = Path(model_dir)/FAST_DIR
     if not (fast_dir/"fast.json").exists(): return None
     fix = f"Run babycry.export.export_fast({str(model_dir)!r}, overwrite=True) (or babycry-export --overwrite) to refresh it."
-    try: meta = load_json(fast_dir/"fast.json")
-    except (OSError, ValueError) as e: meta, why = None, f"its fast.json cannot be read ({type(e).__name__}: {e})"
+    try:meta = load_json(fast_dir/"fast.json")
+    except (OSError, ValueError) as e:meta, why = None, f"its fast.json cannot be read ({type(e).__name__}: {e})"
     else: why = _fast_problem(fast_dir, meta, model_dir, verify)
     if why is None and meta["method"].startswith("onnx") and not has_onnxruntime():
-        warnings.warn(f"{fast_dir} is an ONNX export but onnxruntime is not installed: `pip install babycry[fast]` to use it.")
+        warnings.warn(f"{fast_dir} is an ONNX export but onnxruntime is not installed: `pip install babycry[fast]` to "
+                      "use it.")
         return None
     if why is None:
-        try: return FastClassifier(fast_dir, meta, _runner(fast_dir, meta, model_dir, threads))
+        try:return FastClassifier(fast_dir, meta, _runner(fast_dir, meta, model_dir, threads))
         except Exception as e: why = f"its back end cannot load it ({type(e).__name__}: {str(e)[:200]})"
     warnings.warn(f"{fast_dir} is not used: {why}, so it is damaged or stale; the PyTorch model answers instead. {fix}")
     return None
@@ -291,10 +312,12 @@ def load_fast(model_dir, threads: int | None = None, verify: bool = True) -> Fas
 def main(argv=None) -> int:
     "Entry point of `babycry-export MODEL_DIR [--method M] [--overwrite]`."
     import argparse, sys
-    ap = argparse.ArgumentParser(prog="babycry-export", description="Write a fast CPU copy of a saved babycry model into its folder.")
+    ap = argparse.ArgumentParser(prog="babycry-export", description="Write a fast CPU copy of a saved babycry model "
+                                                                    "into its folder.")
     ap.add_argument("model_dir", help="a saved model directory, e.g. runs/<name>/phase2/model")
     ap.add_argument("--method", default="onnx-int8", choices=METHODS, help="export method (default onnx-int8)")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing export (the old one is kept as fast.old-<time>)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing export (the old one is kept as "
+                                                             "fast.old-<time>)")
     a = ap.parse_args(argv)
     try: out = export_fast(a.model_dir, a.method, overwrite=a.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:

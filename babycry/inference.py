@@ -10,9 +10,23 @@ from pathlib import Path
 import numpy as np
 
 from .core import CLIP_SAMPLES, SAMPLE_RATE, get_device
-from .pipeline_babycry import (BLOCK_SECONDS, ClipWindows, Window, Windower, audio_warning, check_windows,
-                                      id2label_of, normalize, open_audio, plain, score_function, segments, wants_normalized,
-                                      window_scores, window_settings)
+from babycry.pipeline_babycry import (
+    BLOCK_SECONDS,
+    ClipWindows,
+    Window,
+    Windower,
+    audio_warning,
+    check_windows,
+    id2label_of,
+    normalize,
+    open_audio,
+    plain,
+    score_function,
+    segments,
+    wants_normalized,
+    window_scores,
+    window_settings,
+)
 from . import pipeline_babycry
 
 # %% auto #0
@@ -36,10 +50,12 @@ URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 def audio_source(audio, sr: int | None = None) -> tuple:
     "(name or None, sample rate, iterator of mono float32 blocks) of a path, '-' (standard input), bytes or an array."
     if isinstance(audio, str) and URL_RE.match(audio):
-        raise ValueError(f"{audio}: URLs are not supported: download the file first (e.g. `curl -LO {audio}`) and pass its path")
+        raise ValueError(f"{audio}: URLs are not supported: download the file first (e.g. `curl -LO {audio}`) and pass "
+                         "its path")
     if isinstance(audio, (str, Path)) and str(audio) == "-":
         data = sys.stdin.buffer.read()
-        if not data: raise ValueError("standard input (-) holds no data: pipe an audio file into it, e.g. `... - < cry.wav`")
+        if not data: raise ValueError("standard input (-) holds no data: pipe an audio file into it, e.g. `... - < "
+                                      "cry.wav`")
         return "-", *open_audio(data, name="standard input (-)")
     if isinstance(audio, (str, Path)): return str(audio), *open_audio(audio)
     if isinstance(audio, (bytes, bytearray)): return None, *open_audio(audio)
@@ -61,7 +77,11 @@ def load_input(audio, sr: int | None = None) -> np.ndarray:
 # %% ../nbs/08_inference.ipynb #fde551ef
 def _stamp(p: Path) -> tuple:
     "When the folder's config, weights and feature extractor were last written (a new save is loaded anew)."
-    return tuple((f.name, f.stat().st_mtime_ns) for f in sorted(p.iterdir()) if f.is_file() and f.suffix in (".json", ".safetensors", ".bin"))
+    return tuple(
+        (f.name, f.stat().st_mtime_ns)
+        for f in sorted(p.iterdir())
+        if f.is_file() and f.suffix in (".json", ".safetensors", ".bin")
+    )
 
 def _quiet_transformers():
     from transformers.utils import logging as hf_logging
@@ -79,9 +99,12 @@ def _load_model_cached(model_dir: str, device: str, stamp: tuple):
     else:
         archs = list(getattr(cfg, "architectures", None) or [])
         if cfg.model_type not in AUDIO or (archs and not set(archs) & set(AUDIO.values())):
-            raise ValueError(f"{model_dir} holds a {cfg.model_type!r} model ({', '.join(archs) or 'no architecture named'}), "
-                             "not an audio classifier: pass a folder that AutoModelForAudioClassification loads (a babycry "
-                             "model, or e.g. a HubertForSequenceClassification saved by transformers' audio-classification example).")
+            raise ValueError(f"{model_dir} holds a {cfg.model_type!r} model "
+                             f"({', '.join(archs) or 'no architecture named'}), "
+                             """not an audio classifier: pass a folder that AutoModelForAudioClassification loads (a
+                             babycry"""
+                             "model, or e.g. a HubertForSequenceClassification saved by transformers' "
+                             "audio-classification example).")
         model, info = AutoModelForAudioClassification.from_pretrained(model_dir, output_loading_info=True)
         check_weights(info, model_dir)
         model = model.to(device).eval()
@@ -101,7 +124,8 @@ def load_model(model_dir, device=None):
 
 # %% ../nbs/08_inference.ipynb #161ea11b
 def window_probs(model, windows, feature_extractor=None, batch_size: int = 16, fast=None) -> np.ndarray:
-    "Class probabilities `[W, C]` for windows `[W, T]` at the model's rate (through `fast`, an exported CPU model, if given)."
+    """Class probabilities `[W, C]` for windows `[W, T]` at the model's rate (through `fast`, an exported CPU model, if
+    given)."""
     import torch
     from transformers import Wav2Vec2FeatureExtractor
     fn, out = score_function(model.config), []
@@ -152,10 +176,16 @@ def _predict_one(audio, model, fe, settings: dict, sr=None, batch_size=16, fast=
     pending += cw.finish()
     for i in range(0, len(pending), batch_size): score(pending[i:i + batch_size])
     p_w = np.concatenate(probs); p = p_w.mean(0)
-    if not np.isfinite(p).all(): raise ValueError("the model's output is NaN or infinite: its weights are broken; retrain it")
+    if not np.isfinite(p).all(): raise ValueError("the model's output is NaN or infinite: its weights are broken; "
+                                                  "retrain it")
     id2label = id2label_of(model.config)
-    out = dict(label=id2label[int(p.argmax())], probs={id2label[i]: float(v) for i, v in enumerate(p)}, n_windows=len(p_w),
-               duration_s=round(cw.duration, 3), warning=cw.warning)
+    out = dict(
+        label=id2label[int(p.argmax())],
+        probs={id2label[i]: float(v) for i, v in enumerate(p)},
+        n_windows=len(p_w),
+        duration_s=round(cw.duration, 3),
+        warning=cw.warning,
+    )
     if with_segments: out["segments"] = segments(done, p_w, id2label)
     return out
 
@@ -186,23 +216,38 @@ def predict(audio, model_dir, sr: int | None = None, hop_seconds: float | None =
 
 # %% ../nbs/08_inference.ipynb #0ada5daa
 def plot_segments(result: dict, title: str | None = None):
-    "A matplotlib figure of a `predict(..., segments=True)` result: per-window probabilities over time, labels as a band."
+    """A matplotlib figure of a `predict(..., segments=True)` result: per-window probabilities over time, labels as a
+    band."""
     import matplotlib.pyplot as plt
     segs, classes = result["segments"], list(result["probs"])
     colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(classes)}
     t = np.array([(s["start"] + s["end"]) / 2 for s in segs])
     edges = np.r_[segs[0]["start"], (t[1:] + t[:-1]) / 2, segs[-1]["end"]]
-    fig, (band, ax) = plt.subplots(2, 1, figsize=(9, 3.4), sharex=True, gridspec_kw=dict(height_ratios=[1, 5], hspace=0.08))
+    fig, (band, ax) = plt.subplots(
+        2, 1, figsize=(9, 3.4), sharex=True, gridspec_kw=dict(height_ratios=[1, 5], hspace=0.08)
+    )
     for s, a, b in zip(segs, edges[:-1], edges[1:]):
         band.axvspan(a, b, color=colors[s["label"]], lw=0)
         if s["warning"]: band.axvspan(a, b, facecolor="none", edgecolor="black", hatch="///", lw=0)
     band.set_yticks([]); band.set_ylabel("label", rotation=0, ha="right", va="center")
     for c in classes:
-        ax.plot(t, [s["probs"][c] for s in segs], color=colors[c], marker="o" if len(segs) <= 40 else None, ms=3, lw=1.2, label=c)
+        ax.plot(
+            t,
+            [s["probs"][c] for s in segs],
+            color=colors[c],
+            marker="o" if len(segs) <= 40 else None,
+            ms=3,
+            lw=1.2,
+            label=c,
+        )
     ax.set_ylim(0, 1); ax.set_xlim(edges[0], edges[-1]); ax.set_xlabel("time (s)"); ax.set_ylabel("probability")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    band.set_title(title or f"{result.get('file') or 'recording'}: {result['label']} "
-                   f"({len(segs)} windows; hatched: {'marked' if any(s['warning'] for s in segs) else 'none marked'})", fontsize=9)
+    band.set_title(
+        title
+        or f"{result.get('file') or 'recording'}: {result['label']} "
+        f"({len(segs)} windows; hatched: {'marked' if any(s['warning'] for s in segs) else 'none marked'})",
+        fontsize=9,
+    )
     fig.subplots_adjust(left=0.08, right=0.8, bottom=0.15, top=0.9)
     return fig
 
@@ -211,7 +256,12 @@ def _format(r: dict, with_segments: bool = False) -> str:
     if r.get("error"): return f"{r['file']}: ERROR {r['error']}"
     warn = f"  WARNING: {r['warning']}" if r.get("warning") else ""
     top = sorted(r["probs"].items(), key=lambda kv: -kv[1])
-    line = f"{r['file']}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + f"; {r['n_windows']} window(s))" + warn
+    line = (
+        f"{r['file']}: {r['label']}  ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in top)
+        + f"; {r['n_windows']} window(s))"
+        + warn
+    )
     for s in (r.get("segments") or []) if with_segments else []:
         line += (f"\n  {s['start']:8.2f}-{s['end']:8.2f} s  {s['label']:12s} {s['probs'][s['label']]:.2f}"
                  + (f"  WARNING: {s['warning']}" if s["warning"] else ""))
@@ -246,15 +296,417 @@ def expand_inputs(files) -> list:
 def main(argv=None) -> int:
     "Entry point of `babycry-predict MODEL_DIR FILE... [--json | --csv] [--segments]`."
     ap = argparse.ArgumentParser(prog="babycry-predict", description="Classify infant-cry recordings with a saved model "
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
+                                                                     ""
                                  "(a babycry model, or any transformers audio classifier).")
     ap.add_argument("model_dir", help="a saved model directory, e.g. runs/<name>/phase2/model")
-    ap.add_argument("files", nargs="+", help="audio files (wav, mp3, m4a, 3gp, caf, ...; any length and sample rate), folders "
+    ap.add_argument("files", nargs="+", help="audio files (wav, mp3, m4a, 3gp, caf, ...; any length and sample rate), "
+                                             "folders "
                                              "of them, or - for audio on standard input")
     out = ap.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     out.add_argument("--csv", action="store_true", help="print CSV: one row per file (and per window with --segments)")
-    ap.add_argument("--segments", action="store_true", help="also give the answer of every window (start, end, label, probabilities)")
-    ap.add_argument("--hop", type=float, default=None, help="seconds between windows (default: the model's, 1.5 s for 3 s windows)")
+    ap.add_argument("--segments", action="store_true", help="also give the answer of every window (start, end, label, "
+                                                            "probabilities)")
+    ap.add_argument("--hop", type=float, default=None, help="seconds between windows (default: the model's, 1.5 s for 3 "
+                                                            "s windows)")
     ap.add_argument("--batch-size", type=int, default=16, help="windows scored at once (default 16)")
     ap.add_argument("--device", default=None, help="torch device (default: cuda, then mps, then cpu)")
     ap.add_argument("--no-fast", action="store_true", help="ignore a fast CPU export in MODEL_DIR (babycry-export)")

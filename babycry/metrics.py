@@ -41,7 +41,9 @@ def reliability_table(y_true, probs, n_bins: int = 10) -> pd.DataFrame:
     correct = probs.argmax(1) == np.asarray(y_true)
     b = np.minimum((conf * n_bins).astype(int), n_bins - 1)
     df = pd.DataFrame(dict(bin=b, confidence=conf, correct=correct.astype(float)))
-    t = df.groupby("bin").agg(count=("correct", "size"), confidence=("confidence", "mean"), accuracy=("correct", "mean"))
+    t = df.groupby("bin").agg(
+        count=("correct", "size"), confidence=("confidence", "mean"), accuracy=("correct", "mean")
+    )
     t = t.reindex(range(n_bins)); t["count"] = t["count"].fillna(0).astype(int)
     t.insert(0, "upper", (np.arange(n_bins) + 1) / n_bins); t.insert(0, "lower", np.arange(n_bins) / n_bins)
     return t
@@ -96,7 +98,8 @@ def bootstrap_ci(y_true, y_pred, metric, n_bootstrap: int, seed: int, groups=Non
 PREDICTION_KEYS = ("index", "path", "group", "window", "fold")
 
 def predictions_frame(rows, y, probs, classes, model: str | None = None) -> pd.DataFrame:
-    "One row per scored clip: the identifying columns of `rows`, label, pred, `p_<class>` of every class, and `model` if given."
+    """One row per scored clip: the identifying columns of `rows`, label, pred, `p_<class>` of every class, and `model`
+    if given."""
     probs = np.asarray(probs, dtype=float)
     rows = pd.DataFrame(rows).reset_index(drop=True)
     out = rows[[c for c in PREDICTION_KEYS if c in rows]].copy()
@@ -106,8 +109,14 @@ def predictions_frame(rows, y, probs, classes, model: str | None = None) -> pd.D
     return out
 
 # %% ../nbs/07a_metrics.ipynb #63bfba58
-OLD_METRIC_NAMES = {"f1_macro": "macro_f1", "f1_weighted": "weighted_f1", "precision_macro": "macro_precision",
-                    "recall_macro": "macro_recall", "precision_weighted": "weighted_precision", "recall_weighted": "weighted_recall"}
+OLD_METRIC_NAMES = {
+    "f1_macro": "macro_f1",
+    "f1_weighted": "weighted_f1",
+    "precision_macro": "macro_precision",
+    "recall_macro": "macro_recall",
+    "precision_weighted": "weighted_precision",
+    "recall_weighted": "weighted_recall",
+}
 
 def migrate_metrics(m):
     "`m` (a metrics record, any nesting) with the metric names of older babycry versions renamed to today's."

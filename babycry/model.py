@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 import torch
 from fastcore.basics import patch
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, PretrainedConfig, PreTrainedModel, Wav2Vec2FeatureExtractor
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    PretrainedConfig,
+    PreTrainedModel,
+    Wav2Vec2FeatureExtractor,
+)
 
 from .core import CLASSES, DEFAULT_BACKBONE, SAMPLE_RATE, usual_permissions
 from .modeling_babycry import (FEATURE_EXTRACTOR_DEFAULTS, BabyCryConfig, BabyCryForAudioClassification,
@@ -31,8 +38,10 @@ def _unreachable(name, err) -> OSError:
     return OSError(
         f"Cannot load the backbone {name!r}: it is not a local folder, and it is not in the local Hugging Face cache "
         f"while the hub is unreachable (no network, or HF_HUB_OFFLINE=1). Download it once on a machine with network "
-        f"(`hf download {name} --local-dir models/{Path(str(name)).name}`, or `AutoModel.from_pretrained(...).save_pretrained(...)` "
-        f"with its feature extractor), then pass that folder as backbone=; or use backbone='tiny' for an offline test. ({type(err).__name__})")
+        f"(`hf download {name} --local-dir models/{Path(str(name)).name}`, or "
+        "`AutoModel.from_pretrained(...).save_pretrained(...)` "
+        f"with its feature extractor), then pass that folder as backbone=; or use backbone='tiny' for an offline test. "
+        f"({type(err).__name__})")
 
 def backbone_config(name=DEFAULT_BACKBONE) -> PretrainedConfig:
     "The configuration of backbone `name`: 'tiny', a hub name, or a local folder; a clear error when unreachable."
@@ -40,17 +49,20 @@ def backbone_config(name=DEFAULT_BACKBONE) -> PretrainedConfig:
     local = Path(str(name)).expanduser()
     if local.exists():
         try: cfg = AutoConfig.from_pretrained(str(local))
-        except (OSError, ValueError) as e: raise ValueError(f"{local} is not a transformers model folder (no usable config.json).") from e
+        except (OSError, ValueError) as e: raise ValueError(f"{local} is not a transformers model folder (no usable "
+                                                            "config.json).") from e
     elif str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
         raise FileNotFoundError(f"Backbone folder {local} does not exist.")
     else:
         try: cfg = AutoConfig.from_pretrained(str(name))
         except (OSError, ValueError) as e: raise _unreachable(name, e) from e
     if cfg.model_type == "babycry":
-        raise ValueError(f"{name} is a babycry classifier, not a backbone: load it with BabyCryForAudioClassification.from_pretrained, "
+        raise ValueError(f"{name} is a babycry classifier, not a backbone: load it with "
+                         "BabyCryForAudioClassification.from_pretrained, "
                          "or build a new model and copy its backbone with transfer_backbone.")
     if cfg.model_type not in SUPPORTED_BACKBONES:
-        raise ValueError(f"{name} is a {cfg.model_type!r} model; babycry supports the raw-waveform speech backbones {SUPPORTED_BACKBONES}.")
+        raise ValueError(f"{name} is a {cfg.model_type!r} model; babycry supports the raw-waveform speech backbones "
+                         f"{SUPPORTED_BACKBONES}.")
     return cfg
 
 # %% ../nbs/03_model.ipynb #d89bbffd
@@ -60,10 +72,12 @@ def backbone_feature_extractor(name=DEFAULT_BACKBONE) -> Wav2Vec2FeatureExtracto
     backbone_config(name)                                  # the clear errors for a bad name come from here
     try: fe = AutoFeatureExtractor.from_pretrained(str(name))
     except (OSError, ValueError):
-        warnings.warn(f"{name} has no preprocessor_config.json: using hubert-base's input settings (16 kHz, do_normalize=True).")
+        warnings.warn(f"{name} has no preprocessor_config.json: using hubert-base's input settings (16 kHz, "
+                      "do_normalize=True).")
         return Wav2Vec2FeatureExtractor(**FEATURE_EXTRACTOR_DEFAULTS)
     if not isinstance(fe, Wav2Vec2FeatureExtractor) or fe.sampling_rate != SAMPLE_RATE:
-        raise ValueError(f"{name}'s feature extractor is {type(fe).__name__} at {fe.sampling_rate} Hz; babycry needs a raw-waveform "
+        raise ValueError(f"{name}'s feature extractor is {type(fe).__name__} at {fe.sampling_rate} Hz; babycry needs a "
+                         "raw-waveform "
                          f"Wav2Vec2FeatureExtractor at {SAMPLE_RATE} Hz.")
     return fe
 
@@ -72,18 +86,32 @@ def _fe_settings(fe) -> dict:
 
 # %% ../nbs/03_model.ipynb #2816ae46
 @patch(cls_method=True)
-def from_backbone(cls: BabyCryForAudioClassification, backbone=DEFAULT_BACKBONE, labels=CLASSES, head="simple", pooling="mean",
-                  weighted_layers=False, **kwargs):
-        "A classifier on `backbone` ('tiny', hub name or local folder) with its pretrained weights and a fresh head."
-        classes = list(getattr(labels, "classes", labels))
-        config = BabyCryConfig(backbone_config=backbone_config(backbone), head=head, pooling=pooling, weighted_layers=weighted_layers,
-                               backbone_name=backbone, feature_extractor=_fe_settings(backbone_feature_extractor(backbone)),
-                               id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)}, **kwargs)
-        model = cls(config)
-        if str(backbone) != "tiny":
-            model.backbone.load_state_dict(AutoModel.from_pretrained(str(backbone)).state_dict())
-        return model
-
+def from_backbone(
+    cls: BabyCryForAudioClassification,
+    backbone=DEFAULT_BACKBONE,
+    labels=CLASSES,
+    head="simple",
+    pooling="mean",
+    weighted_layers=False,
+    **kwargs
+):
+    "A classifier on `backbone` ('tiny', hub name or local folder) with its pretrained weights and a fresh head."
+    classes = list(getattr(labels, "classes", labels))
+    config = BabyCryConfig(
+        backbone_config=backbone_config(backbone),
+        head=head,
+        pooling=pooling,
+        weighted_layers=weighted_layers,
+        backbone_name=backbone,
+        feature_extractor=_fe_settings(backbone_feature_extractor(backbone)),
+        id2label=dict(enumerate(classes)),
+        label2id={c: i for i, c in enumerate(classes)},
+        **kwargs
+    )
+    model = cls(config)
+    if str(backbone) != "tiny":
+        model.backbone.load_state_dict(AutoModel.from_pretrained(str(backbone)).state_dict())
+    return model
 
 # %% ../nbs/03_model.ipynb #368503b0
 def feature_extractor_for(model) -> Wav2Vec2FeatureExtractor:
@@ -92,7 +120,8 @@ def feature_extractor_for(model) -> Wav2Vec2FeatureExtractor:
     return Wav2Vec2FeatureExtractor(**{**FEATURE_EXTRACTOR_DEFAULTS, **(cfg.feature_extractor or {})})
 
 def save_classifier(model, path) -> Path:
-    "Save `model` and its feature extractor to `path`, loadable by from_pretrained and pipeline('audio-classification')."
+    """Save `model` and its feature extractor to `path`, loadable by from_pretrained and
+    pipeline('audio-classification')."""
     model.save_pretrained(path)                          # also copies modeling_babycry.py and pipeline_babycry.py
     feature_extractor_for(model).save_pretrained(path)
     return usual_permissions(path)                       # transformers writes the weights through a 0600 temp file
@@ -112,19 +141,27 @@ def _part(key: str) -> str:
     return ".".join(parts[:4] if parts[1] == "encoder" and parts[2] == "layers" else parts[:2])
 
 def check_weights(info: dict, model_dir) -> None:
-    "Raise a ValueError naming what the saved weights lack, or hold in excess, for the model that config.json describes."
+    """Raise a ValueError naming what the saved weights lack, or hold in excess, for the model that config.json
+    describes."""
     found = []
-    for kind, word in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"), ("mismatched_keys", "of the wrong shape")):
+    for kind, word in (
+        ("missing_keys", "missing"),
+        ("unexpected_keys", "unexpected"),
+        ("mismatched_keys", "of the wrong shape"),
+    ):
         keys = sorted(k if isinstance(k, str) else k[0] for k in (info.get(kind) or ()))
         if keys: found.append(f"{len(keys)} {word} ({', '.join(dict.fromkeys(_part(k) for k in keys))}: "
                               f"{', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})")
     if found:
         raise ValueError(f"{model_dir}: the weights do not cover the model that its config.json describes: "
-                         f"{'; '.join(found)}. The folder is damaged or incomplete: save the model again, or retrain it.")
+                         f"{'; '.join(found)}. The folder is damaged or incomplete: save the model again, or retrain "
+                         "it.")
 
 def load_classifier(model_dir, device=None):
     "A saved babycry model, in eval mode on `device` (default: the CPU); a ValueError if its weights do not cover it."
-    model, info = BabyCryForAudioClassification.from_pretrained(str(saved_model_dir(model_dir)), output_loading_info=True)
+    model, info = BabyCryForAudioClassification.from_pretrained(
+        str(saved_model_dir(model_dir)), output_loading_info=True
+    )
     check_weights(info, model_dir)
     return model.to(device or "cpu").eval()
 
@@ -132,7 +169,9 @@ def load_classifier(model_dir, device=None):
 def class_probs(model, batches):
     "Softmax class probabilities `[N, C]` (numpy) of `model` over an iterable of waveform batches `[B, T]`."
     dev = next(model.parameters()).device
-    return np.concatenate([torch.softmax(model(input_values=x.to(dev)).logits.float(), -1).cpu().numpy() for x in batches])
+    return np.concatenate(
+        [torch.softmax(model(input_values=x.to(dev)).logits.float(), -1).cpu().numpy() for x in batches]
+    )
 
 # %% ../nbs/03_model.ipynb #49d46f69
 def _trainable(module, flag: bool):
@@ -150,8 +189,10 @@ def freeze_for_phase2(model, first_trainable_layer: int = 6):
     layers = model.backbone.encoder.layers
     if first_trainable_layer < 0: raise ValueError(f"first_trainable_layer must be >= 0, not {first_trainable_layer}.")
     if first_trainable_layer > len(layers):
-        warnings.warn(f"The backbone has {len(layers)} encoder layers, fewer than first_trainable_layer={first_trainable_layer}: "
-                      f"training the top half (layers {len(layers)//2}..{len(layers)-1}) instead, as the recipe does with hubert-base's 12.")
+        warnings.warn(f"The backbone has {len(layers)} encoder layers, fewer than "
+                      f"first_trainable_layer={first_trainable_layer}: "
+                      f"training the top half (layers {len(layers)//2}..{len(layers)-1}) instead, as the recipe does "
+                      "with hubert-base's 12.")
         first_trainable_layer = len(layers) // 2
     freeze_backbone(model)
     _trainable(model.backbone.feature_projection, True)
@@ -167,8 +208,14 @@ def _block(name: str) -> str:
 
 def param_summary(model) -> pd.DataFrame:
     "Total / trainable / frozen parameters (millions) per block of `model`, with a 'total' row."
-    df = pd.DataFrame([(_block(n), p.numel(), p.numel() if p.requires_grad else 0) for n, p in model.named_parameters()],
-                      columns=["block", "total", "trainable"]).groupby("block", sort=False).sum()
+    df = (
+        pd.DataFrame(
+            [(_block(n), p.numel(), p.numel() if p.requires_grad else 0) for n, p in model.named_parameters()],
+            columns=["block", "total", "trainable"],
+        )
+        .groupby("block", sort=False)
+        .sum()
+    )
     df.loc["total"] = df.sum()
     df["frozen"] = df["total"] - df["trainable"]
     df = df / 1e6
@@ -177,16 +224,19 @@ def param_summary(model) -> pd.DataFrame:
 
 # %% ../nbs/03_model.ipynb #5972a39d
 def transfer_backbone(src, dst) -> dict:
-    "Copy `src`'s backbone (and matching pooling weights) into `dst`, leaving `dst`'s head fresh; report what was loaded."
+    """Copy `src`'s backbone (and matching pooling weights) into `dst`, leaving `dst`'s head fresh; report what was
+    loaded."""
     if not isinstance(src, PreTrainedModel): src = BabyCryForAudioClassification.from_pretrained(src)
     a, b = src.config.backbone_config.model_type, dst.config.backbone_config.model_type
-    if a != b: raise ValueError(f"Cannot transfer a {a} backbone into a {b} model: build the new model with the same backbone "
+    if a != b: raise ValueError(f"Cannot transfer a {a} backbone into a {b} model: build the new model with the same "
+                                "backbone "
                                 f"as the old one ({src.config.backbone_name!r}).")
     s, d = src.state_dict(), dst.state_dict()
     bb = lambda sd: {k: tuple(v.shape) for k, v in sd.items() if k.startswith("backbone.")}
     if bb(s) != bb(d):
         diff = sorted(set(bb(s).items()) ^ set(bb(d).items()))
-        raise ValueError(f"The two {a} backbones differ in size ({len(diff)} tensors, e.g. {diff[0]}): build the new model "
+        raise ValueError(f"The two {a} backbones differ in size ({len(diff)} tensors, e.g. {diff[0]}): build the new "
+                         "model "
                          f"with the same backbone as the old one ({src.config.backbone_name!r}).")
     take = [k for k in d if not k.startswith("head.") and k in s and s[k].shape == d[k].shape]
     dst.load_state_dict({k: s[k] for k in take}, strict=False)

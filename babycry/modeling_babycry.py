@@ -50,11 +50,13 @@ class AttentionPool(nn.Module):
         self.score = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, 1))
     def forward(self, h, mask=None):               # [..., T, H] (mask [B, T]: True for a real frame) -> [..., H]
         s = self.score(h)
-        if mask is not None: s = s.masked_fill(~mask.view(mask.shape[0], *[1] * (h.dim() - 3), mask.shape[1], 1), float("-inf"))
+        if mask is not None:
+            s = s.masked_fill(~mask.view(mask.shape[0], *[1] * (h.dim() - 3), mask.shape[1], 1), float("-inf"))
         return (s.softmax(-2) * h).sum(-2)
 
 class Pooler(nn.Module):
-    "Frames -> one vector per clip: mean, max, mean+std or attention over time, optionally over a learnable mix of all layers."
+    """Frames -> one vector per clip: mean, max, mean+std or attention over time, optionally over a learnable mix of all
+    layers."""
     def __init__(self, hidden_size: int, num_layers: int, pooling: str = "mean", weighted_layers: bool = False):
         super().__init__()
         if pooling not in POOLINGS: raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
@@ -75,7 +77,8 @@ class Pooler(nn.Module):
         mean = (h * m).sum(-2) / n
         if self.pooling == "mean": return mean
         if self.pooling == "max": return h.masked_fill(~m, float("-inf")).amax(-2)
-        if self.pooling == "stats": return torch.cat([mean, ((h - mean.unsqueeze(-2)).square() * m).sum(-2).div(n).sqrt()], -1)
+        if self.pooling == "stats":
+            return torch.cat([mean, ((h - mean.unsqueeze(-2)).square() * m).sum(-2).div(n).sqrt()], -1)
         return h * m                                   # attention: the padded frames are zeroed here, masked in forward
 
     def forward(self, f, mask=None):
@@ -97,7 +100,9 @@ class AdapterHead(nn.Module):
     "A bottleneck adapter (hidden -> size -> hidden, ReLU, dropout) added to its input, then a linear classifier."
     def __init__(self, hidden_size: int, num_labels: int, size: int = 128, dropout: float = 0.1):
         super().__init__()
-        self.adapter = nn.Sequential(nn.Linear(hidden_size, size), nn.ReLU(), nn.Dropout(dropout), nn.Linear(size, hidden_size))
+        self.adapter = nn.Sequential(
+            nn.Linear(hidden_size, size), nn.ReLU(), nn.Dropout(dropout), nn.Linear(size, hidden_size)
+        )
         self.classifier = nn.Linear(hidden_size, num_labels)
     def forward(self, x): return self.classifier(x + self.adapter(x))
 
@@ -107,7 +112,9 @@ def make_head(name: str, hidden_size: int, num_labels: int) -> nn.Module:
     if name == "adapter": return AdapterHead(hidden_size, num_labels, **HEADS[name])
     spec, layers, d = HEADS[name], [], hidden_size
     for width, p in zip(spec["dims"], spec["dropout"]):
-        layers += [nn.Linear(d, width)] + ([nn.LayerNorm(width)] if spec["norm"] else []) + [spec["act"](), nn.Dropout(p)]
+        layers += (
+            [nn.Linear(d, width)] + ([nn.LayerNorm(width)] if spec["norm"] else []) + [spec["act"](), nn.Dropout(p)]
+        )
         d = width
     return nn.Sequential(*layers, nn.Linear(d, num_labels))
 
@@ -115,33 +122,44 @@ def make_head(name: str, hidden_size: int, num_labels: int) -> nn.Module:
 _INSTALLED = __name__ == "babycry.modeling_babycry"     # False in a model folder's own copy of this file
 
 class BabyCryConfig(PretrainedConfig):
-    "Configuration of a babycry classifier: the backbone's config, the pooling, the head, the labels, the input settings."
+    """Configuration of a babycry classifier: the backbone's config, the pooling, the head, the labels, the input
+    settings."""
     model_type = "babycry"
     sub_configs = {"backbone_config": AutoConfig}
 
     def __init__(self, backbone_config=None, head="simple", pooling="mean", weighted_layers=False, backbone_name="tiny",
                  feature_extractor=None, label_smoothing=0.0, band_limit_hz=None, window_seconds=WINDOW_SECONDS,
                  hop_seconds=HOP_SECONDS, **kwargs):
-        if backbone_config is None: backbone_config = tiny_config()
+        if backbone_config is None:backbone_config = tiny_config()
         elif isinstance(backbone_config, dict): backbone_config = AutoConfig.for_model(**backbone_config)
         if head not in HEADS: raise ValueError(f"head must be one of {tuple(HEADS)}, not {head!r}.")
         if pooling not in POOLINGS: raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}.")
-        self.backbone_config, self.head, self.pooling, self.weighted_layers = backbone_config, head, pooling, bool(weighted_layers)
+        self.backbone_config, self.head, self.pooling, self.weighted_layers = (
+            backbone_config,
+            head,
+            pooling,
+            bool(weighted_layers),
+        )
         self.backbone_name, self.label_smoothing = str(backbone_name), float(label_smoothing)
         self.feature_extractor = dict(feature_extractor or FEATURE_EXTRACTOR_DEFAULTS)
-        w = check_windows(window_seconds, hop_seconds, band_limit_hz, self.feature_extractor.get("sampling_rate", 16_000))
+        w = check_windows(
+            window_seconds, hop_seconds, band_limit_hz, self.feature_extractor.get("sampling_rate", 16_000)
+        )
         self.window_seconds, self.hop_seconds = w["window_seconds"], w["hop_seconds"]   # how recordings are scored
-        self.band_limit_hz = w["band_limit_hz"]        # the data stage's low-pass of every clip (applied to the input too)
+        # the data stage's low-pass of every clip (applied to the input too)
+        self.band_limit_hz = w["band_limit_hz"]
         kwargs.setdefault("custom_pipelines", copy.deepcopy(CUSTOM_PIPELINES))
         super().__init__(**kwargs)
 
     @property
     def custom_pipelines(self) -> dict:
-        "The folder's pipeline for transformers' pipeline(); hidden where babycry is installed, whose registered one is the same."
+        """The folder's pipeline for transformers' pipeline(); hidden where babycry is installed, whose registered one
+        is the same."""
         return {} if _INSTALLED else copy.deepcopy(self.__dict__.get("custom_pipelines") or {})
 
     @custom_pipelines.setter
-    def custom_pipelines(self, value): self.__dict__["custom_pipelines"] = value
+    def custom_pipelines(self, value):
+        self.__dict__["custom_pipelines"] = value
 
 # %% ../nbs/03a_modeling.ipynb #91fd0553
 def real_padding(attention_mask):
@@ -161,7 +179,8 @@ class BabyCryForAudioClassification(PreTrainedModel):
         super().__init__(config)
         bcfg = _choose_attention(config.backbone_config)
         if config.weighted_layers and getattr(bcfg, "layerdrop", 0.0) > 0:      # a skipped layer has no output to mix
-            warnings.warn(f"weighted_layers mixes every layer's output: the backbone's layerdrop {bcfg.layerdrop} is turned off.")
+            warnings.warn(f"weighted_layers mixes every layer's output: the backbone's layerdrop {bcfg.layerdrop} is "
+                          "turned off.")
             bcfg.layerdrop = 0.0
         self.backbone = AutoModel.from_config(bcfg)
         self.pooler = Pooler(bcfg.hidden_size, bcfg.num_hidden_layers, config.pooling, config.weighted_layers)
@@ -170,7 +189,7 @@ class BabyCryForAudioClassification(PreTrainedModel):
 
     def _init_weights(self, module):
         "PyTorch's default init for the head and pooling (the backbone initialises itself); equal layer weights."
-        if isinstance(module, (nn.Linear, nn.LayerNorm)): module.reset_parameters()
+        if isinstance(module, (nn.Linear, nn.LayerNorm)):module.reset_parameters()
         elif isinstance(module, Pooler) and module.layer_weights is not None: nn.init.zeros_(module.layer_weights)
 
     def freeze_feature_encoder(self):
@@ -200,7 +219,9 @@ class BabyCryForAudioClassification(PreTrainedModel):
         attention_mask = real_padding(attention_mask)
         if attention_mask is not None and self._group_norm_convs():
             return self._features_clip_by_clip(input_values, attention_mask)
-        out = self.backbone(input_values, attention_mask=attention_mask, output_hidden_states=self.config.weighted_layers)
+        out = self.backbone(
+            input_values, attention_mask=attention_mask, output_hidden_states=self.config.weighted_layers
+        )
         h = torch.stack(out.hidden_states, 1) if self.config.weighted_layers else out.last_hidden_state
         return self.pooler.features(h, None if attention_mask is None else self.frame_mask(h.shape[-2], attention_mask))
 
@@ -209,7 +230,8 @@ class BabyCryForAudioClassification(PreTrainedModel):
         return self.head(self.pooler(features, frame_mask))
 
     def forward(self, input_values, attention_mask=None, labels=None):
-        "Logits for a batch of waveforms [B, T] (padding marked by `attention_mask`); cross-entropy loss too with `labels`."
+        """Logits for a batch of waveforms [B, T] (padding marked by `attention_mask`); cross-entropy loss too with
+        `labels`."""
         attention_mask = real_padding(attention_mask)
         features = self.backbone_features(input_values, attention_mask)
         mask = None
@@ -221,7 +243,8 @@ class BabyCryForAudioClassification(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        "transformers' from_pretrained; given a config whose labels are the saved ones in another order, the head follows the names."
+        """transformers' from_pretrained; given a config whose labels are the saved ones in another order, the head
+        follows the names."""
         out = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         if "config" in kwargs or "id2label" in kwargs:
             _follow_saved_labels(out[0] if isinstance(out, tuple) else out, pretrained_model_name_or_path)
@@ -264,7 +287,9 @@ def _register():
     AutoConfig.register(BabyCryConfig.model_type, BabyCryConfig, exist_ok=True)
     AutoModelForAudioClassification.register(BabyCryConfig, BabyCryForAudioClassification, exist_ok=True)
     AutoFeatureExtractor.register(BabyCryConfig, Wav2Vec2FeatureExtractor, exist_ok=True)
-    MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES.setdefault(BabyCryConfig.model_type, BabyCryForAudioClassification.__name__)
+    MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES.setdefault(
+        BabyCryConfig.model_type, BabyCryForAudioClassification.__name__
+    )
     register_pipeline()
 
 if _INSTALLED: _register()

@@ -99,7 +99,8 @@ def keep_frozen_in_eval(model):
 
 # %% ../nbs/04_phase1.ipynb #90812c31
 def train_phase1(run_dir, cfg, stage: str = "phase1") -> dict | None:
-    "Train phase 1 in this process (one of `world_size()`); rank 0 writes `<run>/<stage>/` and returns the result record, the others None."
+    """Train phase 1 in this process (one of `world_size()`); rank 0 writes `<run>/<stage>/` and returns the result
+    record, the others None."""
     rp = RunPaths(run_dir); stage = rp.stage(stage)
     set_seed(cfg.seed); t0 = time.time()
     enc = LabelEncoder.load(rp.labels)
@@ -107,40 +108,75 @@ def train_phase1(run_dir, cfg, stage: str = "phase1") -> dict | None:
     train_ds, valid_ds = load_splits(run_dir, enc)
     model = BabyCryForAudioClassification.from_backbone(cfg.backbone, enc.classes, head=cfg.head, pooling=cfg.pooling,
                                                         weighted_layers=cfg.weighted_layers,
-                                                        band_limit_hz=data_band_limit(run_dir))    # the data stage's low-pass
+                                                        # the data stage's low-pass
+                                                        band_limit_hz=data_band_limit(run_dir))
     freeze_backbone(model)
     summary = param_summary(model)
-    args = training_args(stage/"checkpoints", cfg, ddp_find_unused_parameters=False)   # DDP: the head uses all its weights
+    # DDP: the head uses all its weights
+    args = training_args(stage/"checkpoints", cfg, ddp_find_unused_parameters=False)
     facts = dict(optimizer_factory=phase1_optimizer_factory(cfg), scheduler_factory=phase1_scheduler_factory(cfg))
     if cfg.cache_backbone:
-        key = params_hash(dict(backbone=str(cfg.backbone), pooling=cfg.pooling, **({"weighted_layers": True} if cfg.weighted_layers else {}), data=done_record(rp.data)["params_hash"]))
-        with args.main_process_first(desc="backbone features"):    # rank 0 embeds and writes the cache; the others then read it
-            feats = {s: cached_features(model, ds, stage/"features"/f"{s}.pt", key, precision=args_precision(args), device=args.device)
-                     for s, ds in [("train", train_ds), ("valid", valid_ds)]}
-        trainer = fit(HeadOnly(model), FeatureClips(feats["train"], train_ds.labels), FeatureClips(feats["valid"], valid_ds.labels),
-                      stage, args, None, enc.classes, "phase1", cfg.patience, **facts)
+        key = params_hash(
+            dict(
+                backbone=str(cfg.backbone),
+                pooling=cfg.pooling,
+                **({"weighted_layers": True} if cfg.weighted_layers else {}),
+                data=done_record(rp.data)["params_hash"],
+            )
+        )
+        # rank 0 embeds and writes the cache; the others then read it
+        with args.main_process_first(desc="backbone features"):
+            feats = {
+                s: cached_features(
+                    model, ds, stage / "features" / f"{s}.pt", key, precision=args_precision(args), device=args.device
+                )
+                for s, ds in [("train", train_ds), ("valid", valid_ds)]
+            }
+        trainer = fit(
+            HeadOnly(model),
+            FeatureClips(feats["train"], train_ds.labels),
+            FeatureClips(feats["valid"], valid_ds.labels),
+            stage,
+            args,
+            None,
+            enc.classes,
+            "phase1",
+            cfg.patience,
+            **facts,
+        )
         vds = FeatureClips(feats["valid"], valid_ds.labels)
     else:
         keep_frozen_in_eval(model)
-        trainer = fit(model, train_ds, valid_ds, stage, args, collate_clips, enc.classes, "phase1", cfg.patience, **facts)
+        trainer = fit(
+            model, train_ds, valid_ds, stage, args, collate_clips, enc.classes, "phase1", cfg.patience, **facts
+        )
         vds = valid_ds
     ranks = rank_report(trainer)
     res = finish_phase(trainer, vds, enc.classes, stage, model, "phase1")
     if res is None: return None
-    res.update(seconds=round(time.time() - t0, 1), classes=list(enc.classes), params_M=summary.loc["total"].round(3).to_dict(),
-               precision=args_precision(args), device=str(trainer.args.device), world_size=args.world_size, ranks=ranks)
+    res.update(
+        seconds=round(time.time() - t0, 1),
+        classes=list(enc.classes),
+        params_M=summary.loc["total"].round(3).to_dict(),
+        precision=args_precision(args),
+        device=str(trainer.args.device),
+        world_size=args.world_size,
+        ranks=ranks,
+    )
     return res
 
 # %% ../nbs/04_phase1.ipynb #91442d72
 def run_phase1(run_dir, overwrite=False, stage: str = "phase1", **settings) -> dict:
-    "Phase 1: train the head on the frozen backbone with `Phase1Config` (any of its `settings` overridden) in `nproc` processes; write `<run>/<stage>/`."
+    """Phase 1: train the head on the frozen backbone with `Phase1Config` (any of its `settings` overridden) in `nproc`
+    processes; write `<run>/<stage>/`."""
     rp = RunPaths(run_dir)
     cfg = make_config(Phase1Config, "04_phase1", recorded=rp.done(stage).get("params"), **settings)
     name, stage = stage, rp.stage(stage)
     params = recipe_record(cfg)
     if prepare_stage(stage, params, overwrite, defaults=recipe_record(Phase1Config())) == "skip":
         print(f"{stage} is already finished with these parameters: nothing to do."); return done_record(stage)["result"]
-    n = resolve_nproc(cfg.nproc); per_device_batch(cfg.batch_size, n)     # a batch that does not split fails before anything starts
+    # a batch that does not split fails before anything starts
+    n = resolve_nproc(cfg.nproc); per_device_batch(cfg.batch_size, n)
     res = run_ranks(train_phase1, n, run_dir=str(run_dir), cfg=cfg, stage=name)
     mark_done(stage, params, result=res)
     return res

@@ -49,24 +49,429 @@ def _checked(name, v, ok, what) -> float:
 def check_windows(window_seconds=WINDOW_SECONDS, hop_seconds=HOP_SECONDS, band_limit_hz=None,
                   sampling_rate=SAMPLE_RATE) -> dict:
     "The window settings, checked (a ValueError names the bad one and what is allowed) and as plain Python numbers."
-    sr = _checked("sampling_rate", sampling_rate, lambda f: f >= 1000 and f.is_integer(), "a whole number of Hz, at least 1000")
+    sr = _checked("sampling_rate", sampling_rate, lambda f: f >= 1000 and f.is_integer(), "a whole number of Hz, at "
+                                                                                          "least 1000")
     w = _checked("window_seconds", window_seconds, lambda f: 0.1 <= f <= 60, "between 0.1 and 60 seconds")
     h = _checked("hop_seconds", hop_seconds, lambda f: 0.01 <= f <= w,
                  f"between 0.01 seconds and the window length ({plain(w)} s)")
-    b = None if band_limit_hz is None else _checked("band_limit_hz", band_limit_hz, lambda f: f > 0, "a frequency above 0 Hz, or None")
+    b = None if band_limit_hz is None else _checked("band_limit_hz", band_limit_hz, lambda f: f > 0, "a frequency above "
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     ""
+                                                                                                     "0 Hz, or None")
     return dict(sampling_rate=int(sr), window_seconds=w, hop_seconds=h, band_limit_hz=b)
 
 def window_settings(config, feature_extractor=None, **overrides) -> dict:
-    "The checked window settings of a model: its config's, the recipe's where it has none, then `overrides` (None: keep)."
+    """The checked window settings of a model: its config's, the recipe's where it has none, then `overrides` (None:
+    keep)."""
     fe_cfg = getattr(config, "feature_extractor", None) or {}
-    s = dict(sampling_rate=getattr(feature_extractor, "sampling_rate", None) or fe_cfg.get("sampling_rate") or SAMPLE_RATE,
-             window_seconds=getattr(config, "window_seconds", None) or WINDOW_SECONDS,
-             hop_seconds=getattr(config, "hop_seconds", None) or HOP_SECONDS, band_limit_hz=getattr(config, "band_limit_hz", None))
+    s = dict(
+        sampling_rate=getattr(feature_extractor, "sampling_rate", None) or fe_cfg.get("sampling_rate") or SAMPLE_RATE,
+        window_seconds=getattr(config, "window_seconds", None) or WINDOW_SECONDS,
+        hop_seconds=getattr(config, "hop_seconds", None) or HOP_SECONDS,
+        band_limit_hz=getattr(config, "band_limit_hz", None),
+    )
     return check_windows(**{**s, **{k: v for k, v in overrides.items() if v is not None}})
 
 def wants_normalized(config, feature_extractor=None) -> bool:
     "Does the model expect each window at zero mean and unit variance (the feature extractor's `do_normalize`)?"
-    if feature_extractor is not None and hasattr(feature_extractor, "do_normalize"): return bool(feature_extractor.do_normalize)
+    if feature_extractor is not None and hasattr(feature_extractor, "do_normalize"):
+        return bool(feature_extractor.do_normalize)
     return bool((getattr(config, "feature_extractor", None) or {}).get("do_normalize", True))
 
 # %% ../nbs/03b_pipeline_babycry.ipynb #e7a1c21e
@@ -88,7 +493,8 @@ class Resampler:
             self._stream = soxr.ResampleStream(self.sr_in, self.sr_out, 1, dtype="float32", quality="HQ")
         elif self.sr_in != self.sr_out and not _FALLBACK_WARNED:
             _FALLBACK_WARNED.append(True)
-            warnings.warn("soxr is not installed: resampling with numpy's FFT, so the probabilities differ slightly from "
+            warnings.warn("soxr is not installed: resampling with numpy's FFT, so the probabilities differ slightly "
+                          "from "
                           "babycry.predict's (pip install soxr).")
 
     def __call__(self, x, last: bool = False) -> np.ndarray:
@@ -120,7 +526,8 @@ class BandLimiter:
 
 # %% ../nbs/03b_pipeline_babycry.ipynb #dd1a91db
 class Windower:
-    "Windows of `n` samples every `hop` of a stream (the last flush with the end); a short stream: one, centred in zeros."
+    """Windows of `n` samples every `hop` of a stream (the last flush with the end); a short stream: one, centred in
+    zeros."""
     def __init__(self, n: int, hop: int):
         self.n, self.hop = int(n), int(hop)
         self.buf, self.buf_at = np.zeros(0, np.float32), 0   # the samples kept, and where buf[0] is in the stream
@@ -133,7 +540,8 @@ class Windower:
         while self.next + self.n <= self.total:
             i = self.next - self.buf_at
             out.append((self.next, self.buf[i:i + self.n].copy())); self.last = self.next; self.next += self.hop
-        keep = max(0, min(self.next, self.total - self.n))   # a later window, or the one flush with the end, starts here
+        # a later window, or the one flush with the end, starts here
+        keep = max(0, min(self.next, self.total - self.n))
         self.buf, self.buf_at = self.buf[keep - self.buf_at:], keep
         return out
 
@@ -161,12 +569,15 @@ def audio_warning(n_samples: int, peak: float, sr: int = SAMPLE_RATE) -> str:
     "'' for usable audio, else why an answer on it deserves little trust (too short, or silent)."
     if n_samples < MIN_SECONDS_WARN * sr:
         return f"only {n_samples / sr:.2f} s of audio (< {MIN_SECONDS_WARN:g} s): padded with silence, the answer is unreliable"
-    if 20 * np.log10(peak + 1e-12) < SILENT_DBFS: return f"silent (peak below {SILENT_DBFS:g} dBFS): there is no cry to classify"
+    if 20 * np.log10(peak + 1e-12) < SILENT_DBFS:
+        return f"silent (peak below {SILENT_DBFS:g} dBFS): there is no cry to classify"
     return ""
 
 class ClipWindows:
     "Blocks of mono audio at `sr` Hz in, the model's windows out: resampled, band-limited, cut, the short clip padded."
-    def __init__(self, sr, sampling_rate=SAMPLE_RATE, window_seconds=WINDOW_SECONDS, hop_seconds=HOP_SECONDS, band_limit_hz=None):
+    def __init__(
+        self, sr, sampling_rate=SAMPLE_RATE, window_seconds=WINDOW_SECONDS, hop_seconds=HOP_SECONDS, band_limit_hz=None
+    ):
         s = check_windows(window_seconds, hop_seconds, band_limit_hz, sampling_rate)
         _checked("the sample rate", sr, lambda f: f >= 1 and f.is_integer(), "a whole number of Hz above 0")
         self.sr, self.peak = s["sampling_rate"], 0.0
@@ -185,7 +596,8 @@ class ClipWindows:
         "The windows that the next block of audio completes."
         x = np.asarray(block, np.float32)
         if x.ndim != 1: raise ValueError(f"expected mono audio (one channel), got an array of shape {tuple(x.shape)}")
-        if not np.isfinite(x).all(): raise ValueError(f"the audio holds {int(x.size - np.isfinite(x).sum())} NaN or infinite samples")
+        if not np.isfinite(x).all(): raise ValueError(f"the audio holds {int(x.size - np.isfinite(x).sum())} NaN or "
+                                                      "infinite samples")
         y = self._band(self._resample(x))
         if len(y): self.peak = max(self.peak, float(np.abs(y).max()))
         return self._out(self._win.feed(y))
@@ -199,9 +611,13 @@ class ClipWindows:
         return self._out(found + self._win.finish())
 
     @property
-    def duration(self) -> float: return self._win.total / self.sr
+    def duration(self) -> float:
+        return self._win.total / self.sr
+
     @property
-    def warning(self) -> str: return audio_warning(self._win.total, self.peak, self.sr)
+    def warning(self) -> str:
+        return audio_warning(self._win.total, self.peak, self.sr)
+
 
 def clip_windows(x, sr=SAMPLE_RATE, block_seconds=BLOCK_SECONDS, **settings) -> tuple:
     "(windows, ClipWindows) of a whole mono array `x` at `sr` Hz, fed a block at a time."
@@ -228,7 +644,8 @@ def window_scores(logits: torch.Tensor, function: str = "softmax") -> torch.Tens
     return logits.softmax(-1) if function == "softmax" else logits.sigmoid() if function == "sigmoid" else logits
 
 def id2label_of(config) -> dict:
-    "The model's labels by class index (keys made int: a config written by hand or by transformers' scripts may use strings)."
+    """The model's labels by class index (keys made int: a config written by hand or by transformers' scripts may use
+    strings)."""
     return {int(k): v for k, v in config.id2label.items()}
 
 def segments(windows, scores, id2label: dict) -> list:
@@ -308,7 +725,8 @@ def open_audio(src, block_seconds: float = BLOCK_SECONDS, name: str | None = Non
 
 # %% ../nbs/03b_pipeline_babycry.ipynb #d6f9f5e0
 class BabyCryAudioClassificationPipeline(ChunkPipeline, AudioClassificationPipeline):
-    "audio-classification the way babycry.predict does it: windows, their normalisation, the band limit, soxr, the average."
+    """audio-classification the way babycry.predict does it: windows, their normalisation, the band limit, soxr, the
+    average."""
     babycry_windows = True
 
     def _windowed(self) -> bool: return hasattr(self.model.config, "window_seconds")
@@ -334,7 +752,404 @@ class BabyCryAudioClassificationPipeline(ChunkPipeline, AudioClassificationPipel
         sr = target
         if isinstance(inputs, dict):
             if not ("sampling_rate" in inputs and ("raw" in inputs or "array" in inputs)):
-                raise ValueError('When passing a dictionary to AudioClassificationPipeline, the dict needs to contain a "raw" '
+                raise ValueError('When passing a dictionary to AudioClassificationPipeline, the dict needs to contain a '
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 ''
+                                 '"raw" '
                                  'key containing the numpy array or torch tensor representing the audio and a '
                                  '"sampling_rate" key, containing the sampling_rate associated with that array')
             sr = inputs["sampling_rate"]
@@ -396,6 +1211,13 @@ def register_pipeline():
     if entry["impl"] is BabyCryAudioClassificationPipeline: return
     log = logging.getLogger("transformers.pipelines.base"); level = log.level
     log.setLevel(logging.ERROR)                        # no "already registered, overwriting" notice on every import
-    try: PIPELINE_REGISTRY.register_pipeline("audio-classification", BabyCryAudioClassificationPipeline,
-                                             pt_model=AutoModelForAudioClassification, default=entry.get("default"), type="audio")
-    finally: log.setLevel(level)
+    try:
+        PIPELINE_REGISTRY.register_pipeline(
+            "audio-classification",
+            BabyCryAudioClassificationPipeline,
+            pt_model=AutoModelForAudioClassification,
+            default=entry.get("default"),
+            type="audio",
+        )
+    finally:
+        log.setLevel(level)

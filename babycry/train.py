@@ -85,8 +85,10 @@ class HistoryCallback(TrainerCallback):
         if self.print_every and r["epoch"] % self.print_every == 0:
             lr = max(r.get("lr", {0: float("nan")}).values())
             print(f"[{self.phase}] epoch {r['epoch']:3d}  train_loss {r.get('train_loss', float('nan')):.4f}  "
-                  f"train_acc {r.get('train_accuracy', float('nan')):.3f}  val_loss {r.get('eval_loss', float('nan')):.4f}  "
-                  f"val_acc {r.get('eval_accuracy', float('nan')):.3f}  val_f1 {r.get('eval_macro_f1', float('nan')):.3f}  "
+                  f"train_acc {r.get('train_accuracy', float('nan')):.3f}  val_loss "
+                  f"{r.get('eval_loss', float('nan')):.4f}  "
+                  f"val_acc {r.get('eval_accuracy', float('nan')):.3f}  val_f1 "
+                  f"{r.get('eval_macro_f1', float('nan')):.3f}  "
                   f"max_lr {lr:.2e}  grad {r.get('grad_norm_mean', float('nan')):.3f}  {r['seconds']:.1f}s", flush=True)
         if self.per_class_every and r["epoch"] % self.per_class_every == 0:
             per = {k[12:]: round(v, 3) for k, v in r.items() if k.startswith("eval_recall_")}
@@ -95,8 +97,11 @@ class HistoryCallback(TrainerCallback):
 # %% ../nbs/04a_engine.ipynb #300628f9
 def _rows_from_log(log_history):
     "Per-epoch rows (evaluation entries only) from a Trainer `log_history`, for resumed runs."
-    return [dict(epoch=int(round(e["epoch"])), step=e.get("step"), **{k: v for k, v in e.items() if k.startswith("eval_")})
-            for e in log_history if "eval_loss" in e]
+    return [
+        dict(epoch=int(round(e["epoch"])), step=e.get("step"), **{k: v for k, v in e.items() if k.startswith("eval_")})
+        for e in log_history
+        if "eval_loss" in e
+    ]
 
 class QuietProgress(ProgressCallback):
     "Trainer's progress bars without a printed dict per log line (HistoryCallback prints one line per epoch)."
@@ -111,10 +116,16 @@ class FiniteCheck(TrainerCallback):
     "Stop training with `NonFiniteError` when a trainable weight or the validation loss is NaN or infinite."
     def __init__(self, phase): self.phase = phase
     def _fail(self, what, state):
-        raise NonFiniteError(f"{self.phase} stopped in epoch {math.ceil(state.epoch or 0)}: {what} is NaN or infinite. The "
-                             "stage is not marked done. Lower the learning rate, or look for a broken clip in the cache.")
+        raise NonFiniteError(f"{self.phase} stopped in epoch {math.ceil(state.epoch or 0)}: {what} is NaN or infinite. "
+                             "The "
+                             "stage is not marked done. Lower the learning rate, or look for a broken clip in the "
+                             "cache.")
     def on_epoch_end(self, args, state, control, model=None, **kw):
-        bad = [n for n, p in (model.named_parameters() if model is not None else []) if p.requires_grad and not torch.isfinite(p).all()]
+        bad = [
+            n
+            for n, p in (model.named_parameters() if model is not None else [])
+            if p.requires_grad and not torch.isfinite(p).all()
+        ]
         if bad: self._fail(f"the weight {bad[0]} ({len(bad)} tensors in all)", state)
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         if metrics and not math.isfinite(metrics.get("eval_loss", 0.0)): self._fail("the validation loss", state)
@@ -152,10 +163,14 @@ class BabyCryTrainer(Trainer):
         return norm
 
     def pop_train_stats(self) -> dict:
-        "Training accuracy (running, with dropout on, over all processes) and pre-clip gradient norms since the last call, then reset."
+        """Training accuracy (running, with dropout on, over all processes) and pre-clip gradient norms since the last
+        call, then reset."""
         out, correct, seen = {}, float(self._correct), float(self._seen)
-        if self.args.world_size > 1:     # each process saw its share of the batches (gradients, and so norms, are shared)
-            correct, seen = self.accelerator.reduce(torch.tensor([correct, seen], device=self.args.device), "sum").tolist()
+        # each process saw its share of the batches (gradients, and so norms, are shared)
+        if self.args.world_size > 1:
+            correct, seen = self.accelerator.reduce(
+                torch.tensor([correct, seen], device=self.args.device), "sum"
+            ).tolist()
         if seen: out["train_accuracy"] = correct / seen
         if self._grad_norms:
             g = torch.stack([n.to(self._grad_norms[0].device) for n in self._grad_norms])
@@ -165,21 +180,46 @@ class BabyCryTrainer(Trainer):
 
 # %% ../nbs/04a_engine.ipynb #bef01b97
 def training_args(out_dir, cfg, eval_batch_size=None, **overrides) -> TrainingArguments:
-    "TrainingArguments for one phase from its config (`Phase1Config` or `Phase2Config`); `overrides` must be real arguments."
+    """TrainingArguments for one phase from its config (`Phase1Config` or `Phase2Config`); `overrides` must be real
+    arguments."""
     precision, cuda, world = cfg.precision or get_precision(), torch.cuda.is_available(), world_size()
-    report = ["tensorboard"] if importlib.util.find_spec("tensorboard") else "none"      # logs for TensorBoard, if installed
-    kw = dict(output_dir=str(out_dir), num_train_epochs=cfg.epochs, per_device_train_batch_size=per_device_batch(cfg.batch_size, world),
-              per_device_eval_batch_size=eval_batch_size or max(cfg.batch_size, 16),
-              eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
-              save_total_limit=2, load_best_model_at_end=True, metric_for_best_model=cfg.select_metric,
-              greater_is_better=not cfg.select_metric.endswith("loss"),
-              label_smoothing_factor=cfg.label_smoothing, max_grad_norm=cfg.max_grad_norm,
-              weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
-              dataloader_num_workers=min(4, os.cpu_count() or 1) if cuda else 0, dataloader_pin_memory=cuda,
-              remove_unused_columns=False, label_names=["labels"], report_to=report, **precision_args(precision))
-    known = inspect.signature(TrainingArguments.__init__).parameters   # transformers < 5 only: v5 always writes safetensors
-    kw.update({k: v for k, v in dict(logging_dir=str(Path(out_dir)/"tensorboard"), save_safetensors=True).items() if k in known})
-    if world > 1 and not cuda: kw.update(use_cpu=True, ddp_backend="gloo")   # processes on CPUs (the tests); NCCL on GPUs
+    # logs for TensorBoard, if installed
+    report = ["tensorboard"] if importlib.util.find_spec("tensorboard") else "none"
+    kw = dict(
+        output_dir=str(out_dir),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=per_device_batch(cfg.batch_size, world),
+        per_device_eval_batch_size=eval_batch_size or max(cfg.batch_size, 16),
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=cfg.select_metric,
+        greater_is_better=not cfg.select_metric.endswith("loss"),
+        label_smoothing_factor=cfg.label_smoothing,
+        max_grad_norm=cfg.max_grad_norm,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=min(4, os.cpu_count() or 1) if cuda else 0,
+        dataloader_pin_memory=cuda,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to=report,
+        **precision_args(precision)
+    )
+    # transformers < 5 only: v5 always writes safetensors
+    known = inspect.signature(TrainingArguments.__init__).parameters
+    kw.update(
+        {
+            k: v
+            for k, v in dict(logging_dir=str(Path(out_dir) / "tensorboard"), save_safetensors=True).items()
+            if k in known
+        }
+    )
+    # processes on CPUs (the tests); NCCL on GPUs
+    if world > 1 and not cuda: kw.update(use_cpu=True, ddp_backend="gloo")
     args = TrainingArguments(**{**kw, **overrides})
     if args.n_gpu > 1: args._n_gpu = 1      # one process and several GPUs: train on one, never through nn.DataParallel
     return args
@@ -197,7 +237,9 @@ def allow_numpy_rng_state():
     "Let torch.load's weights-only default (torch >= 2.6) read the numpy RNG state of our own checkpoints."
     if not hasattr(torch.serialization, "add_safe_globals"): return    # torch < 2.4: no weights-only default to satisfy
     core = getattr(np, "_core", None) or np.core
-    torch.serialization.add_safe_globals([core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))])
+    torch.serialization.add_safe_globals(
+        [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    )
 
 # %% ../nbs/04a_engine.ipynb #72f9149b
 def fit(model, train_ds, valid_ds, out_dir, args, collator, classes, phase, patience,
@@ -240,7 +282,8 @@ def save_model_dir(model, path):
 
 # %% ../nbs/04a_engine.ipynb #45c32798
 def finish_phase(trainer, valid_ds, classes, stage_dir, model, phase, valid_index=None):
-    "Validation predictions, confusion matrix, curves and the saved model of a finished phase (rank 0; the other ranks get None)."
+    """Validation predictions, confusion matrix, curves and the saved model of a finished phase (rank 0; the other ranks
+    get None)."""
     stage_dir = Path(stage_dir)
     out = trainer.predict(valid_ds)          # all processes predict their share; each gets the whole split back
     if not trainer.is_world_process_zero(): return None
@@ -285,7 +328,8 @@ def adamw(params, lr, weight_decay, betas):
 def load_splits(run_dir, encoder, splits=("train", "valid"), rows=None):
     "The cached clips of `splits` for the classes of `encoder` (`rows`: optional per-split index frames)."
     rp = RunPaths(run_dir)
-    if not is_done(rp.data): raise FileNotFoundError(f"{rp.data} has no finished data stage: run 01_data with run_dir={run_dir!r} first.")
+    if not is_done(rp.data): raise FileNotFoundError(f"{rp.data} has no finished data stage: run 01_data with "
+                                                     f"run_dir={run_dir!r} first.")
     return [CachedClips(run_dir, s, encoder, rows=None if rows is None else rows[s]) for s in splits]
 
 # %% ../nbs/04a_engine.ipynb #260a9263
