@@ -295,15 +295,15 @@ def load_fast(model_dir, threads: int | None = None, verify: bool = True) -> Fas
     fast_dir = Path(model_dir)/FAST_DIR
     if not (fast_dir/"fast.json").exists(): return None
     fix = f"Run babycry.export.export_fast({str(model_dir)!r}, overwrite=True) (or babycry-export --overwrite) to refresh it."
-    try:meta = load_json(fast_dir/"fast.json")
-    except (OSError, ValueError) as e:meta, why = None, f"its fast.json cannot be read ({type(e).__name__}: {e})"
+    try: meta = load_json(fast_dir/"fast.json")
+    except (OSError, ValueError) as e: meta, why = None, f"its fast.json cannot be read ({type(e).__name__}: {e})"
     else: why = _fast_problem(fast_dir, meta, model_dir, verify)
     if why is None and meta["method"].startswith("onnx") and not has_onnxruntime():
         warnings.warn(f"{fast_dir} is an ONNX export but onnxruntime is not installed: `pip install babycry[fast]` to "
                       "use it.")
         return None
     if why is None:
-        try:return FastClassifier(fast_dir, meta, _runner(fast_dir, meta, model_dir, threads))
+        try: return FastClassifier(fast_dir, meta, _runner(fast_dir, meta, model_dir, threads))
         except Exception as e: why = f"its back end cannot load it ({type(e).__name__}: {str(e)[:200]})"
     warnings.warn(f"{fast_dir} is not used: {why}, so it is damaged or stale; the PyTorch model answers instead. {fix}")
     return None
