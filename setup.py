@@ -53,7 +53,8 @@ setuptools.setup(
     include_package_data=True,
     package_data={cfg['lib_name']: ['model_card.md']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'fast': shlex.split(cfg.get('fast_requirements', ''))},
+    extras_require={'dev': dev_requirements, 'onnx': shlex.split(cfg.get('onnx_requirements', '')),
+                    'fast': shlex.split(cfg.get('onnx_requirements', ''))},   # 'fast': the extra's earlier name
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -31,7 +31,7 @@ from . import pipeline_babycry
 
 # %% auto #0
 __all__ = ['URL_RE', 'MIN_SECONDS_WARN', 'SILENT_DBFS', 'sliding_windows', 'audio_source', 'load_input', 'load_model',
-           'window_probs', 'fast_model', 'input_warning', 'predict', 'plot_segments', 'csv_rows', 'expand_inputs',
+           'window_probs', 'cpu_export', 'input_warning', 'predict', 'plot_segments', 'csv_rows', 'expand_inputs',
            'main', 'probability_bars', 'upload_demo']
 
 # %% ../nbs/08_inference.ipynb #0b0bfca8
@@ -123,8 +123,8 @@ def load_model(model_dir, device=None):
     return _load_model_cached(str(p), str(device or get_device()), _stamp(p))
 
 # %% ../nbs/08_inference.ipynb #161ea11b
-def window_probs(model, windows, feature_extractor=None, batch_size: int = 16, fast=None) -> np.ndarray:
-    """Class probabilities `[W, C]` for windows `[W, T]` at the model's rate (through `fast`, an exported CPU model, if
+def window_probs(model, windows, feature_extractor=None, batch_size: int = 16, exported=None) -> np.ndarray:
+    """Class probabilities `[W, C]` for windows `[W, T]` at the model's rate (through `exported`, a CPU export, if
     given)."""
     import torch
     from transformers import Wav2Vec2FeatureExtractor
@@ -135,7 +135,7 @@ def window_probs(model, windows, feature_extractor=None, batch_size: int = 16, f
     with torch.inference_mode():
         for i in range(0, len(windows), batch_size):
             x = torch.as_tensor(np.ascontiguousarray(np.stack(list(windows[i:i + batch_size]))), dtype=torch.float32)
-            if fast is not None: logits = torch.as_tensor(fast(normalize(x).numpy() if norm else x.numpy()))
+            if exported is not None: logits = torch.as_tensor(exported(normalize(x).numpy() if norm else x.numpy()))
             elif raw: logits = model(input_values=(normalize(x) if norm else x).to(dev)).logits
             else:
                 inputs = feature_extractor(list(x.numpy()), sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")
@@ -144,17 +144,17 @@ def window_probs(model, windows, feature_extractor=None, batch_size: int = 16, f
     return np.concatenate(out)
 
 @functools.lru_cache(maxsize=4)
-def _load_fast_cached(model_dir: str, stamp: int):
-    from babycry.export import load_fast
-    return load_fast(model_dir)
+def _load_cpu_export_cached(model_dir: str, stamp: int):
+    from babycry.export import load_cpu_export
+    return load_cpu_export(model_dir)
 
-def fast_model(model_dir, device=None):
-    "The exported fast CPU model of `model_dir` (see `babycry.export.export_fast`), or None (none usable, or on a GPU)."
-    from babycry.export import FAST_DIR
-    meta = Path(model_dir)/FAST_DIR/"fast.json"
-    if str(device or get_device()) != "cpu" or not meta.exists(): return None
-    stamp = max(f.stat().st_mtime_ns for f in meta.parent.iterdir())
-    return _load_fast_cached(str(Path(model_dir).resolve()), stamp)     # a new (or damaged) export is looked at anew
+def cpu_export(model_dir, device=None):
+    "The CPU export of `model_dir` (see `babycry.export.export_cpu`), or None (none usable, or on a GPU)."
+    from babycry.export import export_files
+    found = export_files(model_dir)
+    if str(device or get_device()) != "cpu" or found is None: return None
+    stamp = max(f.stat().st_mtime_ns for f in found[0].iterdir())
+    return _load_cpu_export_cached(str(Path(model_dir).resolve()), stamp)     # a new (or damaged) export is looked at anew
 
 # %% ../nbs/08_inference.ipynb #1bda4c9a
 MIN_SECONDS_WARN, SILENT_DBFS = pipeline_babycry.MIN_SECONDS_WARN, pipeline_babycry.SILENT_DBFS
@@ -164,11 +164,11 @@ def input_warning(x: np.ndarray) -> str:
     x = np.asarray(x, np.float32)
     return audio_warning(len(x), float(np.abs(x).max()) if len(x) else 0.0, SAMPLE_RATE)
 
-def _predict_one(audio, model, fe, settings: dict, sr=None, batch_size=16, fast=None, with_segments=False) -> dict:
+def _predict_one(audio, model, fe, settings: dict, sr=None, batch_size=16, exported=None, with_segments=False) -> dict:
     name, rate, blocks = audio_source(audio, sr or settings["sampling_rate"])
     cw, pending, done, probs = ClipWindows(rate, **settings), [], [], []
     def score(ws):
-        probs.append(window_probs(model, [w.samples for w in ws], fe, batch_size, fast))
+        probs.append(window_probs(model, [w.samples for w in ws], fe, batch_size, exported))
         done.extend(Window(w.start, w.end, None, w.warning) for w in ws)       # the samples are not kept
     for block in blocks:
         pending += cw.feed(block)
@@ -195,19 +195,19 @@ def _positive_int(name, v) -> int:
     return int(v)
 
 def predict(audio, model_dir, sr: int | None = None, hop_seconds: float | None = None, batch_size: int = 16,
-            device=None, errors: str = "raise", use_fast: bool = True, segments: bool = False):
+            device=None, errors: str = "raise", use_cpu_export: bool = True, segments: bool = False):
     "Label and class probabilities for one recording (path, '-', bytes or array) or a list of them, over windows."
     if errors not in ("raise", "report"): raise ValueError(f"errors must be 'raise' or 'report', not {errors!r}")
     batch_size = _positive_int("batch_size", batch_size)
     if sr is not None: sr = int(pipeline_babycry._checked("sr", sr, lambda f: f >= 1 and f.is_integer(), "a whole number of Hz above 0"))
     model, fe = load_model(model_dir, device)
     settings = window_settings(model.config, fe, hop_seconds=hop_seconds)
-    fast = fast_model(model_dir, device) if use_fast and model.config.model_type == "babycry" else None
+    exported = cpu_export(model_dir, device) if use_cpu_export and model.config.model_type == "babycry" else None
     single = isinstance(audio, (str, Path, bytes, bytearray)) or (isinstance(audio, np.ndarray) and audio.ndim == 1)
     items, results = ([audio] if single else list(audio)), []
     for a in items:
         name = str(a) if isinstance(a, (str, Path)) else None
-        try: r = _predict_one(a, model, fe, settings, sr, batch_size, fast, segments)
+        try: r = _predict_one(a, model, fe, settings, sr, batch_size, exported, segments)
         except Exception as e:
             if errors == "raise": raise
             r = dict(label=None, probs=None, error=f"{type(e).__name__}: {e}")
@@ -709,7 +709,7 @@ def main(argv=None) -> int:
                                                             "s windows)")
     ap.add_argument("--batch-size", type=int, default=16, help="windows scored at once (default 16)")
     ap.add_argument("--device", default=None, help="torch device (default: cuda, then mps, then cpu)")
-    ap.add_argument("--no-fast", action="store_true", help="ignore a fast CPU export in MODEL_DIR (babycry-export)")
+    ap.add_argument("--no-cpu-export", "--no-fast", action="store_true", help="ignore a CPU export in MODEL_DIR (babycry-export)")
     a = ap.parse_args(argv)
     _quiet_transformers()                                  # no load reports or progress bars in a command's output
     if a.batch_size < 1: ap.error(f"--batch-size {a.batch_size} is not allowed: it must be at least 1")
@@ -725,7 +725,7 @@ def main(argv=None) -> int:
     files = expand_inputs(a.files)
     audio = [f for f in files if not (isinstance(f, Path) and f.is_dir())]
     results = predict(audio, a.model_dir, hop_seconds=a.hop, batch_size=a.batch_size, device=a.device, errors="report",
-                      use_fast=not a.no_fast, segments=a.segments) if audio else []
+                      use_cpu_export=not a.no_cpu_export, segments=a.segments) if audio else []
     results += [dict(file=str(f), label=None, probs=None, error="a folder with no audio files in it")
                 for f in files if isinstance(f, Path) and f.is_dir()]
     if a.json: print(json.dumps(results, indent=2, allow_nan=False))   # strict JSON: no NaN ever reaches a parser

@@ -73,13 +73,13 @@ def build_contenders(model_dir, threads, work) -> tuple[dict, dict]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     model = BabyCryForAudioClassification.from_pretrained(str(model_dir)).eval()
     plain = bx.LogitsOnly(model).eval()                                    # the model as predict runs it (SDPA attention)
-    allint8 = bx.fast_module(model, convs_as_linear=True)                   # eager attention + LinearConvEncoder
+    allint8 = bx.export_module(model, convs_as_linear=True)                   # eager attention + LinearConvEncoder
     q_plain = bx.torch_int8(copy.deepcopy(plain))
     q_bf16 = copy.deepcopy(q_plain); q_bf16.model.backbone.feature_extractor = BF16Conv(q_bf16.model.backbone.feature_extractor)
-    q_fast = bx.torch_int8(bx.fast_module(model))                         # export torch-int8: transformer Linear only
+    q_fast = bx.torch_int8(bx.export_module(model))                         # export torch-int8: transformer Linear only
     work.mkdir(parents=True, exist_ok=True)
     # ONNX graphs: the model as is (eager attention, original convolutions) and babycry.export's fast module
-    orig = bx.fast_module(model); orig.model.backbone.feature_extractor = model.backbone.feature_extractor
+    orig = bx.export_module(model); orig.model.backbone.feature_extractor = model.backbone.feature_extractor
     if not (work/"orig.fp32.onnx").exists(): bx.export_onnx(orig, work/"orig.fp32.onnx")
     if not (work/"orig.int8-naive.onnx").exists():        # quantize_dynamic's defaults: every op it can, per tensor
         quantize_dynamic(str(work/"orig.fp32.onnx"), str(work/"orig.int8-naive.onnx"), weight_type=QuantType.QInt8)
@@ -87,16 +87,16 @@ def build_contenders(model_dir, threads, work) -> tuple[dict, dict]:
     if not (work/"linconv.fp32.onnx").exists(): bx.export_onnx(allint8, work/"linconv.fp32.onnx")
     if not (work/"linconv.int8.onnx").exists(): bx.quantize_onnx(work/"linconv.fp32.onnx", work/"linconv.int8.onnx", keep_fp32=())
     if not (work/"fixed3s.int8.onnx").exists():           # babycry.export's onnx-int8 as it was: a fixed 48,000-sample axis
-        bx.export_onnx(bx.fast_module(model), work/"fixed3s.fp32.onnx", dynamic_time=False)
+        bx.export_onnx(bx.export_module(model), work/"fixed3s.fp32.onnx", dynamic_time=False)
         bx.quantize_onnx(work/"fixed3s.fp32.onnx", work/"fixed3s.int8.onnx")
     with contextlib.redirect_stdout(io.StringIO()):
         for m in ("onnx-fp32", "onnx-int8"):
-            if not (work/f"export-{m}"/"fast.json").exists():
-                d = bx.export_fast(model_dir, m, overwrite=True); shutil.rmtree(work/f"export-{m}", ignore_errors=True)
+            if not (work/f"export-{m}"/"export.json").exists():
+                d = bx.export_cpu(model_dir, m, overwrite=True); shutil.rmtree(work/f"export-{m}", ignore_errors=True)
                 shutil.copytree(d, work/f"export-{m}")
-        d = bx.export_fast(model_dir, "onnx-int8", overwrite=True)          # what users get: left in the model directory
-    for old in Path(model_dir).glob("fast.old-*"): shutil.rmtree(old)        # scratch copies of this benchmark's own exports
-    loaded = bx.load_fast(model_dir, threads=threads)
+        d = bx.export_cpu(model_dir, "onnx-int8", overwrite=True)          # what users get: left in the model directory
+    for old in Path(model_dir).glob("cpu_export.old-*"): shutil.rmtree(old)        # scratch copies of this benchmark's own exports
+    loaded = bx.load_cpu_export(model_dir, threads=threads)
     fns = {
         "eager fp32": torch_fn(plain),
         "torch int8 (nn.Linear)": torch_fn(q_plain),
@@ -108,9 +108,9 @@ def build_contenders(model_dir, threads, work) -> tuple[dict, dict]:
         "ORT int8 every MatMul per channel + convs as MatMul (LinearConvEncoder, all int8)": ort_fn(ort_session(work/"linconv.int8.onnx", threads)),
         "ORT int8 transformer MatMuls, projection/head fp32, fixed 3 s time axis (the export before the dynamic axis)":
             ort_fn(ort_session(work/"fixed3s.int8.onnx", threads)),
-        "ORT int8 transformer MatMuls per channel, projection/head fp32 (export onnx-int8, load_fast)": loaded,
+        "ORT int8 transformer MatMuls per channel, projection/head fp32 (export onnx-int8, load_cpu_export)": loaded,
     }
-    return fns, dict(loaded=repr(loaded), export_record=load_json_safe(d/"fast.json"))
+    return fns, dict(loaded=repr(loaded), export_record=load_json_safe(d/"export.json"))
 
 
 def load_json_safe(p):
@@ -191,20 +191,20 @@ def other_lengths(X, n) -> dict:
 def agreement_runs(a, fns, X):
     print(f"agreement with eager fp32, hubert-base random weights, {a.agree_clips} real clips ...", flush=True)
     agree_base = agreement(fns, X[:a.agree_clips])
-    export = [n for n in fns if "load_fast" in n][0]
+    export = [n for n in fns if "load_cpu_export" in n][0]
     for length, Xl in other_lengths(X, a.agree_clips // 3).items():      # the dynamic time axis: other lengths too
         print(f"agreement of the export at {length}, {len(Xl)} clips ...", flush=True)
         r = agreement({"eager fp32": fns["eager fp32"], export: fns[export]}, Xl, batch=4)[export]
         agree_base[f"{export} at {length}"] = r
     # the same export on a trained model: tiny backbone, phase 1 on the real corpus
     tmd = trained_tiny(WORK/"dac")
-    shutil.rmtree(tmd/"fast", ignore_errors=True)
+    shutil.rmtree(tmd/"cpu_export", ignore_errors=True)
     tiny = BabyCryForAudioClassification.from_pretrained(str(tmd)).eval()
     tfns = {"eager fp32": torch_fn(bx.LogitsOnly(tiny))}
     with contextlib.redirect_stdout(io.StringIO()):
         for meth in ("onnx-int8", "torch-int8"):
-            bx.export_fast(tmd, meth, overwrite=True); tfns[f"export {meth}"] = bx.load_fast(tmd, threads=a.threads)
-    for old in Path(tmd).glob("fast.old-*"): shutil.rmtree(old)
+            bx.export_cpu(tmd, meth, overwrite=True); tfns[f"export {meth}"] = bx.load_cpu_export(tmd, threads=a.threads)
+    for old in Path(tmd).glob("cpu_export.old-*"): shutil.rmtree(old)
     print(f"agreement on the trained tiny model, {len(X)} real clips ...", flush=True)
     agree_tiny = agreement(tfns, X)
     return agree_base, agree_tiny

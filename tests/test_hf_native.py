@@ -161,16 +161,16 @@ def test_hf_sequence_classifier_with_its_own_labels(wav, tmp_path):
 
 @pytest.mark.skipif(not __import__("babycry.export", fromlist=["x"]).has_onnxruntime(), reason="onnxruntime not installed")
 def test_damaged_fast_export_falls_back_to_pytorch(folder, wav, tmp_path):
-    from babycry.export import export_fast
+    from babycry.export import export_cpu
     md = tmp_path/"m"; shutil.copytree(folder, md)
     ref = cli(md, wav, "--json", "--no-fast")[1]
-    export_fast(md)
-    onnx = md/"fast"/"model.onnx"; onnx.write_bytes(onnx.read_bytes()[:onnx.stat().st_size // 2])   # cut short
+    export_cpu(md)
+    onnx = md/"cpu_export"/"model.onnx"; onnx.write_bytes(onnx.read_bytes()[:onnx.stat().st_size // 2])   # cut short
     rc, out, err = cli(md, wav, "--json")
     assert rc == 0 and "damaged or cut short" in err and json.loads(out) == json.loads(ref)
-    (md/"fast"/"fast.json").write_text("{not json")
+    (md/"cpu_export"/"export.json").write_text("{not json")
     rc, out, err = cli(md, wav, "--json")
-    assert rc == 0 and "fast.json cannot be read" in err and json.loads(out) == json.loads(ref)
+    assert rc == 0 and "export.json cannot be read" in err and json.loads(out) == json.loads(ref)
 
 
 @pytest.mark.parametrize("hop", ["-5", "0", "nan", "inf", "4"])

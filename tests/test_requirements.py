@@ -76,13 +76,13 @@ def test_stage_notebooks_import_only_runtime_requirements():
 
 def test_library_imports_only_runtime_requirements():
     "The exported library imports runtime requirements, or an extra's modules inside the function that needs them."
-    runtime, optional, problems = _requirements("requirements"), _requirements("fast_requirements"), []
+    runtime, optional, problems = _requirements("requirements"), _requirements("onnx_requirements"), []
     for f in sorted((ROOT/"babycry").glob("*.py")):
         _check(f"babycry/{f.name}", f.read_text(), runtime, optional, problems)
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("key", ["requirements", "fast_requirements", "dev_requirements"])
+@pytest.mark.parametrize("key", ["requirements", "onnx_requirements", "dev_requirements"])
 def test_requirements_are_installed(key):
     "Every declared requirement is a real distribution (the names above are checked against what pip installed)."
     from importlib.metadata import distribution
