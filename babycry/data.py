@@ -114,7 +114,7 @@ def demo_data_dir(run_dir) -> Path:
     d = RunPaths(run_dir).root/"demo_corpus"
     if not (d/".complete").exists():
         if d.exists(): shutil.rmtree(d)
-        make_demo_corpus(d); (d/".complete").write_text("made by babycry.data.make_demo_corpus(seed=0)\n")
+        make_demo_corpus(d); (d/".complete").write_text("made by babycry.demo.make_demo_corpus(seed=0)\n")
     return d
 
 def _write_csv(df, path):
