@@ -1,15 +1,15 @@
 """Issue 24: run records vouch for their files; every check runs before anything does; nothing finished moves until the
 new work has succeeded; a run moved or copied is the same run."""
-import contextlib, io, json, os, re, shutil
+import contextlib, io, re, shutil
 from pathlib import Path
 
-import numpy as np, pandas as pd, pytest, soundfile as sf
+import numpy as np, pytest, soundfile as sf
 
 from babycry.core import load_json, save_json
 from babycry.config import Phase2Config, make_config
 from babycry.rundir import RunPaths, mark_done, is_done, prepare_stage, verify_stage
 from babycry.dataset import make_fake_cache
-from babycry.plan import plan, find_notebooks, format_plan, record_stage, STAGE_NOTEBOOKS
+from babycry.plan import plan, find_notebooks, format_plan, record_stage
 from babycry.summary import summary
 from babycry.execute import StageFailed
 from babycry import run as run_mod
