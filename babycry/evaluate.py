@@ -13,7 +13,7 @@ from transformers import set_seed
 
 from .core import INFERENCE_BATCH, atomic_write, get_device, load_json, save_json
 from .config import EvalConfig, config_record, make_config
-from .rundir import RunPaths, done_record, is_done, mark_done, prepare_stage
+from .rundir import RunPaths, done_record, is_done, mark_done, prepare_stage, relative_paths
 from .metrics import (bootstrap_ci, expected_calibration_error, load_metrics, macro_f1, metrics_from_probs,
                              predictions_frame, present_labels)
 from .plots import plot_confusion, plot_reliability, plot_roc
@@ -150,7 +150,7 @@ def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = INFERENCE
         with atomic_write(rp.eval/f"predictions_{s}.csv") as f: predictions_frame(r, ys, ps, cs, s).to_csv(f, index=False)
     shutil.copyfile(rp.eval/f"predictions_{final}.csv", rp.eval/"predictions.csv")
     metrics["model_card"] = str(write_model_card(rp.model(final), metrics, run_dir))
-    save_json(metrics, rp.metrics)
+    save_json(relative_paths(metrics, rp.root), rp.metrics)               # paths relative to the run: true if it moves
     mark_done(rp.eval, params, result={k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")})
     return metrics
 
@@ -256,6 +256,6 @@ def run_cv_evaluation(run_dir, overwrite: bool = False, **settings) -> dict:
              evaluated=datetime.datetime.now().isoformat(timespec="seconds"))
     _write_cv_plots(rp.cv, m, model)
     m["model_card"] = str(write_cv_card(run_dir, m))
-    save_json(m, rp.cv_metrics)
+    save_json(relative_paths(m, rp.root), rp.cv_metrics)
     mark_done(rp.cv, params, result={k: m["pooled"][k] for k in CV_METRICS})
     return m

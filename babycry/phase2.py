@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_phase2.ipynb #ed2fe4e0
 from __future__ import annotations
-import contextlib, math, os, time
+import contextlib, math, os, shutil, time
 from dataclasses import replace
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
@@ -13,7 +13,8 @@ from transformers import set_seed
 
 from .core import INFERENCE_BATCH, get_device, load_json, save_json
 from .config import SPEEDS, Phase2Config, check_setting, make_config, migrate_params
-from .rundir import RunPaths, done_record, is_done, mark_done, params_hash, prepare_stage
+from .rundir import (RunPaths, done_record, is_done, mark_done, moved_paths, params_hash, prepare_stage,
+                            replace_stage, verify_stage, work_dir)
 from .dataset import LabelEncoder, collate_clips
 from .model import BabyCryConfig, BabyCryForAudioClassification, freeze_for_phase2, transfer_backbone
 from .train import decay_groups, fit, finish_phase, load_splits, training_args, last_checkpoint, args_precision, recipe_record
@@ -22,8 +23,8 @@ from .launch import epoch_steps, per_device_batch, process_rank, rank_report, re
 # %% auto #0
 __all__ = ['llrd_groups', 'lr_table', 'llrd_optimizer', 'cosine_restarts_factory', 'restart_epochs', 'phase2_model',
            'conv_cache_unsupported', 'conv_bypassed', 'ConvCached', 'extract_conv_features', 'cached_conv_features',
-           'ConvFeatureClips', 'speed_settings', 'phase2_speed', 'phase2_params', 'can_extend', 'archive_for_extension',
-           'phase2_inputs', 'train_phase2', 'run_phase2']
+           'ConvFeatureClips', 'speed_settings', 'phase2_speed', 'phase2_params', 'can_extend', 'start_extension',
+           'share_conv_cache', 'archive_for_extension', 'commit_phase2', 'phase2_inputs', 'train_phase2', 'run_phase2']
 
 # %% ../nbs/06_phase2.ipynb #feba63fe
 def llrd_groups(model, cfg=None) -> list:
@@ -196,19 +197,49 @@ def can_extend(old: dict, new: dict) -> bool:
     return same and new["epochs"] > old["epochs"]
 
 # %% ../nbs/06_phase2.ipynb #b70e4ac3
-def archive_for_extension(stage, old_done) -> str:
-    "Keep a finished run's checkpoints and record under `*.upto<N>` names; return its best checkpoint's new path."
-    n = old_done["params"]["epochs"]
-    ck = stage/f"checkpoints.upto{n}"
-    (stage/"checkpoints").rename(ck); (stage/"done.json").rename(stage/f"done.upto{n}.json")
-    moved = lambda p: str(ck/Path(p).name) if Path(p).parent.name == "checkpoints" else str(stage/Path(p).parent.name/Path(p).name)
-    for state_file in ck.glob("checkpoint-*/trainer_state.json"):    # point the saved states at the moved best checkpoint
-        state = load_json(state_file)
-        if state.get("best_model_checkpoint"): state["best_model_checkpoint"] = moved(state["best_model_checkpoint"])
-        save_json(state, state_file)
-    best = moved(old_done["result"].get("best_checkpoint") or last_checkpoint(ck))
-    save_json(dict(resume_from=str(best), from_epochs=n), stage/"extend.json")
-    return str(best)
+def start_extension(stage, work, old_done) -> str:
+    "Set up `work` to continue the finished run in `stage`, left as it is: from its best checkpoint, after its history."
+    stage, work = Path(stage), Path(work)
+    best = str(old_done["result"].get("best_checkpoint") or last_checkpoint(stage/"checkpoints"))
+    if not (work/"extend.json").exists():
+        save_json(dict(resume_from=best, from_epochs=old_done["params"]["epochs"]), work/"extend.json")
+    if (stage/"history.json").exists() and not (work/"history.json").exists():
+        shutil.copyfile(stage/"history.json", work/"history.json")
+    return best
+
+# %% ../nbs/06_phase2.ipynb #b70e4ac4
+def share_conv_cache(stage, work):
+    "Let a new run in `work` read the finished run's conv-encoder cache (hard links, else copies), while its key fits."
+    src, dst = Path(stage)/"conv_features", Path(work)/"conv_features"
+    if not src.is_dir(): return
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in src.iterdir():
+        if not p.is_file() or (dst/p.name).exists(): continue
+        try: os.link(p, dst/p.name)              # the cache is replaced, never written in place, so a link is safe
+        except OSError: shutil.copy2(p, dst/p.name)
+
+# %% ../nbs/06_phase2.ipynb #b70e4ac5
+def archive_for_extension(stage, work, old_done) -> list:
+    "Once the continued run in `work` succeeded: the first run's checkpoints and record into it (`*.upto<N>`); moves."
+    stage, work, n = Path(stage), Path(work), old_done["params"]["epochs"]
+    for p in [*stage.glob("checkpoints.upto*"), *stage.glob("done.upto*.json")]: p.rename(work/p.name)   # earlier runs'
+    if (stage/"checkpoints").exists(): (stage/"checkpoints").rename(work/f"checkpoints.upto{n}")
+    (stage/"done.json").rename(work/f"done.upto{n}.json")
+    return [(stage/"checkpoints", stage/f"checkpoints.upto{n}")]
+
+# %% ../nbs/06_phase2.ipynb #b70e4ac6
+def commit_phase2(stage, work, params: dict, res: dict, old_done: dict | None = None) -> dict:
+    "The run in `work` succeeded: it replaces `stage` (a continued one keeps the first's `*.upto<N>`), marked done."
+    stage, work = Path(stage), Path(work)
+    moves = (archive_for_extension(stage, work, old_done) if old_done else []) + [(work, stage)]
+    moves += [(Path(a).resolve(), Path(b).resolve()) for a, b in moves]
+    replace_stage(stage, work)
+    states = [*stage.glob("done.upto*.json"), *stage.glob("checkpoints*/checkpoint-*/trainer_state.json")]
+    for f in [stage/"history.json", stage/"extend.json", *states]:           # every recorded path points into `stage`
+        if f.exists(): save_json(moved_paths(load_json(f), moves), f)
+    res = moved_paths(res, moves)
+    mark_done(stage, params, result=res)
+    return res
 
 # %% ../nbs/06_phase2.ipynb #906c05ce
 def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder: bool, precision="fp32", device=None):
@@ -223,9 +254,9 @@ def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder: bool, pr
             None, None)
 
 # %% ../nbs/06_phase2.ipynb #87749e5e
-def train_phase2(run_dir, cfg, warmup_epochs=0) -> dict:
-    "Train phase 2 in this process (one of `world_size()`) with `cfg` (learning rates already scaled); rank 0 writes `phase2/` and returns the record."
-    rp = RunPaths(run_dir); stage = rp.phase2; writer = process_rank() == 0
+def train_phase2(run_dir, cfg, warmup_epochs=0, stage=None) -> dict:
+    "Train phase 2 in this process (one of `world_size()`) with `cfg` (rates scaled); rank 0 writes `stage` (phase2/)."
+    rp = RunPaths(run_dir); stage = Path(stage) if stage else rp.phase2; writer = process_rank() == 0
     set_seed(cfg.seed); t0 = time.time()
     enc = LabelEncoder.load(rp.class_removal/"labels.json")
     if writer: enc.save(stage/"labels.json")
@@ -257,25 +288,34 @@ def train_phase2(run_dir, cfg, warmup_epochs=0) -> dict:
 
 # %% ../nbs/06_phase2.ipynb #088e8097
 def run_phase2(run_dir, overwrite=False, **settings) -> dict:
-    "Phase 2 with `Phase2Config` (any of its `settings` overridden) in `nproc` processes: LLRD and warm restarts on the reduced classes; write `phase2/`."
+    "Phase 2 with `Phase2Config` (`settings` overridden) in `nproc` processes: LLRD, warm restarts; writes `phase2/`."
     rp = RunPaths(run_dir); stage = rp.phase2
     rec = migrate_params(rp.done("phase2").get("params"))
     if settings.get("speed") not in (None, rec.get("speed")): rec.pop("batch_size", None)    # the batch of the old speed
     cfg = make_config(Phase2Config, "06_phase2", recorded=rec, **settings)
-    if not is_done(rp.class_removal): raise FileNotFoundError(f"{rp.class_removal} is not finished: run 05_class_removal with run_dir={run_dir!r} first.")
+    if not is_done(rp.class_removal):
+        raise FileNotFoundError(f"{rp.class_removal} is not finished: run 05_class_removal with run_dir={run_dir!r} "
+                                "first.")
     cfg, sp = phase2_speed(cfg)
-    old = done_record(stage) if is_done(stage) else None
+    old = done_record(stage) if is_done(stage) and not verify_stage(stage) else None   # a damaged one: again, in place
     extending = old is not None and not overwrite and can_extend(old["params"], phase2_params(cfg, sp))
-    continuing = extending or (not overwrite and (stage/"extend.json").exists())     # or resuming an interrupted extension
+    continuing = extending or (not overwrite and (stage/"extend.json").exists())  # or a finished extension, again
     if settings.get("patience") is None and continuing: cfg = replace(cfg, patience=cfg.extended_patience)
     params, f = phase2_params(cfg, sp), cfg.lr_scale * sp["lr_factor"]
-    if extending:
-        print(f"continuing the finished {old['params']['epochs']}-epoch run from its best checkpoint up to {cfg.epochs} epochs (patience {cfg.patience})")
-        archive_for_extension(stage, old)
-    if prepare_stage(stage, params, overwrite, defaults=recipe_record(Phase2Config())) == "skip":
-        print(f"{stage} is already finished with these parameters: nothing to do."); return done_record(stage)["result"]
     scaled = replace(cfg, **{k: getattr(cfg, k) * f for k in ("head_lr", "top_layer_lr", "projection_lr", "eta_min")})
-    n = resolve_nproc(cfg.nproc); per_device_batch(cfg.batch_size, n)     # a batch that does not split fails before anything starts
-    res = run_ranks(train_phase2, n, run_dir=str(run_dir), cfg=scaled, warmup_epochs=sp["warmup_epochs"])
-    mark_done(stage, params, result=res)
-    return res
+    n = resolve_nproc(cfg.nproc); per_device_batch(cfg.batch_size, n)        # a batch that does not split: fails first
+    def train(d): return run_ranks(train_phase2, n, run_dir=str(run_dir), cfg=scaled, warmup_epochs=sp["warmup_epochs"],
+                                   stage=str(d))
+    if old is None or not (extending or overwrite):
+        if prepare_stage(stage, params, overwrite, defaults=recipe_record(Phase2Config())) == "skip":
+            print(f"{stage} is already finished with these parameters: nothing to do.")
+            return done_record(stage)["result"]
+        res = train(stage); mark_done(stage, params, result=res)
+        return res
+    work = work_dir(stage, params)                   # the finished phase 2 stays as it is till the new run succeeded
+    if extending:
+        print(f"continuing the finished {old['params']['epochs']}-epoch run from its best checkpoint up to "
+              f"{cfg.epochs} epochs (patience {cfg.patience})")
+        start_extension(stage, work, old)
+    if cfg.cache_encoder: share_conv_cache(stage, work)
+    return commit_phase2(stage, work, params, train(work), old if extending else None)

@@ -7,14 +7,16 @@ from __future__ import annotations
 import dataclasses, datetime, os
 from pathlib import Path
 
-from .core import load_json, save_json
-from .config import STAGE_SETTINGS, DataConfig, check_setting, cnn_settings, migrate_params
-from .rundir import RunPaths, is_done, params_hash
+from .core import save_json
+from .config import (SPEEDS, STAGE_SETTINGS, DataConfig, check_setting, cnn_settings, make_config, migrate_params,
+                            stage_fields)
+from .rundir import RunPaths, is_done, params_hash, read_record, verify_stage
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_DIRS', 'LADDER_NOTEBOOK', 'ALL_NOTEBOOKS', 'STAGE_ALIASES', 'stage_name', 'parse_value',
            'split_params', 'notebook_params', 'declared_params', 'notebook_dirs', 'find_notebooks', 'stage_record',
-           'recipe_params', 'stage_status', 'record_stage', 'run_folds', 'plan', 'check_plan', 'format_plan']
+           'recipe_params', 'stage_status', 'stage_damage', 'record_stage', 'run_folds', 'plan', 'check_processes',
+           'check_evaluation', 'check_plan', 'format_plan']
 
 # %% ../nbs/09a_plan.ipynb #33b71549
 STAGE_NOTEBOOKS = ("01_data", "02_dataset", "03_model", "04_phase1", "05_class_removal", "06_phase2", "07_evaluation")
@@ -105,18 +107,28 @@ def stage_record(run_dir, nb: str) -> Path:
 
 # %% ../nbs/09a_plan.ipynb #0c8a70c8
 def recipe_params(params: dict) -> dict:
-    "The parameters that decide a stage's result: all but `nproc` (how many processes train changes the speed)."
-    return {k: v for k, v in params.items() if k != "nproc"}
+    "The parameters that decide a stage's result: all but `nproc` (speed), `run_dir` (runs move), `overwrite` (an act)."
+    return {k: v for k, v in params.items() if k not in ("nproc", "run_dir", "overwrite")}
 
 # %% ../nbs/09a_plan.ipynb #d84d4a95
 def stage_status(run_dir, nb: str, params: dict, stage_dir: str | None = None) -> str:
     "'done' (finished with these parameters), 'changed' (finished with others) or 'todo'; `stage_dir` overrides `STAGE_DIRS`."
-    rec = load_json(stage_record(run_dir, nb)) if stage_record(run_dir, nb).exists() else None
+    try: rec = read_record(stage_record(run_dir, nb))
+    except (FileNotFoundError, ValueError): rec = None               # none yet, or damaged (`stage_damage` says so)
     d = stage_dir or STAGE_DIRS[nb]
     finished = is_done(RunPaths(run_dir).stage(d)) if d else rec is not None
     if not finished: return "todo"
     if rec is None or params_hash(recipe_params(migrate_params(rec["params"]))) == params_hash(recipe_params(params)): return "done"
     return "changed"
+
+# %% ../nbs/09a_plan.ipynb #3b0e51a0
+def stage_damage(run_dir, nb: str, stage_dir: str | None = None) -> list:
+    "What is wrong with the records and files of stage `nb` on `run_dir` (`verify_stage`, the pipeline's record)."
+    try: read_record(stage_record(run_dir, nb)); bad = []
+    except FileNotFoundError: bad = []
+    except ValueError: bad = [f"notebooks/{nb}.json is not valid JSON"]
+    d = stage_dir or STAGE_DIRS[nb]
+    return (verify_stage(RunPaths(run_dir).stage(d)) if d else []) + bad
 
 # %% ../nbs/09a_plan.ipynb #7deea43c
 def record_stage(run_dir, nb: str, params: dict, seconds: float):
@@ -149,35 +161,91 @@ def plan(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None) -> list:
             declared = declared_params(Path(nbs_dir)/f"{nb}.ipynb") if nbs_dir else None
             p = notebook_params(nb, params, rd, declared)
             unused -= set(p)
-            st = stage_status(rd, nb, p, "cv" if fold == "cv" else None)
-            running = running or st != "done"
-            rows.append(dict(notebook=nb, fold=fold, status=st, action="run" if running else "skip", params=p))
+            bad = stage_damage(rd, nb, "cv" if fold == "cv" else None)
+            st = "damaged" if bad else stage_status(rd, nb, p, "cv" if fold == "cv" else None)
+            running = running or st != "done" or p.get("overwrite") is True          # overwrite: run it again
+            rows.append(dict(notebook=nb, fold=fold, status=st, action="run" if running else "skip", params=p,
+                             **({"damaged": bad} if bad else {})))
         if fold is None: first = running
     if nbs_dir and set(STAGE_NOTEBOOKS) <= set(stages) and unused:
         raise ValueError(f"no stage notebook has a parameter {', '.join(sorted(unused))} (a typo?)")
     return rows
 
 # %% ../nbs/09a_plan.ipynb #aa5d3819
+def check_processes(r):
+    "Phases 1 and 2 split their batch evenly over the training processes: plan row `r` of either, checked first."
+    nb = r["notebook"]
+    if nb not in ("04_phase1", "06_phase2"): return
+    from babycry.launch import per_device_batch, resolve_nproc
+    rec = migrate_params(RunPaths(r["params"]["run_dir"]).done(STAGE_DIRS[nb]).get("params"))   # a resumed one keeps it
+    given = {k: v for k, v in r["params"].items() if k in stage_fields(nb)}
+    if given.get("speed") not in (None, rec.get("speed")): rec.pop("batch_size", None)    # the batch of the old speed
+    cfg = make_config(STAGE_SETTINGS[nb][0], nb, recorded=rec, **given)
+    try: per_device_batch(cfg.batch_size or SPEEDS[cfg.speed]["batch_size"], resolve_nproc(cfg.nproc))
+    except ValueError as e: raise ValueError(f"{nb}: {e}") from None
+
+# %% ../nbs/09a_plan.ipynb #aa5d381a
+def _remade(rows, e) -> list:
+    "Rows that make again what the finished evaluation of row `e` evaluated (its model, or folds' evaluations)."
+    if e["fold"] == "cv":
+        return [_row_name(x) for x in rows if x["notebook"] == "07_evaluation" and x["status"] != "done"
+                and x["fold"] not in (None, "cv", "ladder")]
+    model = RunPaths(e["params"]["run_dir"]).done("eval")["params"].get("model")
+    return [_row_name(x) for x in rows if x["notebook"] in ("04_phase1", "06_phase2") and x["status"] != "done"
+            and x["params"]["run_dir"] == e["params"]["run_dir"] and x["fold"] == e["fold"]
+            and (x["notebook"] == "06_phase2" or model == "phase1")]          # a phase 2 replaces phase 1 as final
+
+def check_evaluation(rows):
+    "A finished evaluation whose model the plan trains again would stop the run after the training, unless overwrite."
+    for r in rows:
+        if r["notebook"] != "07_evaluation" or r["action"] != "run" or r["params"].get("overwrite") is True: continue
+        if r["status"] == "damaged" or not RunPaths(r["params"]["run_dir"]).done("cv" if r["fold"] == "cv" else "eval"):
+            continue
+        if again := _remade(rows, r):
+            raise ValueError(f"{_row_name(r)} is finished, and this run makes what it evaluated again "
+                             f"({', '.join(again)}): it would stop there, after the training. Add "
+                             "-p evaluation.overwrite True to evaluate anew (the test split is read once more, and "
+                             "counted), or leave 07 out (--stages).")
+
+# %% ../nbs/09a_plan.ipynb #aa5d381b
 def check_plan(rows) -> list:
-    "Check every parameter of every planned stage against its config (type, range, choices) before anything runs."
+    "Check every parameter of every planned stage (type, range, choices) and the training processes, before any runs."
     for r in rows:
         cls = STAGE_SETTINGS[r["notebook"]][0]
         for k, v in r["params"].items():
             if k in ("run_dir", "data_dir"): continue
             if k == "overwrite" and not isinstance(v, bool): raise ValueError(f"{r['notebook']}.overwrite={v!r} is not allowed: it must be True or False.")
+            if k == "workers" and v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{r['notebook']}.workers={v!r} is not allowed: it must be a whole number >= 1, "
+                                 "or None (every core).")
             if k in {f.name for f in dataclasses.fields(cls)}: check_setting(cls, k, v, r["notebook"])
             if k == "cnn" and r["notebook"] == LADDER_NOTEBOOK: cnn_settings(v)      # the ladder's CNN settings, YAML text
+        if r["action"] == "run": check_processes(r)
+    check_evaluation(rows)
     return rows
 
 # %% ../nbs/09a_plan.ipynb #5498b5e3
 def _row_name(r) -> str:
     return r["notebook"] + {None: "", "cv": " (all folds)", "ladder": " (all folds)"}.get(r.get("fold"), f" fold {r.get('fold')}")
 
+def _why(r, before) -> str:
+    "Why row `r` does what it does; `before`: the last row before it that runs on its own account (or None)."
+    if r["status"] == "damaged": return "damaged: " + "; ".join(r["damaged"])
+    why = {"done": "finished", "changed": "finished with other parameters", "todo": "not finished"}[r["status"]]
+    if r["status"] == "done" and r["action"] == "run" and before: why += f", but after {_row_name(before)}, which runs"
+    d = STAGE_DIRS.get(r["notebook"]) and ("cv" if r.get("fold") == "cv" else STAGE_DIRS[r["notebook"]])
+    finished = d and is_done(RunPaths(r["params"]["run_dir"]).stage(d))
+    if r["action"] == "run" and r["params"].get("overwrite") is True and finished:
+        why += (f"; overwrite=True: the finished {d} is kept as {d}.old-<time> once the new one is done"
+                + (", and the test split is read once more" if r["notebook"] == "07_evaluation" else ""))
+    return why
+
 def format_plan(rows, run_dir) -> str:
-    "The plan as text."
-    out = [f"babycry-run plan for {run_dir}:"]
+    "The plan as text: each stage, what happens to it and why, its parameters."
+    out, before = [f"babycry-run plan for {run_dir}:"], None
     for i, r in enumerate(rows, 1):
-        why = {"done": "finished", "changed": "finished with other parameters", "todo": "not finished"}[r["status"]]
         ps = " ".join(f"{k}={v}" for k, v in r["params"].items() if k != "run_dir")
-        out.append(f"  [{i}/{len(rows)}] {_row_name(r):<25} {r['action']:<4} ({why})  {ps}")
+        act = "rerun" if r["status"] == "damaged" else r["action"]
+        out.append(f"  [{i}/{len(rows)}] {_row_name(r):<25} {act:<4} ({_why(r, before)})  {ps}")
+        if r["action"] == "run" and r["status"] != "done": before = r
     return "\n".join(out)

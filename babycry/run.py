@@ -4,19 +4,20 @@
 
 # %% ../nbs/09_run.ipynb #f30dfd92
 from __future__ import annotations
-import argparse, contextlib, datetime, sys, time
+import argparse, contextlib, datetime, shutil, sys, time
 from pathlib import Path
 
-from .core import DEFAULT_BACKBONE, load_json, save_json
-from .config import RENAMED, stage_fields
-from .rundir import RunLocked, RunPaths, new_run_dir, run_lock, set_latest_run
-from .plan import (LADDER_NOTEBOOK, STAGE_NOTEBOOKS, check_plan, find_notebooks, format_plan, parse_value, plan,
-                          _row_name, stage_name)
+from .core import CLASSES, DEFAULT_BACKBONE, normalize_label, save_json
+from .config import RENAMED, ClassRemovalConfig, DataConfig, make_config, stage_fields
+from .rundir import RunLocked, RunPaths, new_run_dir, read_record, restore_stage, run_lock, set_latest_run
+from .plan import (LADDER_NOTEBOOK, STAGE_DIRS, STAGE_NOTEBOOKS, check_plan, find_notebooks, format_plan,
+                          parse_value, plan, _row_name, stage_name)
 from .execute import StageFailed, StageKernel, run_stage
 from .summary import summary
 
 # %% auto #0
-__all__ = ['DEMO_PARAMS', 'FULL_PARAMS', 'run_pipeline', 'merge_settings', 'check_data', 'resolve_settings', 'parse_args', 'main']
+__all__ = ['DEMO_PARAMS', 'FULL_PARAMS', 'run_pipeline', 'merge_settings', 'check_removal', 'check_fold_sources', 'check_data',
+           'saved_settings', 'settings_to_keep', 'forget_failed', 'resolve_settings', 'parse_args', 'main']
 
 # %% ../nbs/09_run.ipynb #77cfa03a
 DEMO_PARAMS = {"data_dir": None, "backbone": "tiny", "04_phase1.lr": 1e-3, "06_phase2.epochs": 8, "06_phase2.lr_scale": 20.0}
@@ -25,6 +26,15 @@ FULL_PARAMS = {"data_dir": "data", "backbone": DEFAULT_BACKBONE}
 
 # %% ../nbs/09_run.ipynb #352311df
 def _hms(s: float) -> str: return str(datetime.timedelta(seconds=int(round(s))))
+
+def _put_back(e: StageFailed, r) -> StageFailed:
+    "`e`, the failure of plan row `r`, once the finished stage that an overwrite set aside is back (`restore_stage`)."
+    d = "cv" if r.get("fold") == "cv" else STAGE_DIRS[r["notebook"]]
+    failed = restore_stage(RunPaths(r["params"]["run_dir"]).stage(d)) if d else None
+    back = f"\n  the finished {d} was put back; the failed run's files are in {failed}" if failed else ""
+    e = StageFailed(str(e) + back)
+    e.row = r
+    return e
 
 def run_pipeline(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None, dry_run: bool = False,
                  log_output: bool = False, progress_bar: bool | None = None, echo=print) -> list:
@@ -43,7 +53,9 @@ def run_pipeline(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None, dr
             if r["action"] == "skip":
                 echo(f"{tag}: finished earlier, skipped"); r["seconds"] = 0.0; continue
             echo(f"{tag}: running ... (elapsed {_hms(time.time() - t0)})")
-            r["seconds"] = run_stage(r["notebook"], r["params"], r["params"]["run_dir"], nbs, log_output, progress_bar, kernel)
+            try: r["seconds"] = run_stage(r["notebook"], r["params"], r["params"]["run_dir"], nbs, log_output,
+                                          progress_bar, kernel)
+            except StageFailed as e: raise _put_back(e, r) from None
             echo(f"{tag}: done in {_hms(r['seconds'])} (elapsed {_hms(time.time() - t0)})")
     echo(f"all {len(rows)} stage(s) finished in {_hms(time.time() - t0)}")
     return rows
@@ -87,14 +99,93 @@ def merge_settings(saved: dict, given: dict) -> dict:
     return {**saved, "parameters": [list(kv) for kv in params.items()], "changes": saved.get("changes", []) + [change]}
 
 # %% ../nbs/09_run.ipynb #5aa5af41
-def check_data(rows):
-    "The corpus checks that need no decoding (`babycry.data.check_corpus`), when the plan runs the data stage on a corpus."
-    data = next((r for r in rows if r["notebook"] == "01_data" and r["action"] == "run"), None)
-    if data is None or data["params"].get("data_dir") is None: return        # nothing to check, or the demo corpus
-    from babycry.data import check_corpus
-    check_corpus(data["params"]["data_dir"], **{k: v for k, v in data["params"].items() if k in stage_fields("01_data")})
+def check_removal(rows, classes=None):
+    "A planned class removal (05) names classes and leaves phase 2 two of `classes` (the corpus's, else the run's)."
+    from babycry.corpus import KNOWN_LABELS
+    r = next((r for r in rows if r["notebook"] == "05_class_removal" and r["action"] == "run"), None)
+    if r is None: return
+    rp = RunPaths(r["params"]["run_dir"])
+    data_runs = any(x["notebook"] == "01_data" and x["action"] == "run" for x in rows)
+    names = make_config(ClassRemovalConfig, "05_class_removal", recorded=rp.done("class_removal").get("params"),
+                        remove_classes=r["params"].get("remove_classes")).remove_classes
+    for n in names:
+        if normalize_label(n) not in KNOWN_LABELS:
+            raise ValueError(f"05_class_removal.remove_classes: {n!r} is not a class name: name classes of "
+                             f'{", ".join(CLASSES)} (comma-separated), or give "" to keep every class.')
+    if classes is None and not data_runs and rp.labels.exists(): classes = read_record(rp.labels)["classes"]
+    left = [c for c in classes or [] if c not in {normalize_label(n) for n in names}]
+    if classes and len(left) < 2:
+        raise ValueError(f"class removal (05_class_removal.remove_classes={','.join(names)}) would leave {left} of "
+                         f"this corpus's classes {classes}, and phase 2 needs two: keep every class with "
+                         '-p class_removal.remove_classes "" (or name fewer), or add recordings of other classes.')
+
+# %% ../nbs/09_run.ipynb #5aa5af4a
+def check_fold_sources(files, folds: int):
+    "K folds: each fold's other sources are split into train and valid, so every class needs two outside any one fold."
+    if not folds: return
+    gpc = files[files.label.isin(CLASSES)].groupby("label").group.nunique()
+    short = lambda n: n - -(-n // folds) < 2                                    # some fold holds ceil(n / K) of them
+    few = {c: int(n) for c, n in gpc.items() if short(n)}
+    if few:
+        need = next(n for n in range(1, 99) if not short(n))
+        raise ValueError(f"{folds}-fold cross-validation needs at least {need} recording sources of each class (two "
+                         f"outside any fold, for its train and valid splits); "
+                         + ", ".join(f"{c!r} has {n}" for c, n in few.items())
+                         + ". Add recordings of those classes, drop them (remove their folders), or use one split "
+                         "(--folds 0)"
+                         + (", or 3 folds or more (3 sources each)" if folds == 2 else "") + ".")
+
+# %% ../nbs/09_run.ipynb #5aa5af4b
+def check_data(rows, run_dir=None, make_demo: bool = False):
+    "What discovery can check before decoding: `check_corpus` (sources), `check_fold_sources`, `check_removal`."
+    data, classes = next((r for r in rows if r["notebook"] == "01_data" and r["action"] == "run"), None), None
+    d = data and data["params"].get("data_dir")
+    if data and d is None and run_dir is not None:         # the demo corpus: checked once it exists (`make_demo`: now)
+        from babycry.data import demo_data_dir
+        d = demo_data_dir(run_dir) if make_demo else RunPaths(run_dir).root/"demo_corpus"
+        if not (d/".complete").exists(): d = None
+    if d is not None:
+        from babycry.data import check_corpus
+        settings = {k: v for k, v in data["params"].items() if k in stage_fields("01_data")}
+        files = check_corpus(d, **settings)
+        check_fold_sources(files, make_config(DataConfig, "01_data", **settings).folds)
+        classes = sorted(set(files.label) & set(CLASSES))
+    check_removal(rows, classes)
 
 # %% ../nbs/09_run.ipynb #36f5357f
+def saved_settings(run_dir) -> dict:
+    "The settings of the run in `run_dir` (its `pipeline.json`); an error that names the file when it does not read."
+    pj, need = RunPaths(run_dir).pipeline_json, {"demo", "data_dir", "parameters"}
+    try: s = read_record(pj)
+    except ValueError as e:
+        raise ValueError(f"{e}. It holds the run's settings (--demo, --data-dir, -p): repair it, or move it away and "
+                         f"give them again (babycry-run --run-dir {run_dir} --data-dir ... -p ...).") from None
+    if not need <= set(s):
+        raise ValueError(f"{pj} is not babycry-run's record of a run's settings (it lacks {sorted(need - set(s))}): "
+                         "repair it, or move it away and give the settings again.")
+    return s
+
+# %% ../nbs/09_run.ipynb #36f5357a
+def settings_to_keep(given: dict) -> dict:
+    "What `pipeline.json` keeps of a command's settings: all but `overwrite`, which acts once (`changes` logs it)."
+    return {**given, "parameters": [[k, v] for k, v in given["parameters"] if k.rpartition(".")[2] != "overwrite"]}
+
+# %% ../nbs/09_run.ipynb #36f5357b
+def forget_failed(run_dir, given: dict, before: dict | None, new: list, row) -> list:
+    "After plan row `row`'s stage failed: `pipeline.json` without this command's `new` parameters that reached it."
+    reach = lambda k: stage_name(k.split(".", 1)[0]) == row["notebook"] if "." in k else k in row["params"]
+    out = [[k, v] for k, v in new if reach(_current_name(k))]
+    if not out: return []
+    gone = {_current_name(k) for k, _ in out}
+    old = {_current_name(k): v for k, v in (before or {}).get("parameters", [])}           # their values before, if any
+    params = [[k, old[k] if k in gone else v] for k, v in given["parameters"] if k not in gone or k in old]
+    changes = given.get("changes", [])
+    if changes: changes = changes[:-1] + [dict(changes[-1], not_kept=out, because=f"{_row_name(row)} failed")]
+    save_json(settings_to_keep({**given, "parameters": params, **({"changes": changes} if changes else {})}),
+              RunPaths(run_dir).pipeline_json)
+    return out
+
+# %% ../nbs/09_run.ipynb #36f5357c
 def resolve_settings(a) -> tuple[Path, dict, dict]:
     "Run directory, notebook parameters and the settings to record, from parsed arguments (a resumed run's are the base)."
     given = dict(demo=a.demo, data_dir=a.data_dir and str(Path(a.data_dir).expanduser().resolve()),
@@ -103,7 +194,7 @@ def resolve_settings(a) -> tuple[Path, dict, dict]:
     if a.run_dir:
         run_dir = Path(a.run_dir)
         if RunPaths(run_dir).pipeline_json.exists():
-            m = merge_settings(load_json(RunPaths(run_dir).pipeline_json), given)
+            m = merge_settings(saved_settings(run_dir), given)
             given = {**m, "parameters": [[_current_name(k), v] for k, v in m["parameters"]], "ladder": given.get("ladder") or m.get("ladder", False)}
     else: run_dir = new_run_dir(a.runs, a.name)
     params = dict(DEMO_PARAMS if given["demo"] else FULL_PARAMS)
@@ -136,23 +227,36 @@ def parse_args(argv=None):
 # %% ../nbs/09_run.ipynb #67472f79
 def main(argv=None) -> int:
     "Entry point of `babycry-run`."
-    a, run_dir = parse_args(argv), None
+    a, run_dir, before = parse_args(argv), None, None
     try:
         run_dir, params, given = resolve_settings(a)
+        if RunPaths(run_dir).pipeline_json.exists(): before = saved_settings(run_dir)
         if a.name and not a.run_dir and run_dir.name != a.name:
             print(f"note: {Path(a.runs)/a.name} already exists, so this run goes to {run_dir} "
                   f"(resume the old one with --run-dir {Path(a.runs)/a.name})")
         stages = [stage_name(s) for s in (a.stages.split(",") if a.stages else STAGE_NOTEBOOKS)]
         if (a.ladder or given.get("ladder")) and LADDER_NOTEBOOK not in stages: stages.append(LADDER_NOTEBOOK)
         rows = check_plan(plan(run_dir, params, stages, find_notebooks(a.nbs_dir, stages)))   # before anything is written or moved
-        check_data(rows)                                                                        # the corpus, before any decoding
+        check_data(rows, run_dir)                                                     # the corpus, before any decoding
         if a.dry_run: run_pipeline(run_dir, params, stages, a.nbs_dir, True, a.log_output); return 0
         _sigterm_as_interrupt()
+        fresh = not Path(run_dir).exists()
         with run_lock(run_dir):
-            save_json(given, RunPaths(run_dir).pipeline_json); set_latest_run(run_dir)
+            if params.get("data_dir") is None and not (RunPaths(run_dir).root/"demo_corpus"/".complete").exists():
+                try: check_data(rows, run_dir, make_demo=True)                             # the demo corpus, made now
+                except ValueError:
+                    if fresh: shutil.rmtree(run_dir, ignore_errors=True)              # nothing left of a refused run
+                    raise
+            save_json(settings_to_keep(given), RunPaths(run_dir).pipeline_json); set_latest_run(run_dir)
             run_pipeline(run_dir, params, stages, a.nbs_dir, False, a.log_output)
     except StageFailed as e:
-        print(f"babycry-run: {e}\n  fix the cause, then resume with: babycry-run --run-dir {run_dir}", file=sys.stderr); return 1
+        new = [list(p) for p in a.parameter] + ([["folds", str(a.folds)]] if a.folds is not None else [])
+        out = forget_failed(run_dir, given, before, new, e.row) if getattr(e, "row", None) else []
+        kept = " ".join(f"-p {k} {v}" for k, v in out)
+        kept = f"\n  not kept in pipeline.json: {kept} (they reached the stage that failed)" if out else ""
+        print(f"babycry-run: {e}{kept}\n  fix the cause, then resume with: babycry-run --run-dir {run_dir}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"babycry-run: interrupted; the stage's kernel was shut down. Resume with: babycry-run --run-dir {run_dir}",
               file=sys.stderr); return 130

@@ -4,16 +4,18 @@
 
 # %% ../nbs/00b_rundir.ipynb #6522caf6
 from __future__ import annotations
-import contextlib, datetime, hashlib, json, os, re, shutil, socket
+import contextlib, datetime, fnmatch, glob, hashlib, json, os, re, shutil, socket
 from pathlib import Path
 
 from .core import save_json, load_json, _json_default
 from .config import migrate_params
 
 # %% auto #0
-__all__ = ['STAGES', 'FOLD_STAGES', 'slug', 'RunPaths', 'data_band_limit', 'params_hash', 'mark_done', 'is_done', 'done_record',
-           'same_params', 'prepare_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'set_latest_run', 'latest_run',
-           'stage_run_dir']
+__all__ = ['STAGES', 'OTHER_WRITERS', 'SET_ASIDE', 'FOLD_STAGES', 'slug', 'RunPaths', 'data_band_limit', 'params_hash',
+           'file_digest', 'stage_files', 'run_root', 'mark_done', 'read_record', 'is_done', 'moved_paths',
+           'done_record', 'relative_paths', 'verify_stage', 'same_params', 'set_aside', 'prepare_stage',
+           'restore_stage', 'work_dir', 'replace_stage', 'new_run_dir', 'RunLocked', 'run_lock', 'set_latest_run',
+           'latest_run', 'stage_run_dir']
 
 # %% ../nbs/00b_rundir.ipynb #38bf8c10
 STAGES = ("data", "phase1", "class_removal", "phase2", "eval")
@@ -86,22 +88,128 @@ def params_hash(params: dict) -> str:
     blob = json.dumps(params, sort_keys=True, default=_json_default)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
+# %% ../nbs/00b_rundir.ipynb #5d7c3a11
+def file_digest(path, block: int = 1 << 16, blocks: int = 16) -> str:
+    "A cheap content hash of the file at `path`: its bytes, or for a big file its size and `blocks` blocks spread out."
+    size, h = os.path.getsize(path), hashlib.blake2b(digest_size=12)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= 2 * blocks * block: h.update(f.read())
+        else:
+            for i in range(blocks): f.seek((size - block) * i // (blocks - 1)); h.update(f.read(block))
+    return h.hexdigest()
+
+# %% ../nbs/00b_rundir.ipynb #5d7c3a12
+# files another stage writes into a stage's folder after its record (13_ladder into cv/): not that stage's to vouch for
+OTHER_WRITERS = {"cv": ("ladder*", "folds.csv", "oof_*", "params_*", "features.npz", "embeddings-*", "cnn-scratch")}
+
+def _aside(name: str) -> bool:
+    "Does a stage's record leave out a folder of this name in it: checkpoints, a copy set aside, a partial write?"
+    return (name.startswith(".") or name == "checkpoints" or name.startswith("checkpoints.") or ".old-" in name
+            or name.endswith(".partial"))
+
+def _unlisted(rel: Path, others=()) -> bool:
+    "Does a stage's record leave out the file at `rel` in it: a record, figure, temporary, set-aside or other's file?"
+    top = len(rel.parts) == 1
+    return (rel.name.startswith(".") or rel.suffix in (".tmp", ".partial", ".damaged", ".lock", ".png")
+            or (top and re.fullmatch(r"done(\..+)?\.json|attempt\.json", rel.name) is not None)
+            or any(fnmatch.fnmatch(rel.parts[0], p) for p in others))
+
+def stage_files(stage_dir) -> dict:
+    "What a stage's record vouches for: each file in `stage_dir` (its path in it) -> its size and `file_digest`."
+    d, out = Path(stage_dir), {}
+    others = OTHER_WRITERS.get(d.name, ())
+    for root, dirs, files in os.walk(d):
+        rel = Path(root).relative_to(d)
+        dirs[:] = sorted(x for x in dirs if not _aside(x) and not _unlisted(rel/x, others))
+        for f in sorted(f for f in files if not _unlisted(rel/f, others)):
+            out[(rel/f).as_posix()] = dict(size=os.path.getsize(Path(root)/f), hash=file_digest(Path(root)/f))
+    return out
+
 # %% ../nbs/00b_rundir.ipynb #446659a4
+SET_ASIDE = "set_aside.json"          # in `<stage>.old-<time>/` while the run that replaces it has not finished
+
+def run_root(stage_dir) -> Path:
+    "The run folder (absolute) that the stage folder `stage_dir` is in; for `folds/<k>/<stage>`, the top of the run."
+    p = Path(stage_dir).resolve().parent
+    return p.parent.parent if p.parent.name == "folds" else p
+
+# %% ../nbs/00b_rundir.ipynb #446659ab
 def mark_done(stage_dir, params: dict, **extra):
-    "Record that the stage in `stage_dir` finished with `params`."
-    rec = dict(params=params, params_hash=params_hash(params),
-               finished=datetime.datetime.now().isoformat(timespec="seconds"), **extra)
-    return save_json(rec, Path(stage_dir)/"done.json")
+    "Record that the stage in `stage_dir` finished with `params`, with its files (`stage_files`), run folder, `extra`."
+    stage_dir, now = Path(stage_dir), datetime.datetime.now().isoformat(timespec="seconds")
+    rec = dict(params=params, params_hash=params_hash(params), finished=now, run_dir=str(run_root(stage_dir)),
+               files=stage_files(stage_dir), **extra)
+    out = save_json(rec, stage_dir/"done.json")
+    for mark in stage_dir.parent.glob(f"{glob.escape(stage_dir.name)}.old-*/{SET_ASIDE}"):
+        mark.unlink()                                            # the copy an overwrite set aside: now kept for good
+    return out
 
 # %% ../nbs/00b_rundir.ipynb #bbe65564
+def read_record(path) -> dict:
+    "The JSON record at `path` (a `done.json`, `pipeline.json` ...); a FileNotFoundError or ValueError names the file."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first.")
+    try: rec = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(rec, dict): raise ValueError(f"{path} is not valid JSON for a record (a {type(rec).__name__})")
+    return rec
+
+# %% ../nbs/00b_rundir.ipynb #bbe6556b
 def is_done(stage_dir) -> bool:
-    "Did the stage in `stage_dir` finish?"
-    return (Path(stage_dir)/"done.json").exists()
+    "Did the stage in `stage_dir` finish? Its `done.json` reads as a record (are its files intact: `verify_stage`)."
+    try: read_record(Path(stage_dir)/"done.json")
+    except (FileNotFoundError, ValueError): return False
+    return True
 
 # %% ../nbs/00b_rundir.ipynb #b89e1aec
+def moved_paths(obj, moves):
+    "`obj` (JSON) with each path in a moved folder rewritten; `moves`: (old, new) folders, the first holding it wins."
+    if isinstance(obj, dict): return {k: moved_paths(v, moves) for k, v in obj.items()}
+    if isinstance(obj, list): return [moved_paths(v, moves) for v in obj]
+    if isinstance(obj, str):
+        for old, new in moves:
+            old, new = str(old).rstrip("/"), str(new).rstrip("/")
+            if obj == old or obj.startswith(old + "/"): return new + obj[len(old):]
+    return obj
+
+# %% ../nbs/00b_rundir.ipynb #b89e1aeb
 def done_record(stage_dir) -> dict:
-    "The `done.json` of the stage in `stage_dir` (a FileNotFoundError naming it when the stage has not finished)."
-    return load_json(Path(stage_dir)/"done.json")
+    "The `done.json` of the stage in `stage_dir`, its paths in the run folder where the run is now; errors name it."
+    stage_dir = Path(stage_dir)
+    rec = read_record(stage_dir/"done.json")
+    old, new = rec.get("run_dir"), str(run_root(stage_dir))
+    return moved_paths(rec, [(old, new)]) if old and old != new else rec          # the run was moved or copied since
+
+# %% ../nbs/00b_rundir.ipynb #5d7c3a1c
+def relative_paths(obj, run_dir):
+    "`obj` (JSON) with each path in the run folder `run_dir` relative to it: a result file true when the run moves."
+    if isinstance(obj, dict): return {k: relative_paths(v, run_dir) for k, v in obj.items()}
+    if isinstance(obj, list): return [relative_paths(v, run_dir) for v in obj]
+    if isinstance(obj, str):
+        for root in dict.fromkeys((str(run_dir).rstrip("/"), str(Path(run_dir).resolve()))):
+            if obj.startswith(root + "/"): return obj[len(root) + 1:]
+    return obj
+
+# %% ../nbs/00b_rundir.ipynb #5d7c3a14
+def _damage(stage_dir) -> list:
+    "(file, what is wrong) for each problem of the finished stage in `stage_dir`: a bad record, a file lost or changed."
+    stage_dir = Path(stage_dir)
+    if not (stage_dir/"done.json").exists(): return []
+    try: files = read_record(stage_dir/"done.json").get("files") or {}
+    except ValueError: return [("done.json", "is not valid JSON")]
+    out = []
+    for rel, f in files.items():
+        p = stage_dir/rel
+        if not p.is_file(): out.append((rel, "is missing"))
+        elif p.stat().st_size != f["size"]:
+            out.append((rel, f"is damaged ({p.stat().st_size} bytes, recorded {f['size']})"))
+        elif file_digest(p) != f["hash"]: out.append((rel, "is damaged (its content changed)"))
+    return out
+
+def verify_stage(stage_dir) -> list:
+    "What is wrong with the finished stage in `stage_dir`, each naming `<stage>/<file>`; [] if intact or not finished."
+    return [f"{Path(stage_dir).name}/{rel} {why}" for rel, why in _damage(stage_dir)]
 
 # %% ../nbs/00b_rundir.ipynb #8ceffbe5
 def same_params(old: dict, new: dict, defaults: dict | None = None) -> list:
@@ -110,22 +218,84 @@ def same_params(old: dict, new: dict, defaults: dict | None = None) -> list:
     return sorted(k for k in set(old) | set(new) if json.dumps(old.get(k), default=_json_default) != json.dumps(new.get(k), default=_json_default))
 
 # %% ../nbs/00b_rundir.ipynb #d7ba2a59
-def prepare_stage(stage_dir, params: dict, overwrite=False, defaults: dict | None = None) -> str:
-    "Decide what to do with `stage_dir`: 'skip' (finished, same params), 'resume', or 'fresh' (`defaults`: see `same_params`)."
+def _stamp() -> str: return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+def _free(path: Path) -> Path:
+    "`path`, or `path-2`, `path-3`, ... : the first that does not exist."
+    cand, i = path, 1
+    while cand.exists(): i += 1; cand = path.with_name(f"{path.name}-{i}")
+    return cand
+
+def _set_aside_damage(stage_dir: Path, damage: list):
+    "Keep a damaged record as `done.damaged.json`, each changed file as `<file>.damaged`: the stage reruns on the rest."
+    for rel, _ in damage:
+        p = stage_dir/rel
+        if rel != "done.json" and p.is_file(): os.replace(p, p.with_name(p.name + ".damaged"))
+    os.replace(stage_dir/"done.json", stage_dir/"done.damaged.json")
+    print(f"note: {stage_dir} was finished, but " + "; ".join(f"{rel} {why}" for rel, why in damage)
+          + ": it runs again (the damaged record is kept as done.damaged.json)")
+
+# %% ../nbs/00b_rundir.ipynb #d7ba2a5b
+def set_aside(stage_dir) -> Path | None:
+    "The finished copy of `stage_dir` an overwrite set aside (`<stage>.old-<time>`) till the new run ends, or None."
     stage_dir = Path(stage_dir)
+    marks = sorted(stage_dir.parent.glob(f"{glob.escape(stage_dir.name)}.old-*/{SET_ASIDE}"))
+    return marks[-1].parent if marks else None
+
+# %% ../nbs/00b_rundir.ipynb #d7ba2a5c
+def prepare_stage(stage_dir, params: dict, overwrite=False, defaults: dict | None = None) -> str:
+    "What to do with `stage_dir`: 'skip' (finished, intact, same params), 'resume' or 'fresh' (see `same_params`)."
+    stage_dir = Path(stage_dir)
+    if damage := _damage(stage_dir): _set_aside_damage(stage_dir, damage)         # a damaged stage runs again
+    old = set_aside(stage_dir)
+    if (old is not None and not is_done(stage_dir) and not overwrite
+            and not same_params(done_record(old).get("params", {}), params, defaults)):
+        restore_stage(stage_dir)                 # its replacement never finished, and it is asked for as it was
     if is_done(stage_dir):
-        old = load_json(stage_dir/"done.json")
+        old = done_record(stage_dir)
         changed = same_params(old.get("params", {}), params, defaults)
         if not changed and not overwrite: return "skip"
         if not overwrite:
             raise FileExistsError(
                 f"{stage_dir} already holds a finished stage run with other parameters (changed: {changed}). "
                 "Use a new run_dir, or pass overwrite=True to keep the old one under a timestamped name and start again.")
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        shutil.move(str(stage_dir), str(stage_dir.with_name(f"{stage_dir.name}.old-{stamp}")))
+        aside = _free(stage_dir.with_name(f"{stage_dir.name}.old-{_stamp()}"))
+        shutil.move(str(stage_dir), str(aside)); save_json(dict(set_aside=_stamp(), by="overwrite"), aside/SET_ASIDE)
+        print(f"overwrite: the finished {stage_dir.name} is kept as {aside.name} (put back if this run of it fails)")
     if stage_dir.exists() and any(stage_dir.iterdir()): return "resume"
     stage_dir.mkdir(parents=True, exist_ok=True)
     return "fresh"
+
+# %% ../nbs/00b_rundir.ipynb #5d7c3a18
+def restore_stage(stage_dir) -> Path | None:
+    "Put back the finished stage an overwrite set aside, if its new run did not finish; that run's new place, or None."
+    stage_dir = Path(stage_dir); old = set_aside(stage_dir)
+    if old is None or is_done(stage_dir): return None
+    failed = _free(stage_dir.with_name(f"{stage_dir.name}.failed-{_stamp()}"))
+    if stage_dir.exists(): stage_dir.rename(failed)
+    old.rename(stage_dir); (stage_dir/SET_ASIDE).unlink()
+    return failed
+
+# %% ../nbs/00b_rundir.ipynb #5d7c3a1a
+def work_dir(stage_dir, params: dict) -> Path:
+    "Where a new run of the finished `stage_dir` works until it finishes (`<stage>.next`), resumed if it has `params`."
+    stage_dir = Path(stage_dir); work = stage_dir.with_name(stage_dir.name + ".next"); mark = work/"attempt.json"
+    if work.exists():
+        try: same = read_record(mark).get("params_hash") == params_hash(params)
+        except (FileNotFoundError, ValueError): same = False
+        if not same:
+            print(f"note: {work} held an unfinished run with other parameters: it starts over"); shutil.rmtree(work)
+    if not mark.exists(): save_json(dict(params_hash=params_hash(params), started=_stamp()), mark)
+    return work
+
+# %% ../nbs/00b_rundir.ipynb #5d7c3a1d
+def replace_stage(stage_dir, work) -> Path | None:
+    "Put the finished run in `work` in place of `stage_dir`, whose run is kept as `<stage>.old-<time>` (returned)."
+    stage_dir, work, old = Path(stage_dir), Path(work), None
+    (work/"attempt.json").unlink(missing_ok=True)
+    if stage_dir.exists(): old = _free(stage_dir.with_name(f"{stage_dir.name}.old-{_stamp()}")); stage_dir.rename(old)
+    work.rename(stage_dir)
+    return old
 
 # %% ../nbs/00b_rundir.ipynb #410f3c97
 def new_run_dir(base="runs", name=None) -> Path:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 from pathlib import Path
 
-from .core import load_json
 from .rundir import RunPaths
 from .metrics import load_metrics
 
@@ -15,23 +14,24 @@ __all__ = ['stale_evaluation', 'cv_summary', 'ladder_summary', 'summary']
 
 # %% ../nbs/09c_summary.ipynb #d92e15ba
 def stale_evaluation(run_dir, metrics: dict) -> bool:
-    "Was the evaluated model trained again (or removed) after `metrics` were computed?"
-    done = RunPaths(run_dir).stage(metrics["model"])/"done.json"
-    return not done.exists() or load_json(done).get("finished") != metrics.get("model_finished", load_json(done).get("finished"))
+    "Was the evaluated model trained again (or is its stage's record gone or damaged) since `metrics` were computed?"
+    done = RunPaths(run_dir).done(metrics["model"])
+    return not done or done.get("finished") != metrics.get("model_finished", done.get("finished"))
 
 # %% ../nbs/09c_summary.ipynb #8445b02c
 def cv_summary(run_dir) -> list:
     "Lines on a cross-validated run's out-of-fold metrics (from cv/metrics.json)."
-    rp = RunPaths(run_dir)
+    rp = RunPaths(Path(run_dir).resolve())
     if not (rp.cv_metrics).exists(): return ["no cross-validated evaluation yet (cv/metrics.json is missing)"]
     m = load_metrics(rp.cv_metrics); ci = m["ci"]; e = m["exported"]
+    model = rp.fold(e["fold"]).model(m["model"])                             # where the run is now (it may have moved)
     f = lambda k: (f"{m['pooled'][k]:.3f} [{ci[k]['low']:.3f}, {ci[k]['high']:.3f}]   per fold {m['fold_mean'][k]:.3f} ± "
                    f"{m['fold_std'][k]:.3f}")
     return [f"out-of-fold metrics of {m['model']} ({m['folds']}-fold grouped cross-validation: {m['n_clips']} clips, {m['n_groups']} "
             f"recording sources; 95% bootstrap CI over {ci['resample']}s; mean ± std over folds):",
             f"  accuracy           {f('accuracy')}", f"  balanced accuracy  {f('balanced_accuracy')}",
             f"  macro-F1           {f('macro_f1')}", f"  ECE                {f('ece')}",
-            f"exported model: {e['model_dir']} (fold {e['fold']}: {e['why']})", f"model card:   {m['model_card']}",
+            f"exported model: {model} (fold {e['fold']}: {e['why']})", f"model card:   {model/'README.md'}",
             f"out-of-fold:  {rp.cv/'oof.csv'}; metrics: {rp.cv/'metrics.json'} (plots: {rp.cv}/*.png)"]
 
 # %% ../nbs/09c_summary.ipynb #a4c2e8b1
@@ -50,10 +50,14 @@ def ladder_summary(run_dir) -> list:
 # %% ../nbs/09c_summary.ipynb #01977b78
 def summary(run_dir) -> str:
     "Headline test metrics (from eval/metrics.json, or cv/metrics.json of a cross-validated run) and the run's important paths, as text."
-    rp = RunPaths(run_dir)
-    lines = [f"run directory: {rp.root.resolve()}"]
+    rp = RunPaths(Path(run_dir).resolve())                                   # every path where the run is now
+    lines = [f"run directory: {rp.root}"]
     m = load_metrics(rp.metrics) if rp.metrics.exists() else None
     if rp.is_cv: lines += cv_summary(run_dir) + ladder_summary(run_dir)
+    elif m is not None and stale_evaluation(run_dir, m) and not rp.done(m["model"]):
+        lines.append(f"the evaluation in {rp.eval} is of a {m['model']} model whose stage has no valid record now "
+                     f"({m['model']}/done.json is missing or damaged): babycry-run --run-dir {rp.root} runs that stage "
+                     "again")
     elif m is not None and stale_evaluation(run_dir, m):
         lines.append(f"the evaluation in {rp.eval} is of a {m['model']} model that no longer exists (trained again since): "
                      "run 07_evaluation again (-p evaluation.overwrite True; the test split is read once more, and counted)")
@@ -65,9 +69,9 @@ def summary(run_dir) -> str:
                   f"  accuracy           {f(ci['accuracy'])}", f"  macro-F1           {f(ci['macro_f1'])}",
                   f"  balanced accuracy  {t['balanced_accuracy']:.3f}", f"  ROC-AUC (OvR)      {t['roc_auc_ovr_macro']:.3f}",
                   f"  ECE                {t['ece']:.3f}",
-                  f"model:        {m['model_dir']}", f"model card:   {m.get('model_card', Path(m['model_dir'])/'README.md')}",
+                  f"model:        {rp.model(m['model'])}", f"model card:   {rp.model(m['model'])/'README.md'}",
                   f"metrics:      {rp.eval/'metrics.json'} (plots: {rp.eval}/*.png)",
                   f"test split read {len(m.get('test_reads', [None]))} time(s)"]
     else: lines.append("no evaluation yet (eval/metrics.json is missing)")
-    lines.append(f"notebooks:    {rp.notebooks.resolve()}")
+    lines.append(f"notebooks:    {rp.notebooks}")
     return "\n".join(lines)

@@ -87,7 +87,7 @@ def test_cross_validation_on_the_demo_corpus(demo_run, tmp_path, capsys):
     m = json.loads((rp.cv/"metrics.json").read_text())
     for k in ("accuracy", "balanced_accuracy", "macro_f1", "ece"): assert m["ci"][k]["low"] <= m["pooled"][k] <= m["ci"][k]["high"], k
     assert m["ci"]["resample"] == "group" and len(m["per_fold"]) == 2 and m["n_clips"] == len(ok)
-    assert "**This model is fold" in Path(m["model_card"]).read_text()
+    assert "**This model is fold" in (rp.root/m["model_card"]).read_text()          # relative to the run
     assert "out-of-fold metrics of phase1 (2-fold" in capsys.readouterr().out
     assert main(["--run-dir", str(rp.root)] + args[:2]) == 0                       # resumed: every fold's stages skipped
     assert capsys.readouterr().out.count("finished earlier, skipped") == 6
@@ -113,7 +113,8 @@ def ladder_on_the_folds(rp, capsys):
             assert done["params"][kw[0]] == kw[1] and done["params"]["epochs"] == 3      # the fold's own phase-1 settings, one changed
         reads = json.loads((rp.fold(k).root/"test_reads.json").read_text())
         assert [r["model"] for r in reads][-2:] == ["phase1-adapter", "phase1-stats"]
-    assert "### Against the baseline ladder" in Path(json.loads((rp.cv/"metrics.json").read_text())["model_card"]).read_text()
+    card = rp.root/json.loads((rp.cv/"metrics.json").read_text())["model_card"]              # relative to the run
+    assert "### Against the baseline ladder" in card.read_text()
     assert "baseline ladder (" in out and (rp.cv/"ladder.png").exists()
     assert main(["--run-dir", str(rp.root), "--ladder", "--stages", "13"]) == 0 and "finished earlier, skipped" in capsys.readouterr().out
 
