@@ -148,12 +148,13 @@ def corpus_problems(files: pd.DataFrame, cfg: DataConfig) -> list:
             "or change the split (-p data.split 0.8,0.2,0)."] if len(few) else []
 
 # %% ../nbs/01_data.ipynb #ad9e8cf6
-def check_corpus(data_dir, **settings) -> pd.DataFrame:
-    "Discover the corpus in `data_dir` and raise a ValueError naming every problem `corpus_problems` finds; the files otherwise."
+def check_corpus(data_dir, files=None, **settings) -> pd.DataFrame:
+    """Discover the corpus in `data_dir` (or take its `files`: label and group) and raise a ValueError naming every problem
+    `corpus_problems` finds; the files otherwise."""
     cfg = make_config(DataConfig, "01_data", **settings)
-    files = discover(data_dir)
+    files = discover(data_dir) if files is None else files
     problems = corpus_problems(files, cfg)
-    if problems: raise ValueError(f"{data_dir}: " + " ".join(problems))
+    if problems: raise ValueError(f"{data_dir or 'the demo corpus'}: " + " ".join(problems))
     return files
 
 # %% ../nbs/01_data.ipynb #f6598bba

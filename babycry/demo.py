@@ -18,7 +18,7 @@ from .audio import AV_CODECS, can_encode, write_av
 from .corpus import file_md5
 
 # %% auto #0
-__all__ = ['CLASS_VOICES', 'DAC_TAGS', 'DEMO_RATES', 'DEMO_SHARE', 'synth_cry', 'make_demo_corpus', 'make_toy_run']
+__all__ = ['CLASS_VOICES', 'DAC_TAGS', 'DEMO_RATES', 'DEMO_SHARE', 'synth_cry', 'make_demo_corpus', 'demo_plan', 'make_toy_run']
 
 # %% ../nbs/01f_demo.ipynb #24973583
 CLASS_VOICES = {  # f0 (Hz), glide (fraction over a burst), contour, burst and gap (s), harmonic rolloff, noise, vibrato (Hz, depth)
@@ -99,6 +99,16 @@ def make_demo_corpus(path, n_per_class=24, seed=0, bad_files=True) -> Path:
         _write(path/"belly_pain"/f"generated_{p.stem}_1.wav", y, sr)
         _write(path/_dac_name(rng, new_baby(), "lo", ".wav"), synth_cry("hungry", 2.0, 8000, rng), 8000)  # not a class
     return path
+
+# %% ../nbs/01f_demo.ipynb #b84cf958
+def demo_plan(n_per_class=24) -> pd.DataFrame:
+    "The clips `make_demo_corpus(n_per_class=...)` writes, as (label, group) rows, without writing them."
+    rows = []
+    for label in CLASSES:
+        n = max(3, round(n_per_class * DEMO_SHARE.get(label, 1.0))); b = max(3, -(-n // 3))
+        babies = ["hungry-0" if label == "tired" and k == 0 else f"{label}-{k}" for k in range(b)]   # one baby in two classes
+        rows += [dict(label=label, group=babies[i % b]) for i in range(n)]
+    return pd.DataFrame(rows)
 
 # %% ../nbs/01f_demo.ipynb #ffe2c6a9
 def make_toy_run(root, classes=("hungry", "scared", "tired"), n_groups=6, per_group=2, seconds=1.5) -> Path:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_run.ipynb #f30dfd92
 from __future__ import annotations
-import argparse, contextlib, datetime, shutil, sys, time
+import argparse, contextlib, datetime, sys, time
 from pathlib import Path
 
 from .core import CLASSES, DEFAULT_BACKBONE, normalize_label, save_json
@@ -136,18 +136,17 @@ def check_fold_sources(files, folds: int):
                          + (", or 3 folds or more (3 sources each)" if folds == 2 else "") + ".")
 
 # %% ../nbs/09_run.ipynb #5aa5af4b
-def check_data(rows, run_dir=None, make_demo: bool = False):
+def check_data(rows, run_dir=None):
     "What discovery can check before decoding: `check_corpus` (sources), `check_fold_sources`, `check_removal`."
     data, classes = next((r for r in rows if r["notebook"] == "01_data" and r["action"] == "run"), None), None
     d = data and data["params"].get("data_dir")
-    if data and d is None and run_dir is not None:         # the demo corpus: checked once it exists (`make_demo`: now)
-        from babycry.data import demo_data_dir
-        d = demo_data_dir(run_dir) if make_demo else RunPaths(run_dir).root/"demo_corpus"
-        if not (d/".complete").exists(): d = None
-    if d is not None:
+    if data is not None:
         from babycry.data import check_corpus
         settings = {k: v for k, v in data["params"].items() if k in stage_fields("01_data")}
-        files = check_corpus(d, **settings)
+        if d is None:                                            # the demo corpus, as the data stage will write it
+            from babycry.demo import demo_plan
+            files = check_corpus(None, files=demo_plan(), **settings)
+        else: files = check_corpus(d, **settings)
         check_fold_sources(files, make_config(DataConfig, "01_data", **settings).folds)
         classes = sorted(set(files.label) & set(CLASSES))
     check_removal(rows, classes)
@@ -240,13 +239,7 @@ def main(argv=None) -> int:
         check_data(rows, run_dir)                                                     # the corpus, before any decoding
         if a.dry_run: run_pipeline(run_dir, params, stages, a.nbs_dir, True, a.log_output); return 0
         _sigterm_as_interrupt()
-        fresh = not Path(run_dir).exists()
         with run_lock(run_dir):
-            if params.get("data_dir") is None and not (RunPaths(run_dir).root/"demo_corpus"/".complete").exists():
-                try: check_data(rows, run_dir, make_demo=True)                             # the demo corpus, made now
-                except ValueError:
-                    if fresh: shutil.rmtree(run_dir, ignore_errors=True)              # nothing left of a refused run
-                    raise
             save_json(settings_to_keep(given), RunPaths(run_dir).pipeline_json); set_latest_run(run_dir)
             run_pipeline(run_dir, params, stages, a.nbs_dir, False, a.log_output)
     except StageFailed as e:
