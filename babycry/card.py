@@ -13,31 +13,33 @@ from .rundir import RunPaths
 from .metrics import load_metrics
 
 # %% auto #0
-__all__ = ['write_model_card', 'ladder_table', 'write_cv_card']
+__all__ = ['DONATE_A_CRY_HUB_ID', 'LOCAL_DATASET_TYPE', 'METRIC_TYPES', 'EVALUATE_IDS', 'is_hub_id', 'corpus_hub_id',
+           'hub_metadata', 'set_card_dataset', 'write_model_card', 'card_metadata', 'ladder_table', 'write_cv_card']
 
 # %% ../nbs/07b_card.ipynb #5767f2c6
 def _fmt_ci(ci: dict) -> str:
     return f"{ci['point']:.3f} (95% CI {ci['low']:.3f}–{ci['high']:.3f})"
 
-def _yaml_front_matter(metrics: dict, base_model: str | None, cv: dict | None = None) -> str:
-    "The card's YAML header: the test split's numbers, or (`cv`) the pooled out-of-fold numbers of a cross-validated run."
-    import yaml
-    t = dict(metrics["test"], **{k: cv["pooled"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr_macro")}) if cv else metrics["test"]
+def _yaml_front_matter(metrics: dict, hub: dict, cv: dict | None = None) -> str:
+    """The card's YAML header (huggingface_hub's `ModelCardData`): the test split's numbers, or (`cv`) the pooled
+    out-of-fold numbers of a cross-validated run; `hub`: the backbone and the data (`hub_metadata`)."""
+    hh = _hub()
+    t = dict(metrics["test"], **{k: v for k, v in cv["pooled"].items() if k in METRIC_TYPES}) if cv else metrics["test"]
     split, what = ("out-of-fold", f"{cv['folds']}-fold grouped CV, out-of-fold") if cv else ("test", "Test")
-    meta = {"library_name": "transformers", "pipeline_tag": "audio-classification", "license": "apache-2.0",
-            "tags": ["audio-classification", "infant-cry", "hubert", "babycry"],
-            "metrics": ["accuracy", "balanced_accuracy", "f1", "roc_auc"]}
-    if base_model and base_model != "tiny": meta["base_model"] = base_model
-    meta["model-index"] = [{"name": f"babycry-{metrics['model']}", "results": [{
-        "task": {"type": "audio-classification", "name": "Infant cry classification"},
-        "dataset": {"name": metrics.get("dataset", "infant cry recordings"), "type": "audio", "split": split},
-        "metrics": [
-            {"type": "accuracy", "name": f"{what} accuracy", "value": round(t["accuracy"], 4)},
-            {"type": "balanced_accuracy", "name": f"{what} balanced accuracy", "value": round(t["balanced_accuracy"], 4)},
-            {"type": "f1", "name": f"{what} macro-F1", "value": round(t["macro_f1"], 4), "args": {"average": "macro"}},
-            {"type": "roc_auc", "name": f"{what} ROC-AUC (one-vs-rest, macro)", "value": round(t["roc_auc_ovr_macro"], 4)
-             if np.isfinite(t["roc_auc_ovr_macro"]) else None}]}]}]
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
+    data = dict(dataset_type=hub.get("dataset_id") or LOCAL_DATASET_TYPE, dataset_split=split,
+                dataset_name=hub.get("dataset_name") or metrics.get("dataset", "infant cry recordings"))
+    results = [hh.EvalResult(task_type="audio-classification", task_name="Infant cry classification", **data,
+                             metric_type=typ, metric_name=f"{what} {name}", metric_value=round(float(t[k]), 4),
+                             metric_args=args)
+               for k, (typ, name, args) in METRIC_TYPES.items() if _finite(t.get(k))]     # NaN, inf: left out
+    ids = [r.metric_type for r in results if r.metric_type in EVALUATE_IDS]
+    arch = [hub["model_type"]] if hub.get("model_type") else []
+    card = hh.ModelCardData(library_name="transformers", pipeline_tag="audio-classification", license="apache-2.0",
+                            tags=["audio-classification", "infant-cry", *arch, "babycry"],
+                            datasets=[hub["dataset_id"]] if hub.get("dataset_id") else None, metrics=ids or None,
+                            base_model=hub.get("base_model"), eval_results=results or None,
+                            model_name=f"babycry-{metrics['model']}" if results else None)
+    return "---\n" + card.to_yaml() + "\n---\n"
 
 def _audit_lines(audit: dict) -> list:
     "Markdown bullet lines summarising data/audit.json (lists as counts, shortcut checks as Cramér's V, flat dicts inline)."
@@ -72,6 +74,67 @@ def _table(df: pd.DataFrame) -> str:
 def _reads_text(reads: list) -> str:
     if len(reads) <= 1: return "once" + (f" ({reads[0]['time']})." if reads else ".")
     return f"**{len(reads)} times** ({', '.join(r['time'] for r in reads)}): the later numbers are no longer a clean estimate."
+
+# %% ../nbs/07b_card.ipynb #b4e8d019
+DONATE_A_CRY_HUB_ID = "Nooon/Donate_a_cry"   # the cleaned Donate-a-Cry corpus on the Hub (class folders, names)
+LOCAL_DATASET_TYPE = "audiofolder"           # datasets' loader of a local folder of audio: a corpus with no Hub id
+METRIC_TYPES = {                             # metrics.json key: (model-index type, name, args)
+    "accuracy": ("accuracy", "accuracy", None),
+    "balanced_accuracy": ("balanced_accuracy", "balanced accuracy", None),   # no `evaluate` id: a plain name
+    "macro_f1": ("f1", "macro-F1", {"average": "macro"}),
+    "roc_auc_ovr_macro": ("roc_auc", "ROC-AUC (one-vs-rest, macro)", {"multi_class": "ovr", "average": "macro"})}
+EVALUATE_IDS = ("accuracy", "f1", "roc_auc")  # the types above that are `evaluate` metric ids
+
+def _hub():
+    "huggingface_hub (a dependency of transformers), with a clear error where it is missing."
+    try: import huggingface_hub, huggingface_hub.utils
+    except ImportError:
+        raise ImportError("the model card's metadata needs huggingface_hub: pip install huggingface_hub") from None
+    return huggingface_hub
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float, np.number)) and bool(np.isfinite(v))
+
+def is_hub_id(name) -> bool:
+    "Is `name` a Hub repository id `owner/name`, rather than a local folder, a path or 'tiny'?"
+    s, hh = str(name or ""), _hub()
+    if s.count("/") != 1 or s.startswith((".", "/", "~")) or Path(s).expanduser().exists(): return False
+    try: hh.utils.validate_repo_id(s)
+    except hh.utils.HFValidationError: return False
+    return True
+
+def corpus_hub_id(run_dir) -> str | None:
+    """The Hub dataset id of a run's corpus: Donate-a-Cry's when every usable clip of the manifest has a Donate-a-Cry
+    file name (not the synthetic demo corpus, which borrows them), else None."""
+    from babycry.corpus import parse_dac_name
+    rp = RunPaths(run_dir); data_dir = rp.done("data").get("params", {}).get("data_dir")
+    if not data_dir or Path(data_dir).name == "demo_corpus" or not rp.manifest.exists(): return None
+    ok = pd.read_csv(rp.manifest, keep_default_na=False).query("status == 'ok'")
+    return DONATE_A_CRY_HUB_ID if len(ok) and all(parse_dac_name(Path(p).name) for p in ok.path) else None
+
+def hub_metadata(rp, model_dir, metrics: dict) -> dict:
+    """What the card's metadata says of the backbone (its `model_type`; `base_model` if it is a Hub id) and of the
+    data (a Hub dataset id, or None), from the model's `config.json` and the run's records."""
+    f = Path(model_dir)/"config.json"
+    cfg = load_json(f) if f.exists() else {}
+    name = cfg.get("backbone_name") or rp.done("phase1").get("params", {}).get("backbone")
+    dataset_id, local = corpus_hub_id(rp.root), metrics.get("dataset", "infant cry recordings")
+    return dict(model_type=(cfg.get("backbone_config") or {}).get("model_type"),
+                base_model=name if is_hub_id(name) else None, dataset_id=dataset_id,
+                dataset_name=f"Donate-a-Cry ({local})" if dataset_id == DONATE_A_CRY_HUB_ID else local)
+
+def set_card_dataset(text: str, dataset_id: str | None) -> str:
+    """A card's `text` with its data named by the Hub dataset `dataset_id` (`datasets:` and each result's
+    `dataset.type`), or (None, '') by none: no `datasets:`, `type: audiofolder`."""
+    hh = _hub()
+    if dataset_id:
+        try: hh.utils.validate_repo_id(dataset_id)
+        except hh.utils.HFValidationError as e:
+            raise ValueError(f"dataset id {dataset_id!r} is not a Hub id ({e})") from None
+    card = hh.ModelCard(text)
+    card.data.datasets = [dataset_id] if dataset_id else None
+    for r in card.data.eval_results or []: r.dataset_type = dataset_id or LOCAL_DATASET_TYPE
+    return str(card)
 
 # %% ../nbs/07b_card.ipynb #d29d0da4
 def _run_facts(rp, stage: str) -> dict:
@@ -147,10 +210,20 @@ def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None, 
     audit = _audit_lines(load_json(rp.audit)) if rp.audit.exists() else []
     fields = dict(facts, **_result_fields(metrics), stage=stage, audit="\n".join(audit or ["- (no audit found)"]),
                   kind="a fine-tuned" if stage == "phase2" else "an MLP head on a frozen", protocol=_protocol(rp), cv_results=_cv_section(cv) + _ladder_section(ladder))
-    text = _yaml_front_matter(metrics, facts["base"], cv) + "\n" + (files("babycry")/"model_card.md").read_text(encoding="utf-8").format(**fields)
+    text = (_yaml_front_matter(metrics, hub_metadata(rp, model_dir, metrics), cv) + "\n"
+            + (files("babycry")/"model_card.md").read_text(encoding="utf-8").format(**fields))
     with atomic_write(Path(model_dir)/"README.md", encoding="utf-8") as f: f.write(text)
     return Path(model_dir)/"README.md"
 
+
+# %% ../nbs/07b_card.ipynb #f3d8b1c6
+def card_metadata(model_dir, metrics: dict, run_dir, cv: dict | None = None) -> dict:
+    "The YAML metadata `write_model_card` gives the card of `model_dir` (as a dict), written nowhere."
+    import yaml
+    rp, metrics = RunPaths(run_dir), dict(metrics)
+    metrics.setdefault("dataset", _run_facts(rp, metrics["model"])["dataset"])
+    text = _yaml_front_matter(metrics, hub_metadata(rp, model_dir, metrics), cv)
+    return yaml.safe_load(text[len("---\n"):text.rindex("\n---")])
 
 # %% ../nbs/07b_card.ipynb #fc975d43
 def ladder_table(run_dir) -> pd.DataFrame | None:
