@@ -12,7 +12,8 @@ import importlib.abc, importlib.util, sys, warnings
 def _register():
     "Make transformers' Auto classes and pipeline() know babycry models (importing modeling_babycry registers them)."
     if any(getattr(getattr(sys.modules.get(f"babycry.{m}"), "__spec__", None), "_initializing", False)
-           for m in ("modeling_babycry", "pipeline_babycry")): return   # mid-import: that module registers when it is done
+           # mid-import: that module registers when it is done
+           for m in ("modeling_babycry", "pipeline_babycry")): return
     try: from babycry import modeling_babycry   # noqa: F401
     except Exception as e: warnings.warn(f"babycry could not register its model with transformers: {e}")
 

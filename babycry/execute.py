@@ -17,7 +17,8 @@ __all__ = ['SKIP_TAG', 'stage_copy', 'sync_stage_notebooks', 'StageKernel', 'Sta
 SKIP_TAG = "skip-execution"          # nbclient's tag: papermill runs past these cells; nbdev_test and Jupyter run them
 
 def stage_copy(nb_path):
-    "The notebook at `nb_path` without its chapter's checks (code cells tagged `skip-execution`): what a stage run executes."
+    """The notebook at `nb_path` without its chapter's checks (code cells tagged `skip-execution`): what a stage run
+    executes."""
     import nbformat
     nb = nbformat.read(str(nb_path), as_version=4)
     nb.cells = [c for c in nb.cells if SKIP_TAG not in c.get("metadata", {}).get("tags", [])]
@@ -25,7 +26,8 @@ def stage_copy(nb_path):
 
 # %% ../nbs/09b_execute.ipynb #7c809603
 def sync_stage_notebooks(nbs_dir=None) -> list:
-    "Regenerate the parameters cell of every stage notebook in `nbs_dir` (default: the checkout's nbs/) and tag its chapter cells skip-execution; the notebooks changed."
+    """Regenerate the parameters cell of every stage notebook in `nbs_dir` (default: the checkout's nbs/) and tag its
+    chapter cells skip-execution; the notebooks changed."""
     import json, babycry
     from babycry.config import STAGE_SETTINGS, parameters_cell
     nbs_dir, changed = Path(nbs_dir or Path(babycry.__file__).resolve().parent.parent/"nbs"), []
@@ -45,17 +47,26 @@ def sync_stage_notebooks(nbs_dir=None) -> list:
 
 # %% ../nbs/09b_execute.ipynb #b7c67c99
 class StageKernel:
-    "One Jupyter kernel for the consecutive stage notebooks of a run: started once, emptied between notebooks, shut down at the end (its own messages to `log`)."
+    """One Jupyter kernel for the consecutive stage notebooks of a run: started once, emptied between notebooks, shut
+    down at the end (its own messages to `log`)."""
     def __init__(self, kernel_name: str = "python3", cwd=None, log=None):
-        self.kernel_name, self.cwd, self.log, self.km, self.notebooks = kernel_name, str(cwd or os.getcwd()), log, None, 0
+        self.kernel_name, self.cwd, self.log, self.km, self.notebooks = (
+            kernel_name,
+            str(cwd or os.getcwd()),
+            log,
+            None,
+            0,
+        )
 
     def __enter__(self):
         from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
         self.km = AsyncKernelManager(kernel_name=self.kernel_name)
         out = {}
-        if self.log is not None:                          # the kernel process's own messages (not the notebooks' output)
-            Path(self.log).parent.mkdir(parents=True, exist_ok=True); out = dict(stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        # the kernel process's own messages (not the notebooks' output)
+        if self.log is not None:
+            Path(self.log).parent.mkdir(parents=True, exist_ok=True)
+            out = dict(stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         run_sync(self.km.start_kernel)(cwd=self.cwd, **out)
         return self
 
@@ -64,7 +75,9 @@ class StageKernel:
         if self.notebooks:
             import nbformat
             from nbclient import NotebookClient
-            NotebookClient(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%reset -f")]), km=self.km).execute()
+            NotebookClient(
+                nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%reset -f")]), km=self.km
+            ).execute()
         self.notebooks += 1
         return self.km
 
@@ -72,7 +85,8 @@ class StageKernel:
         from jupyter_core.utils import run_sync
         try:
             if self.km is not None and run_sync(self.km.is_alive)(): run_sync(self.km.shutdown_kernel)(now=True)
-        except RuntimeError: pass                           # already shut down (an interrupt stops it on the way out)
+        except RuntimeError:
+            pass  # already shut down (an interrupt stops it on the way out)
         return False
 
 # %% ../nbs/09b_execute.ipynb #9f5a512a
@@ -82,7 +96,8 @@ class StageFailed(RuntimeError):
 # %% ../nbs/09b_execute.ipynb #0d6697ff
 def run_stage(nb: str, params: dict, run_dir, nbs_dir, log_output: bool = False, progress_bar: bool | None = None,
               kernel: StageKernel | None = None) -> float:
-    "Execute stage notebook `nb` (its stage copy) with papermill, in `kernel` if given; return its wall time in seconds."
+    """Execute stage notebook `nb` (its stage copy) with papermill, in `kernel` if given; return its wall time in
+    seconds."""
     import papermill as pm
     out = RunPaths(run_dir).notebooks/f"{nb}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +108,8 @@ def run_stage(nb: str, params: dict, run_dir, nbs_dir, log_output: bool = False,
                             progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
                             **({"km": kernel.fresh()} if kernel is not None else {}))
     except pm.PapermillExecutionError as e:
-        raise StageFailed(f"stage {nb} failed: {e.ename}: {e.evalue}\n  the executed notebook with the traceback: {out}") from None
+        raise StageFailed(
+            f"stage {nb} failed: {e.ename}: {e.evalue}\n  the executed notebook with the traceback: {out}"
+        ) from None
     record_stage(run_dir, nb, params, time.time() - t0)
     return time.time() - t0

@@ -133,7 +133,8 @@ def onnx_session(path, threads: int | None = None):
 
 # %% ../nbs/11_export.ipynb #27c10192
 def torch_int8(module) -> nn.Module:
-    "Dynamic int8 quantisation of the transformer's nn.Linear layers of `module` (a `export_module`), as the ONNX export."
+    """Dynamic int8 quantisation of the transformer's nn.Linear layers of `module` (a `export_module`), as the ONNX
+    export."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bb = module.model.backbone
@@ -196,7 +197,8 @@ def _check(model, fn, n=4, seed=0, seconds=CHECK_SECONDS) -> dict:
 # %% ../nbs/11_export.ipynb #7e83787a
 def export_cpu(model_dir, method: str = "onnx-int8", overwrite: bool = False, threads: int | None = None,
                 convs_as_linear: bool = False) -> Path:
-    "Write a CPU export of the classifier in `model_dir` to `<model_dir>/cpu_export/` with `method`; return that folder."
+    """Write a CPU export of the classifier in `model_dir` to `<model_dir>/cpu_export/` with `method`; return that
+    folder."""
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, not {method!r}.")
     if method.startswith("onnx"): _need_onnx()
     model_dir = Path(model_dir); dest = model_dir/EXPORT_DIR
@@ -279,7 +281,8 @@ def _runner(export_dir, meta, model_dir, threads=None):
 LEGACY_EXPORT = ("fast", "fast.json")      # where babycry wrote its CPU export before it was called that
 
 def export_files(model_dir) -> tuple | None:
-    "(folder, record) of the CPU export in `model_dir` (`cpu_export/export.json`, or an older `fast/fast.json`), or None."
+    """(folder, record) of the CPU export in `model_dir` (`cpu_export/export.json`, or an older `fast/fast.json`), or
+    None."""
     for d, meta in ((EXPORT_DIR, "export.json"), LEGACY_EXPORT):
         if (Path(model_dir)/d/meta).exists(): return Path(model_dir)/d, Path(model_dir)/d/meta
     return None
@@ -293,7 +296,8 @@ def _export_problem(export_dir: Path, meta, model_dir, verify: bool) -> str | No
     art = export_dir/meta["artefact"]
     if art.parent != export_dir or not art.is_file(): return f"its artefact {meta['artefact']} is missing"
     if "artefact_bytes" in meta and art.stat().st_size != meta["artefact_bytes"]:
-        return f"{art.name} has {art.stat().st_size:,} bytes, not the {meta['artefact_bytes']:,} it was written with (damaged or cut short)"
+        return (f"{art.name} has {art.stat().st_size:,} bytes, not the {meta['artefact_bytes']:,} it was written with "
+                "(damaged or cut short)")
     if verify and "artefact_sha256" in meta and file_digest(art) != meta["artefact_sha256"]:
         return f"{art.name} is not the file it was written as (its sha-256 differs: damaged)"
     if verify and meta.get("weights_sha256") != weights_digest(model_dir):
@@ -305,18 +309,22 @@ def load_cpu_export(model_dir, threads: int | None = None, verify: bool = True) 
     found = export_files(model_dir)
     if found is None: return None
     export_dir, meta_file = found
-    fix = f"Run babycry.export.export_cpu({str(model_dir)!r}, overwrite=True) (or babycry-export --overwrite) to refresh it."
-    try: meta = load_json(meta_file)
-    except (OSError, ValueError) as e: meta, why = None, f"its {meta_file.name} cannot be read ({type(e).__name__}: {e})"
+    fix = (f"Run babycry.export.export_cpu({str(model_dir)!r}, overwrite=True) (or babycry-export --overwrite) "
+           "to refresh it.")
+    try:meta = load_json(meta_file)
+    except (OSError, ValueError) as e:meta, why = None, f"its {meta_file.name} cannot be read ({type(e).__name__}: {e})"
     else: why = _export_problem(export_dir, meta, model_dir, verify)
     if why is None and meta["method"].startswith("onnx") and not has_onnxruntime():
-        warnings.warn(f"{export_dir} is an ONNX export but onnxruntime is not installed: `pip install babycry[onnx]` to "
-                      "use it.")
+        warnings.warn(
+            f"{export_dir} is an ONNX export but onnxruntime is not installed: `pip install babycry[onnx]` to "
+            "use it."
+        )
         return None
     if why is None:
-        try: return ExportedClassifier(export_dir, meta, _runner(export_dir, meta, model_dir, threads))
+        try:return ExportedClassifier(export_dir, meta, _runner(export_dir, meta, model_dir, threads))
         except Exception as e: why = f"its back end cannot load it ({type(e).__name__}: {str(e)[:200]})"
-    warnings.warn(f"{export_dir} is not used: {why}, so it is damaged or stale; the PyTorch model answers instead. {fix}")
+    warnings.warn(f"{export_dir} is not used: {why}, so it is damaged or stale; the PyTorch model answers instead. "
+                  f"{fix}")
     return None
 
 # %% ../nbs/11_export.ipynb #929dad54

@@ -138,7 +138,8 @@ def window_probs(model, windows, feature_extractor=None, batch_size: int = 16, e
             if exported is not None: logits = torch.as_tensor(exported(normalize(x).numpy() if norm else x.numpy()))
             elif raw: logits = model(input_values=(normalize(x) if norm else x).to(dev)).logits
             else:
-                inputs = feature_extractor(list(x.numpy()), sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")
+                inputs = feature_extractor(list(x.numpy()), sampling_rate=feature_extractor.sampling_rate,
+                                           return_tensors="pt")
                 logits = model(**{k: v.to(dev) for k, v in inputs.items()}).logits
             out.append(window_scores(logits.cpu(), fn).numpy())
     return np.concatenate(out)
@@ -154,7 +155,8 @@ def cpu_export(model_dir, device=None):
     found = export_files(model_dir)
     if str(device or get_device()) != "cpu" or found is None: return None
     stamp = max(f.stat().st_mtime_ns for f in found[0].iterdir())
-    return _load_cpu_export_cached(str(Path(model_dir).resolve()), stamp)     # a new (or damaged) export is looked at anew
+    # a new (or damaged) export is looked at anew
+    return _load_cpu_export_cached(str(Path(model_dir).resolve()), stamp)
 
 # %% ../nbs/08_inference.ipynb #1bda4c9a
 MIN_SECONDS_WARN, SILENT_DBFS = pipeline_babycry.MIN_SECONDS_WARN, pipeline_babycry.SILENT_DBFS
@@ -199,7 +201,9 @@ def predict(audio, model_dir, sr: int | None = None, hop_seconds: float | None =
     "Label and class probabilities for one recording (path, '-', bytes or array) or a list of them, over windows."
     if errors not in ("raise", "report"): raise ValueError(f"errors must be 'raise' or 'report', not {errors!r}")
     batch_size = _positive_int("batch_size", batch_size)
-    if sr is not None: sr = int(pipeline_babycry._checked("sr", sr, lambda f: f >= 1 and f.is_integer(), "a whole number of Hz above 0"))
+    if sr is not None:
+        sr = int(pipeline_babycry._checked("sr", sr, lambda f: f >= 1 and f.is_integer(),
+                                           "a whole number of Hz above 0"))
     model, fe = load_model(model_dir, device)
     settings = window_settings(model.config, fe, hop_seconds=hop_seconds)
     exported = cpu_export(model_dir, device) if use_cpu_export and model.config.model_type == "babycry" else None
@@ -295,8 +299,9 @@ def expand_inputs(files) -> list:
 
 def main(argv=None) -> int:
     "Entry point of `babycry-predict MODEL_DIR FILE... [--json | --csv] [--segments]`."
-    ap = argparse.ArgumentParser(prog="babycry-predict", description="Classify infant-cry recordings with a saved model "
-                                 "(a babycry model, or any transformers audio classifier).")
+    ap = argparse.ArgumentParser(prog="babycry-predict",
+                                 description="Classify infant-cry recordings with a saved model "
+                                             "(a babycry model, or any transformers audio classifier).")
     ap.add_argument("model_dir", help="a saved model directory, e.g. runs/<name>/phase2/model")
     ap.add_argument("files", nargs="+", help="audio files (wav, mp3, m4a, 3gp, caf, ...; any length and sample rate), "
                                              "folders "
@@ -306,11 +311,12 @@ def main(argv=None) -> int:
     out.add_argument("--csv", action="store_true", help="print CSV: one row per file (and per window with --segments)")
     ap.add_argument("--segments", action="store_true", help="also give the answer of every window (start, end, label, "
                                                             "probabilities)")
-    ap.add_argument("--hop", type=float, default=None, help="seconds between windows (default: the model's, 1.5 s for 3 "
-                                                            "s windows)")
+    ap.add_argument("--hop", type=float, default=None,
+                    help="seconds between windows (default: the model's, 1.5 s for 3 s windows)")
     ap.add_argument("--batch-size", type=int, default=16, help="windows scored at once (default 16)")
     ap.add_argument("--device", default=None, help="torch device (default: cuda, then mps, then cpu)")
-    ap.add_argument("--no-cpu-export", "--no-fast", action="store_true", help="ignore a CPU export in MODEL_DIR (babycry-export)")
+    ap.add_argument("--no-cpu-export", "--no-fast", action="store_true", help="ignore a CPU export in MODEL_DIR "
+                                                                              "(babycry-export)")
     a = ap.parse_args(argv)
     _quiet_transformers()                                  # no load reports or progress bars in a command's output
     if a.batch_size < 1: ap.error(f"--batch-size {a.batch_size} is not allowed: it must be at least 1")
@@ -322,7 +328,8 @@ def main(argv=None) -> int:
         print(f"babycry-predict: cannot load the model from {a.model_dir}: {e}", file=sys.stderr); return 2
     try: window_settings(model.config, fe, hop_seconds=a.hop)
     except ValueError as e:
-        print(f"babycry-predict: {str(e).replace(f'hop_seconds={plain(a.hop)}', f'--hop {plain(a.hop)}')}", file=sys.stderr); return 2
+        msg = str(e).replace(f'hop_seconds={plain(a.hop)}', f'--hop {plain(a.hop)}')
+        print(f"babycry-predict: {msg}", file=sys.stderr); return 2
     files = expand_inputs(a.files)
     audio = [f for f in files if not (isinstance(f, Path) and f.is_dir())]
     results = predict(audio, a.model_dir, hop_seconds=a.hop, batch_size=a.batch_size, device=a.device, errors="report",
@@ -332,7 +339,8 @@ def main(argv=None) -> int:
     if a.json: print(json.dumps(results, indent=2, allow_nan=False))   # strict JSON: no NaN ever reaches a parser
     elif a.csv:
         classes = list(id2label_of(model.config).values())
-        w = csv.DictWriter(sys.stdout, ["file", "window", "start", "end", "label", *[f"p_{c}" for c in classes], "warning", "error"])
+        w = csv.DictWriter(sys.stdout, ["file", "window", "start", "end", "label", *[f"p_{c}" for c in classes],
+                                        "warning", "error"])
         w.writeheader(); w.writerows(csv_rows(results, classes, a.segments))
     else:
         for r in results: print(_format(r, a.segments), file=sys.stderr if r.get("error") else sys.stdout)

@@ -30,8 +30,8 @@ def resolve_nproc(nproc=None) -> int:
     "The number of training processes: `nproc`, or every visible GPU (1 without one); more than the GPUs is an error."
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     n = int(nproc or max(1, gpus))
-    if gpus and n > gpus: raise ValueError(f"nproc={n}, but {gpus} GPU(s) are visible: use nproc <= {gpus} (one process "
-                                           "per GPU).")
+    if gpus and n > gpus:
+        raise ValueError(f"nproc={n}, but {gpus} GPU(s) are visible: use nproc <= {gpus} (one process " "per GPU).")
     return n
 
 # %% ../nbs/04b_launch.ipynb #c4ad7e60
@@ -94,7 +94,8 @@ def rank_main(job_dir):
     spec = load_json(job/"job.json"); mod, name = spec["fn"].split(":")
     try: out = getattr(importlib.import_module(mod), name)(**_decode(spec["kwargs"]))
     except BaseException as e:
-        save_json(dict(rank=r, error=type(e).__name__, message=str(e), traceback=traceback.format_exc(), time=time.time()), job/f"error-{r}.json")
+        error = dict(rank=r, error=type(e).__name__, message=str(e), traceback=traceback.format_exc(), time=time.time())
+        save_json(error, job/f"error-{r}.json")
         raise
     if r == 0: save_json(dict(result=out), job/"result.json")
 

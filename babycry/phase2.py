@@ -17,7 +17,16 @@ from .rundir import (RunPaths, done_record, is_done, mark_done, moved_paths, par
                             replace_stage, verify_stage, work_dir)
 from .dataset import LabelEncoder, collate_clips
 from .model import BabyCryConfig, BabyCryForAudioClassification, freeze_for_phase2, transfer_backbone
-from .train import decay_groups, fit, finish_phase, load_splits, training_args, last_checkpoint, args_precision, recipe_record
+from babycry.train import (
+    decay_groups,
+    fit,
+    finish_phase,
+    load_splits,
+    training_args,
+    last_checkpoint,
+    args_precision,
+    recipe_record,
+)
 from .launch import epoch_steps, per_device_batch, process_rank, rank_report, resolve_nproc, run_ranks
 
 # %% auto #0
@@ -80,10 +89,19 @@ def phase2_model(run_dir, classes, head: str):
     rp = RunPaths(run_dir)
     p1 = BabyCryForAudioClassification.from_pretrained(rp.model("phase1"))
     c = p1.config
-    model = BabyCryForAudioClassification(BabyCryConfig(
-        c.backbone_config, head=head, pooling=c.pooling, weighted_layers=c.weighted_layers, backbone_name=c.backbone_name,
-        feature_extractor=c.feature_extractor, band_limit_hz=getattr(c, "band_limit_hz", None),
-        id2label=dict(enumerate(classes)), label2id={k: i for i, k in enumerate(classes)}))
+    model = BabyCryForAudioClassification(
+        BabyCryConfig(
+            c.backbone_config,
+            head=head,
+            pooling=c.pooling,
+            weighted_layers=c.weighted_layers,
+            backbone_name=c.backbone_name,
+            feature_extractor=c.feature_extractor,
+            band_limit_hz=getattr(c, "band_limit_hz", None),
+            id2label=dict(enumerate(classes)),
+            label2id={k: i for i, k in enumerate(classes)},
+        )
+    )
     report = transfer_backbone(p1, model)
     return model, report
 
@@ -96,7 +114,9 @@ def conv_cache_unsupported(model):
         return f"the {type(bb).__name__} backbone has no feature_extractor + feature_projection pair"
     if any(p.requires_grad for p in fe.parameters()) or getattr(fe, "_requires_grad", False):
         return "the convolutional feature encoder trains (it is not frozen)"
-    moody = sorted({type(m).__name__ for m in fe.modules() if isinstance(m, (nn.Dropout, nn.modules.batchnorm._BatchNorm))})
+    moody = sorted(
+        {type(m).__name__ for m in fe.modules() if isinstance(m, (nn.Dropout, nn.modules.batchnorm._BatchNorm))}
+    )
     if moody: return f"the convolutional feature encoder behaves differently in training ({moody})"
     return None
 
@@ -134,13 +154,16 @@ def extract_conv_features(model, ds, path, precision="fp32", batch_size=INFERENC
     device = torch.device(device) if device is not None else get_device()
     dtype, cuda = dict(bf16=torch.bfloat16, fp16=torch.float16).get(precision), device.type == "cuda"
     fe = model.backbone.feature_extractor.to(device).eval()
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate_clips, num_workers=2 if cuda else 0, pin_memory=cuda)
+    dl = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, collate_fn=collate_clips, num_workers=2 if cuda else 0, pin_memory=cuda
+    )
     path, tmp, arr, i = Path(path), Path(str(path) + ".partial"), None, 0
     for b in tqdm(dl, desc=f"conv encoder, {path.stem}", leave=False):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             f = fe(b["input_values"].to(device, non_blocking=True))
         f = f.to("cpu", torch.float32 if dtype is None else torch.float16).numpy()
-        if not np.isfinite(f).all(): raise ValueError(f"The conv encoder's output overflows {f.dtype}: run phase 2 with cache_encoder=False.")
+        if not np.isfinite(f).all():
+            raise ValueError(f"The conv encoder's output overflows {f.dtype}: run phase 2 with " "cache_encoder=False.")
         if arr is None: arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=f.dtype, shape=(len(ds), *f.shape[1:]))
         arr[i:i + len(f)] = f; i += len(f)
     if arr is None: raise ValueError("extract_conv_features needs at least one clip.")
@@ -163,13 +186,15 @@ class ConvFeatureClips(torch.utils.data.Dataset):
     "Cached conv-encoder outputs (a memory-mapped .npy) with their label ids."
     def __init__(self, path, labels):
         self.path, self.labels, self._x = Path(path), torch.as_tensor(np.asarray(labels)), None
-        if len(self._array()) != len(self.labels): raise ValueError(f"{path} holds {len(self._x)} clips, not {len(self.labels)}.")
+        if len(self._array()) != len(self.labels): raise ValueError(f"{path} holds {len(self._x)} clips, not "
+                                                                    f"{len(self.labels)}.")
     def _array(self):
         if self._x is None: self._x = np.load(self.path, mmap_mode="r")
         return self._x
     def __getstate__(self): return {**self.__dict__, "_x": None}   # workers reopen the memory map
     def __len__(self): return len(self.labels)
-    def __getitem__(self, i): return dict(conv_features=torch.from_numpy(np.array(self._array()[i])), labels=self.labels[i])
+    def __getitem__(self, i):
+        return dict(conv_features=torch.from_numpy(np.array(self._array()[i])), labels=self.labels[i])
 
 # %% ../nbs/06_phase2.ipynb #2fb61084
 def speed_settings(speed: str, batch_size: int | None = None) -> dict:
@@ -193,7 +218,9 @@ def phase2_params(cfg, speed: dict) -> dict:
 # %% ../nbs/06_phase2.ipynb #11ed66b5
 def can_extend(old: dict, new: dict) -> bool:
     "Is `new` the same run as `old` with more epochs (patience may change)?"
-    same = {k: v for k, v in old.items() if k not in ("epochs", "patience")} == {k: v for k, v in new.items() if k not in ("epochs", "patience")}
+    same = {k: v for k, v in old.items() if k not in ("epochs", "patience")} == {
+        k: v for k, v in new.items() if k not in ("epochs", "patience")
+    }
     return same and new["epochs"] > old["epochs"]
 
 # %% ../nbs/06_phase2.ipynb #b70e4ac3
@@ -243,15 +270,25 @@ def commit_phase2(stage, work, params: dict, res: dict, old_done: dict | None = 
 
 # %% ../nbs/06_phase2.ipynb #906c05ce
 def phase2_inputs(model, train_ds, valid_ds, stage, key, cache_encoder: bool, precision="fp32", device=None):
-    "(module, train set, valid set, collator, reason): the cached conv-encoder path, or the waveforms with the reason why not."
+    """(module, train set, valid set, collator, reason): the cached conv-encoder path, or the waveforms with the reason
+    why not."""
     why = "cache_encoder=False" if not cache_encoder else conv_cache_unsupported(model)
     if why:
         print(f"phase 2 runs the conv encoder on every step: {why}")
         return model, train_ds, valid_ds, collate_clips, why
-    paths = {s: cached_conv_features(model, ds, Path(stage)/"conv_features"/f"{s}.npy", key, precision=precision, device=device)
-             for s, ds in (("train", train_ds), ("valid", valid_ds))}
-    return (ConvCached(model), ConvFeatureClips(paths["train"], train_ds.labels), ConvFeatureClips(paths["valid"], valid_ds.labels),
-            None, None)
+    paths = {
+        s: cached_conv_features(
+            model, ds, Path(stage) / "conv_features" / f"{s}.npy", key, precision=precision, device=device
+        )
+        for s, ds in (("train", train_ds), ("valid", valid_ds))
+    }
+    return (
+        ConvCached(model),
+        ConvFeatureClips(paths["train"], train_ds.labels),
+        ConvFeatureClips(paths["valid"], valid_ds.labels),
+        None,
+        None,
+    )
 
 # %% ../nbs/06_phase2.ipynb #87749e5e
 def train_phase2(run_dir, cfg, warmup_epochs=0, stage=None) -> dict:
@@ -270,10 +307,13 @@ def train_phase2(run_dir, cfg, warmup_epochs=0, stage=None) -> dict:
     key = params_hash(dict({s: done_record(getattr(rp, s))["params_hash"] for s in ("data", "phase1", "class_removal")},
                            precision=args_precision(args)))
     with args.main_process_first(desc="conv-encoder cache"):      # rank 0 writes the cache; the others then read it
-        net, tds, vds, collator, why = phase2_inputs(model, train_ds, valid_ds, stage, key, cfg.cache_encoder, args_precision(args), args.device)
+        net, tds, vds, collator, why = phase2_inputs(
+            model, train_ds, valid_ds, stage, key, cfg.cache_encoder, args_precision(args), args.device
+        )
     steps_per_epoch = epoch_steps(len(train_ds), cfg.batch_size, args.world_size)
     resume = None
-    if (stage/"extend.json").exists() and not last_checkpoint(stage/"checkpoints"): resume = load_json(stage/"extend.json")["resume_from"]
+    if (stage / "extend.json").exists() and not last_checkpoint(stage / "checkpoints"):
+        resume = load_json(stage / "extend.json")["resume_from"]
     trainer = fit(net, tds, vds, stage, args, collator, enc.classes, "phase2", cfg.patience,
                   optimizer_factory=lambda m: llrd_optimizer(m, cfg),
                   scheduler_factory=cosine_restarts_factory(cfg, steps_per_epoch, warmup_epochs * steps_per_epoch),
@@ -281,9 +321,17 @@ def train_phase2(run_dir, cfg, warmup_epochs=0, stage=None) -> dict:
     ranks = rank_report(trainer)
     res = finish_phase(trainer, vds, enc.classes, stage, model, "phase2", valid_index=rows["valid"]["index"].values)
     if res is None: return None
-    res.update(world_size=args.world_size, ranks=ranks, seconds=round(time.time() - t0, 1), classes=list(enc.classes), lr_table=lr_table(groups).reset_index().to_dict("records"),
-               precision=args_precision(args), device=str(trainer.args.device), transfer=report,
-               conv_encoder="cached" if why is None else f"run every step ({why})")
+    res.update(
+        world_size=args.world_size,
+        ranks=ranks,
+        seconds=round(time.time() - t0, 1),
+        classes=list(enc.classes),
+        lr_table=lr_table(groups).reset_index().to_dict("records"),
+        precision=args_precision(args),
+        device=str(trainer.args.device),
+        transfer=report,
+        conv_encoder="cached" if why is None else f"run every step ({why})",
+    )
     return res
 
 # %% ../nbs/06_phase2.ipynb #088e8097
@@ -291,7 +339,8 @@ def run_phase2(run_dir, overwrite=False, **settings) -> dict:
     "Phase 2 with `Phase2Config` (`settings` overridden) in `nproc` processes: LLRD, warm restarts; writes `phase2/`."
     rp = RunPaths(run_dir); stage = rp.phase2
     rec = migrate_params(rp.done("phase2").get("params"))
-    if settings.get("speed") not in (None, rec.get("speed")): rec.pop("batch_size", None)    # the batch of the old speed
+    # the batch of the old speed
+    if settings.get("speed") not in (None, rec.get("speed")): rec.pop("batch_size", None)
     cfg = make_config(Phase2Config, "06_phase2", recorded=rec, **settings)
     if not is_done(rp.class_removal):
         raise FileNotFoundError(f"{rp.class_removal} is not finished: run 05_class_removal with run_dir={run_dir!r} "

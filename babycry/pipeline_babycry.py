@@ -54,8 +54,11 @@ def check_windows(window_seconds=WINDOW_SECONDS, hop_seconds=HOP_SECONDS, band_l
     w = _checked("window_seconds", window_seconds, lambda f: 0.1 <= f <= 60, "between 0.1 and 60 seconds")
     h = _checked("hop_seconds", hop_seconds, lambda f: 0.01 <= f <= w,
                  f"between 0.01 seconds and the window length ({plain(w)} s)")
-    b = None if band_limit_hz is None else _checked("band_limit_hz", band_limit_hz, lambda f: f > 0, "a frequency above "
-                                                                                                     "0 Hz, or None")
+    b = (
+        None
+        if band_limit_hz is None
+        else _checked("band_limit_hz", band_limit_hz, lambda f: f > 0, "a frequency above " "0 Hz, or None")
+    )
     return dict(sampling_rate=int(sr), window_seconds=w, hop_seconds=h, band_limit_hz=b)
 
 def window_settings(config, feature_extractor=None, **overrides) -> dict:
@@ -170,7 +173,8 @@ class Window(NamedTuple):
 def audio_warning(n_samples: int, peak: float, sr: int = SAMPLE_RATE) -> str:
     "'' for usable audio, else why an answer on it deserves little trust (too short, or silent)."
     if n_samples < MIN_SECONDS_WARN * sr:
-        return f"only {n_samples / sr:.2f} s of audio (< {MIN_SECONDS_WARN:g} s): padded with silence, the answer is unreliable"
+        return (f"only {n_samples / sr:.2f} s of audio (< {MIN_SECONDS_WARN:g} s): padded with silence, "
+                "the answer is unreliable")
     if 20 * np.log10(peak + 1e-12) < SILENT_DBFS:
         return f"silent (peak below {SILENT_DBFS:g} dBFS): there is no cry to classify"
     return ""
@@ -333,7 +337,8 @@ class BabyCryAudioClassificationPipeline(ChunkPipeline, AudioClassificationPipel
 
     def _windowed(self) -> bool: return hasattr(self.model.config, "window_seconds")
 
-    def _sanitize_parameters(self, top_k=None, function_to_apply=None, hop_seconds=None, return_segments=None, **kwargs):
+    def _sanitize_parameters(self, top_k=None, function_to_apply=None, hop_seconds=None, return_segments=None,
+                             **kwargs):
         pre, fwd, post = AudioClassificationPipeline._sanitize_parameters(self, top_k, function_to_apply, **kwargs)
         if hop_seconds is not None: pre["hop_seconds"] = hop_seconds
         if return_segments is not None: post["return_segments"] = bool(return_segments)
@@ -344,7 +349,8 @@ class BabyCryAudioClassificationPipeline(ChunkPipeline, AudioClassificationPipel
         target = self.feature_extractor.sampling_rate
         if isinstance(inputs, str) and inputs.startswith(("http://", "https://")):
             try: from huggingface_hub.utils import httpx       # what the stock pipeline downloads with
-            except ImportError: raise ImportError("reading a URL needs huggingface_hub: pip install huggingface_hub") from None
+            except ImportError:
+                raise ImportError("reading a URL needs huggingface_hub: pip install huggingface_hub") from None
             inputs = httpx.get(inputs, follow_redirects=True).content
         if isinstance(inputs, (str, os.PathLike, bytes, bytearray)):
             try: return open_audio(inputs)
@@ -354,9 +360,9 @@ class BabyCryAudioClassificationPipeline(ChunkPipeline, AudioClassificationPipel
         sr = target
         if isinstance(inputs, dict):
             if not ("sampling_rate" in inputs and ("raw" in inputs or "array" in inputs)):
-                raise ValueError('When passing a dictionary to AudioClassificationPipeline, the dict needs to contain a '
-                                 '"raw" '
-                                 'key containing the numpy array or torch tensor representing the audio and a '
+                raise ValueError('When passing a dictionary to AudioClassificationPipeline, the dict needs to contain '
+                                 'a '
+                                 '"raw" key containing the numpy array or torch tensor representing the audio and a '
                                  '"sampling_rate" key, containing the sampling_rate associated with that array')
             sr = inputs["sampling_rate"]
             inputs = inputs["raw"] if inputs.get("raw") is not None else inputs["array"]
@@ -429,5 +435,6 @@ def register_pipeline():
         log.setLevel(level)
 
 # %% ../nbs/03b_pipeline_babycry.ipynb #5026b6dc
-if __name__ == "babycry.pipeline_babycry" and "babycry.modeling_babycry" not in sys.modules:
-    import babycry.modeling_babycry   # noqa: F401  installed babycry: the model registers (and this pipeline with it)
+if __name__ == "babycry.pipeline_babycry" and "babycry.modeling_babycry" not in sys.modules:   # installed babycry
+    __import__("importlib").import_module("babycry.modeling_babycry")   # registers the model and this pipeline
+    # (not an import statement: transformers checks a model folder's copy of this file for the packages it imports)
