@@ -12,8 +12,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['CLASSES', 'SAMPLE_RATE', 'CLIP_SECONDS', 'CLIP_SAMPLES', 'DEFAULT_BACKBONE', 'INFERENCE_BATCH', 'LABEL_ALIASES',
-           'normalize_label', 'usual_permissions', 'atomic_write', 'save_json', 'load_json', 'get_device',
-           'get_precision', 'precision_args', 'n_workers', 'parallel_map', 'parallel_imap']
+           'POOL_IDLE_S', 'normalize_label', 'usual_permissions', 'atomic_write', 'save_json', 'load_json',
+           'get_device', 'get_precision', 'precision_args', 'n_workers', 'parallel_map', 'parallel_imap']
 
 # %% ../nbs/00_core.ipynb #9a23e3c3
 CLASSES = ("belly_pain", "burping", "cold_hot", "discomfort", "hungry", "scared", "tired")
@@ -96,7 +96,8 @@ def get_device(prefer: str | None = None):
     import torch
     if prefer: return torch.device(prefer)
     if torch.cuda.is_available(): return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
     return torch.device("cpu")
 
 # %% ../nbs/00_core.ipynb #1cb07caa
@@ -110,7 +111,8 @@ def get_precision(device=None) -> str:
 # %% ../nbs/00_core.ipynb #8e423aec
 def precision_args(precision: str) -> dict:
     "TrainingArguments flags for a precision name (fp16 turns on the grad scaler)."
-    if precision not in ("bf16", "fp16", "fp32"): raise ValueError(f"precision must be bf16, fp16 or fp32, not {precision!r}")
+    if precision not in ("bf16", "fp16", "fp32"):
+        raise ValueError(f"precision must be bf16, fp16 or fp32, not {precision!r}")
     return dict(bf16=precision == "bf16", fp16=precision == "fp16")
 
 # %% ../nbs/00_core.ipynb #77dc80e1
@@ -119,13 +121,19 @@ def n_workers(workers) -> int:
     return max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
 
 # %% ../nbs/00_core.ipynb #3d58a454
+# joblib keeps its worker processes for reuse; idle for this long they exit, so a process that is done never waits
+# on them (the default, 300 s, held every nbdev_test worker for five minutes after its last notebook)
+POOL_IDLE_S = 10
+
 def parallel_map(fn, items, workers=None, desc=None) -> list:
     "`[fn(i) for i in items]` on `workers` processes (joblib), in order, with a tqdm bar."
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
     items, w = list(items), n_workers(workers)
     if w == 1 or len(items) < 2: return [fn(i) for i in tqdm(items, desc=desc, leave=False)]
-    gen = Parallel(n_jobs=w, return_as="generator", batch_size="auto")(delayed(fn)(i) for i in items)
+    gen = Parallel(n_jobs=w, return_as="generator", batch_size="auto", idle_worker_timeout=POOL_IDLE_S)(
+        delayed(fn)(i) for i in items
+    )
     return list(tqdm(gen, total=len(items), desc=desc, leave=False))
 
 # %% ../nbs/00_core.ipynb #fa8762ba
@@ -135,5 +143,7 @@ def parallel_imap(fn, items, workers=None, desc=None):
     from tqdm.auto import tqdm
     items = list(items); w = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     if w == 1 or len(items) < 2: yield from (fn(i) for i in tqdm(items, desc=desc, leave=False)); return
-    gen = Parallel(n_jobs=w, return_as="generator", batch_size="auto")(delayed(fn)(i) for i in items)
+    gen = Parallel(n_jobs=w, return_as="generator", batch_size="auto", idle_worker_timeout=POOL_IDLE_S)(
+        delayed(fn)(i) for i in items
+    )
     yield from tqdm(gen, total=len(items), desc=desc, leave=False)
