@@ -30,6 +30,15 @@ def test_settings_pins_and_tags():
     assert not any(r == "torch" for r in d["requirements"].split()), "a bare torch requirement pulls CUDA wheels"
 
 
+def test_ruff_is_clean():
+    "ruff (ruff.toml: pyflakes on the library and the chapters, lines of at most 120 characters where code is written)."
+    ruff = shutil.which("ruff")
+    assert ruff, "ruff is a dev requirement: pip install -e '.[dev]'"
+    r = subprocess.run([ruff, "check", "babycry", "nbs", "--output-format", "concise"], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
+
+
 def _cells(nb):
     return json.loads((ROOT/"nbs"/f"{nb}.ipynb").read_text())["cells"]
 
