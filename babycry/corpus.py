@@ -159,9 +159,9 @@ def source_table(files: pd.DataFrame) -> pd.DataFrame:
 
 # %% ../nbs/01b_corpus.ipynb #c8038975
 def corpus_classes(labels, drop=()) -> list:
-    """The classes of a corpus whose files carry `labels`: the recipe's classes it has if it has two (the cry-reason
-    task; `lonely` and others are then not classes), else every label but '' and `unknown`; less `drop`."""
+    """The classes of a corpus whose files carry `labels`, less `drop`: the recipe's classes it has if it has two (the
+    cry-reason task), else every label but '' and `unknown` (and Donate-a-Cry's `lonely` beside a recipe class)."""
     drop = {folder_label(d) for d in drop}
     have = set(labels) - {"", "unknown"} - drop
     recipe = [c for c in CLASSES if c in have]
-    return recipe if len(recipe) >= 2 else sorted(have)
+    return recipe if len(recipe) >= 2 else sorted(have - ({"lonely"} if recipe else set()))
