@@ -178,7 +178,8 @@ def _file_checks(files: pd.DataFrame, pr: dict, classes) -> pd.DataFrame:
     df["error"], df["ext"] = [pr[p]["error"] for p in df.path], [Path(p).suffix.lower() for p in df.path]
     df["status"], df["detail"] = "ok", ""
     _mark(df, df.error != "", "unreadable", df.error)
-    _mark(df, ~df.label.isin(classes), "not_a_class", "label '" + df.label + f"' is not one of the classes {list(classes)}")
+    _mark(df, ~df.label.isin(classes), "not_a_class",
+          "label '" + df.label + f"' is not one of the classes {list(classes)}")
     _mark(df, df.duration_s < MIN_SECONDS, "too_short", "shorter than " + str(MIN_SECONDS) + " s")
     _mark(df, df.peak_db < SILENCE_DBFS, "silent", f"peak below {SILENCE_DBFS} dBFS")
     return df
@@ -214,19 +215,20 @@ def source_report(kept: pd.DataFrame) -> dict:
     size, warn = kept.groupby("group").size(), []
     numbered = kept.path.map(lambda p: bool(NUMBERED_RE.search(Path(p).stem))).mean() if len(kept) else 0.0
     if len(size) >= 4 and (size == 1).mean() > 0.5 and numbered > 0.5:
-        warn.append(f"{int((size == 1).sum())} of {len(size)} recording sources hold a single file, and {numbered:.0%} of "
-                    "the file names end in a number, as windows cut from longer recordings do: if they are, windows of "
-                    "one recording can sit on both sides of the split. Give a metadata.csv with a group column (see the "
-                    "README, Corpora), or one sub-folder per recording.")
+        warn.append(f"{int((size == 1).sum())} of {len(size)} recording sources hold a single file, and "
+                    f"{numbered:.0%} of the file names end in a number, as windows cut from longer recordings do: if "
+                    "they are, windows of one recording can sit on both sides of the split. Give a metadata.csv with a "
+                    "group column (see the README, Corpora), or one sub-folder per recording.")
     for c, g in kept.groupby("label"):
         top = g.group.value_counts()
         if len(g) >= 4 and top.iloc[0] > len(g) / 2:
-            warn.append(f"one recording source, {top.index[0]}, holds {top.iloc[0]} of the {len(g)} clips of '{c}': the "
-                        "class is learnt (and tested) mostly on one recording. Add recordings, or check how sources are "
-                        "found (metadata.csv, sub-folders, names).")
+            warn.append(f"one recording source, {top.index[0]}, holds {top.iloc[0]} of the {len(g)} clips of '{c}': "
+                        "the class is learnt (and tested) mostly on one recording. Add recordings, or check how "
+                        "sources are found (metadata.csv, sub-folders, names).")
     largest = kept.groupby(["group", "label"]).size().sort_values(ascending=False, kind="stable").head(5)
     return dict(sources_per_class={str(c): int(n) for c, n in kept.groupby("label").group.nunique().items()},
-                largest_sources=[dict(group=g, label=c, clips=int(n)) for (g, c), n in largest.items()], source_warnings=warn)
+                largest_sources=[dict(group=g, label=c, clips=int(n)) for (g, c), n in largest.items()],
+                source_warnings=warn)
 
 # %% ../nbs/01c_audit.ipynb #6fb3a995
 def _audit_record(df: pd.DataFrame, copies: list, named, classes) -> dict:
@@ -251,8 +253,8 @@ def _audit_record(df: pd.DataFrame, copies: list, named, classes) -> dict:
         **source_report(kept))
 
 def audit_files(files: pd.DataFrame, probes: list, cfg: DataConfig, workers=1, classes=None):
-    """Statuses for every file plus the audit record: (manifest-like DataFrame with `status`/`detail`, audit dict, {path:
-    audio}). `classes`: the corpus's (None: `corpus_classes` of the labels, less `cfg.drop_classes`)."""
+    """Statuses for every file plus the audit record: (manifest-like DataFrame with `status`/`detail`, audit dict,
+    {path: audio}). `classes`: the corpus's (None: `corpus_classes` of the labels, less `cfg.drop_classes`)."""
     pr = {p["path"]: p for p in probes}
     classes = corpus_classes(files.label, cfg.drop_classes) if classes is None else classes
     df = _file_checks(files, pr, classes)

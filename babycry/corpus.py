@@ -116,16 +116,16 @@ def read_metadata(root) -> pd.DataFrame | None:
     fold = m.get("fold", pd.Series("", index=m.index)).str.strip()
     if bad := sorted(v for v in set(fold) - {""} if not v.lstrip("-").isdigit()):
         raise ValueError(f"{f}: fold values {bad[:5]} are not whole numbers")
-    return pd.DataFrame(dict(path=[str(p) for p in paths],
-                             label=m["label"].map(folder_label).where(m["label"].str.strip() != "") if "label" in m else None,
+    label = m["label"].map(folder_label).where(m["label"].str.strip() != "") if "label" in m else None
+    return pd.DataFrame(dict(path=[str(p) for p in paths], label=label,
                              group=("meta:" + m[src].str.strip()).where(m[src].str.strip() != "") if src else None,
                              given_split=split.map(SPLIT_NAMES).fillna(""),
                              given_fold=fold.map(lambda v: int(v) if v else -1))).set_index("path")
 
 # %% ../nbs/01b_corpus.ipynb #0fc3d698
 def discover(data_dir) -> pd.DataFrame:
-    """One row per audio file under `data_dir`: path, label, group, folder_label, tag_label, name_augmented, md5, and how
-    the label and the group were found (label_from, source_rule), the top folder, a given split and fold."""
+    """One row per audio file under `data_dir`: path, label, group, folder_label, tag_label, name_augmented, md5, and
+    how the label and the group were found (label_from, source_rule), the top folder, a given split and fold."""
     root = Path(data_dir) if data_dir is not None else None
     if root is None or not root.is_dir():
         raise FileNotFoundError(f"data_dir {str(data_dir)!r} is not a folder. {LAYOUT_HELP}")
@@ -140,8 +140,10 @@ def discover(data_dir) -> pd.DataFrame:
         if m is not None and isinstance(m.group, str): group, rule = m.group, "metadata"
         rows.append(dict(path=str(p.resolve()), label=label, group=group, folder_label=label if how == "folder" else "",
                          tag_label=dac["label"] if dac else "", name_augmented=bool(AUG_NAME_RE.search(p.stem)),
-                         md5=file_md5(p), label_from=how, source_rule=rule, folder=rel.parts[0] if len(rel.parts) > 1 else "",
-                         given_split=m.given_split if m is not None else "", given_fold=m.given_fold if m is not None else -1))
+                         md5=file_md5(p), label_from=how, source_rule=rule,
+                         folder=rel.parts[0] if len(rel.parts) > 1 else "",
+                         given_split=m.given_split if m is not None else "",
+                         given_fold=m.given_fold if m is not None else -1))
     return pd.DataFrame(rows)
 
 # %% ../nbs/01b_corpus.ipynb #d616f523
@@ -155,7 +157,8 @@ def source_table(files: pd.DataFrame) -> pd.DataFrame:
     g = files.groupby("label")
     return pd.DataFrame(dict(files=g.size(), sources=g.group.nunique(),
                              largest_source=g.group.agg(lambda s: s.value_counts().iloc[0]),
-                             rules=g.source_rule.agg(lambda s: ", ".join(f"{k} {v}" for k, v in s.value_counts().items()))))
+                             rules=g.source_rule.agg(lambda s: ", ".join(f"{k} {v}" for k, v in
+                                                                         s.value_counts().items()))))
 
 # %% ../nbs/01b_corpus.ipynb #c8038975
 def corpus_classes(labels, drop=()) -> list:

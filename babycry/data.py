@@ -15,7 +15,8 @@ from .core import CLIP_SAMPLES, atomic_write, save_json, load_json, parallel_ima
 from .config import DataConfig, make_config, config_record
 from .rundir import RunPaths, done_record, params_hash, mark_done, prepare_stage
 from .audio import AUDIO_EXTS, as_array, band_limit, clip_windows
-from .corpus import LAYOUT_HELP, METADATA, corpus_classes, discover, folder_label, label_table, source_table, walk_files
+from .corpus import (LAYOUT_HELP, METADATA, corpus_classes, discover, folder_label, label_table, source_table,
+                            walk_files)
 from .audit import audit_files, decide_band_limit, scan_file
 from .splits import SPLITS, assign_folds, check_folds, check_split, fold_split, split_groups
 from .augment import augment, item_rng
@@ -139,12 +140,13 @@ def given_problems(usable: pd.DataFrame, cfg: DataConfig) -> list:
     kind, col = ("fold", "given_fold") if cfg.folds else ("split", "given_split")
     vals = usable[col] if col in usable else pd.Series("" if col == "given_split" else -1, index=usable.index)
     none = (vals == "") if col == "given_split" else (vals < 0)
-    if none.all(): return [f"split_from='given' needs a {kind} column in {METADATA} (the corpus has none for these files); "
-                           "give one, or let babycry split (-p data.split_from auto)."]
+    if none.all(): return [f"split_from='given' needs a {kind} column in {METADATA} (the corpus has none for these "
+                           "files); give one, or let babycry split (-p data.split_from auto)."]
     if none.any(): return [f"{int(none.sum())} files have no given {kind} in {METADATA}, e.g. "
                            f"{[Path(p).name for p in usable.path[none][:3]]}: give every file one."]
     if cfg.folds and vals.nunique() != cfg.folds:
-        return [f"{METADATA} gives {vals.nunique()} folds {sorted(set(vals))}, not {cfg.folds}: use --folds {vals.nunique()}."]
+        return [f"{METADATA} gives {vals.nunique()} folds {sorted(set(vals))}, not {cfg.folds}: "
+                f"use --folds {vals.nunique()}."]
     sides = usable.assign(v=vals).groupby("group").v.agg(lambda s: sorted(set(s)))
     if len(both := sides[sides.map(len) > 1]):
         return [f"The given {kind} puts {len(both)} recording source(s) on more than one side, e.g. "
@@ -171,17 +173,19 @@ def corpus_problems(files: pd.DataFrame, cfg: DataConfig) -> list:
     gpc = usable.groupby("label").group.nunique()
     if cfg.folds and usable.group.nunique() < cfg.folds:
         return [f"{cfg.folds}-fold cross-validation needs at least {cfg.folds} recording sources, the corpus has "
-                f"{usable.group.nunique()} (per class: {gpc.to_dict()}). Use fewer folds (-p data.folds K, or --folds K)."]
+                f"{usable.group.nunique()} (per class: {gpc.to_dict()}). Use fewer folds (-p data.folds K, or "
+                "--folds K)."]
     need = _fold_need(cfg.folds) if cfg.folds else sum(f > 0 for f in cfg.split)
     few = gpc[gpc < need]
     have = "; ".join(f"'{c}' has {n}" for c, n in few.items())
     what = (f"{cfg.folds}-fold cross-validation needs at least {need} recording sources of each class (two outside any "
             f"fold, for its train and valid splits): {have}" if cfg.folds else
             f"Too few recording sources for a {need}-way split: {have}, but every class needs {need} (one per split)")
-    other = "use fewer folds (--folds K) or one split (--folds 0)" if cfg.folds else "change the split (-p data.split 0.8,0.2,0)"
+    other = ("use fewer folds (--folds K) or one split (--folds 0)" if cfg.folds
+             else "change the split (-p data.split 0.8,0.2,0)")
     return [f"{what}; one long recording cut into windows is one source. Options: drop the class (-p data.drop_classes "
-            f"{','.join(few.index)}), add recordings, {other}, or name the sources in a {METADATA} (group column) if the "
-            "files come from more recordings than babycry found."] if len(few) else []
+            f"{','.join(few.index)}), add recordings, {other}, or name the sources in a {METADATA} (group column) "
+            "if the files come from more recordings than babycry found."] if len(few) else []
 
 # %% ../nbs/01_data.ipynb #ad9e8cf6
 def check_corpus(data_dir, files=None, **settings) -> pd.DataFrame:
@@ -220,11 +224,13 @@ def _assign_splits(man, ok, cfg) -> pd.DataFrame:
     if cfg.split_from == "given" and (problems := given_problems(man[ok], cfg)):     # after the audit merged copies
         raise ValueError("After the audit: " + " ".join(problems))
     if not cfg.folds:
-        man.loc[ok, "split"] = man.given_split[ok] if cfg.split_from == "given" else split_groups(man[ok], cfg.split, cfg.seed)
+        given = cfg.split_from == "given"
+        man.loc[ok, "split"] = man.given_split[ok] if given else split_groups(man[ok], cfg.split, cfg.seed)
         return check_split(man[ok], cfg.split)
-    given = {f: k for k, f in enumerate(sorted(set(man.given_fold[ok])))}
+    given = {f: k for k, f in enumerate(sorted(set(man.given_fold[ok])))}               # the given folds as 0..K-1
     man["fold"] = -1
-    man.loc[ok, "fold"] = man.given_fold[ok].map(given) if cfg.split_from == "given" else assign_folds(man[ok], cfg.folds, cfg.seed)
+    man.loc[ok, "fold"] = (man.given_fold[ok].map(given) if cfg.split_from == "given"
+                           else assign_folds(man[ok], cfg.folds, cfg.seed))
     return check_folds(man[ok]).rename(columns=lambda f: f"fold{f}")
 
 def _audit_and_split(files, rp, cfg, workers):
@@ -232,7 +238,8 @@ def _audit_and_split(files, rp, cfg, workers):
     probes = parallel_map(partial(scan_file, cache_dir=rp.data/"decoded"), files.path, workers, desc="decoding")
     classes = corpus_classes(files.label, cfg.drop_classes)
     man, audit, audio = audit_files(files, probes, cfg, workers=workers, classes=classes)
-    man.loc[man.label.isin(map(folder_label, cfg.drop_classes)) & (man.status == "not_a_class"), "detail"] = "left out by data.drop_classes"
+    dropped = man.label.isin(map(folder_label, cfg.drop_classes)) & (man.status == "not_a_class")
+    man.loc[dropped, "detail"] = "left out by data.drop_classes"
     for w in audit["source_warnings"]: print(f"WARNING (recording sources): {w}")
     for r in man[man.status == "unreadable"].itertuples(): warnings.warn(f"skipping unreadable file: {r.detail}")
     ok = man.status == "ok"

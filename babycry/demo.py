@@ -150,8 +150,8 @@ def make_windowed_corpus(path, folders=("301 - Crying baby", "fuss", "Laugh", "o
 # %% ../nbs/01f_demo.ipynb #521d90eb
 def make_metadata_corpus(path, labels=("asphyxia", "normal", "pain"), babies=4, clips=3, seconds=2.0, leak=False,
                          seed=0) -> Path:
-    """Numbered files in one folder, `audio/`, described by `metadata.csv` (file_name, label, group, split): babies 0 and
-    1 of each label train, 2 valid, 3 test. `leak=True` puts one clip of the first baby in the test split."""
+    """Numbered files in one folder, `audio/`, described by `metadata.csv` (file_name, label, group, split): babies 0
+    and 1 of each label train, 2 valid, 3 test. `leak=True` puts one clip of the first baby in the test split."""
     rng, path, rows = np.random.default_rng(seed), Path(path), []
     for label, voice in zip(labels, OTHER_VOICES):
         for b in range(babies):
@@ -185,7 +185,7 @@ def make_published_dac(path, tags=("hu", "hu", "hu", "bp", "bp", "bp", "ti", "ti
 
 # %% ../nbs/01f_demo.ipynb #331f4784
 def make_long_recording_corpus(path, windows=24, recordings=4, seconds=1.5, seed=0) -> Path:
-    "Folders `cry/` and `laugh/` of `recordings` recordings cut in three, and `noise/`: one long recording cut in `windows`."
+    "`cry/` and `laugh/`: `recordings` recordings cut in three each; `noise/`: one long recording cut in `windows`."
     rng = np.random.default_rng(seed)
     for folder, voice in (("cry", "belly_pain"), ("laugh", "burping")):
         for k in range(recordings): _windows(path, folder, f"{folder}{k}", voice, 3, seconds, rng, "{r}_{i}.wav")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, contextlib, datetime, sys, time
 from pathlib import Path
 
-from .core import DEFAULT_BACKBONE, normalize_label, save_json
+from .core import DEFAULT_BACKBONE, save_json
 from .config import RENAMED, ClassRemovalConfig, DataConfig, make_config, stage_fields
 from .rundir import RunLocked, RunPaths, new_run_dir, read_record, restore_stage, run_lock, set_latest_run
 from .plan import (LADDER_NOTEBOOK, STAGE_DIRS, STAGE_NOTEBOOKS, check_plan, find_notebooks, format_plan,
