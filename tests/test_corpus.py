@@ -45,6 +45,10 @@ def test_any_label_set_with_windowed_names(tmp_path):
     assert load_json(rp.audit)["source_warnings"] == []
     rc, _, err = _run_main(["--data-dir", str(src), "--runs", str(tmp_path), "--folds", "3", "--dry-run"])
     assert rc == 0, err                                                              # nothing to remove: no hungry here
+    dry = ["--data-dir", str(src), "--runs", str(tmp_path), "--dry-run", "-p", "class_removal.remove_classes"]
+    assert _run_main(dry + ["Laugh"])[0] == 0                                        # a class of this corpus, any spelling
+    rc, _, err = _run_main(dry + ["cat"])
+    assert rc == 2 and "'cat' is not a class name" in err and "crying_baby, fuss, laugh, other" in err, err
 
 
 def test_metadata_csv_wins_and_a_given_split_is_used_or_refused(tmp_path):
