@@ -99,3 +99,20 @@ def test_one_long_recording_cut_into_windows_is_one_source(tmp_path):
     assert sorted(set(check_corpus(src, drop_classes="noise").label)) == ["cry", "laugh", "noise"]
     warn = source_report(files)["source_warnings"]
     assert len(warn) == 1 and "holds 12 of the 12 clips of 'noise'" in warn[0]
+
+
+def test_given_folds_are_used_as_the_folds(tmp_path):
+    "A fold column (here: one baby of each class per fold) with --folds K: the manifest's folds are the given ones."
+    src = make_metadata_corpus(tmp_path/"m", clips=2)
+    meta = pd.read_csv(src/"metadata.csv")
+    meta["fold"] = meta.group.str[-1].astype(int) + 10                                # folds 10..13
+    meta.drop(columns="split").to_csv(src/"metadata.csv", index=False)
+    with pytest.raises(ValueError, match=r"gives 4 folds \[10, 11, 12, 13\], not 5: use --folds 4"):
+        check_corpus(src, split_from="given", folds=5)
+    _quiet(run_data_stage, src, tmp_path/"run", workers=1, split_from="given", folds=4)
+    man = pd.read_csv(RunPaths(tmp_path/"run").manifest, keep_default_na=False)
+    want = dict(zip(meta.file_name.map(lambda n: str((src/n).resolve())), meta.fold - 10))
+    assert (man.fold == man.path.map(want)).all()
+    for k in range(4):                                                               # each fold's test split is that fold
+        f = pd.read_csv(RunPaths(tmp_path/"run").fold(k).manifest, keep_default_na=False)
+        assert set(f.path[f.split == "test"]) == {p for p, v in want.items() if v == k}
