@@ -4,20 +4,21 @@
 
 # %% ../nbs/01c_audit.ipynb #c7aa82b9
 from __future__ import annotations
-import hashlib
+import hashlib, re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import CLASSES, SAMPLE_RATE, parallel_imap
+from .core import SAMPLE_RATE, parallel_imap
 from .config import DataConfig
 from .audio import as_array, read_audio, resample
+from .corpus import corpus_classes
 
 # %% auto #0
-__all__ = ['MIN_SECONDS', 'SILENCE_DBFS', 'QUIET_DBFS', 'ENV_HOP_S', 'envelope', 'fingerprint', 'candidate_pairs',
-           'similar_pairs', 'cramers_v', 'probe_file', 'scan_file', 'find_copies', 'audit_files', 'decide_band_limit',
-           'audit_table']
+__all__ = ['MIN_SECONDS', 'SILENCE_DBFS', 'QUIET_DBFS', 'ENV_HOP_S', 'NUMBERED_RE', 'envelope', 'fingerprint', 'candidate_pairs',
+           'similar_pairs', 'cramers_v', 'probe_file', 'scan_file', 'find_copies', 'source_report', 'audit_files',
+           'decide_band_limit', 'audit_table']
 
 # %% ../nbs/01c_audit.ipynb #c84787ab
 MIN_SECONDS = 0.5           # shorter clips would be mostly padding in a 3 s window
@@ -170,14 +171,15 @@ def _mark(df, mask, status: str, why):
     df.loc[m, "detail"] = why[m] if isinstance(why, pd.Series) else why
     df.loc[m, "status"] = status
 
-def _file_checks(files: pd.DataFrame, pr: dict) -> pd.DataFrame:
+def _file_checks(files: pd.DataFrame, pr: dict, classes) -> pd.DataFrame:
     "The files with what decoding measured of each, and a status: unreadable, not a class, too short, silent, or ok."
     df = files.reset_index(drop=True).copy()
     for c in ["sample_rate", "channels", "duration_s", "rms_db", "peak_db"]: df[c] = [pr[p].get(c, np.nan) for p in df.path]
     df["error"], df["ext"] = [pr[p]["error"] for p in df.path], [Path(p).suffix.lower() for p in df.path]
     df["status"], df["detail"] = "ok", ""
     _mark(df, df.error != "", "unreadable", df.error)
-    _mark(df, ~df.label.isin(CLASSES), "not_a_class", "label '" + df.label + "' is not one of the recipe classes")
+    _mark(df, ~df.label.isin(classes), "not_a_class",
+          "label '" + df.label + f"' is not one of the classes {list(classes)}")
     _mark(df, df.duration_s < MIN_SECONDS, "too_short", "shorter than " + str(MIN_SECONDS) + " s")
     _mark(df, df.peak_db < SILENCE_DBFS, "silent", f"peak below {SILENCE_DBFS} dBFS")
     return df
@@ -205,9 +207,31 @@ def find_copies(df: pd.DataFrame, pr: dict, workers=1) -> tuple:
         copies += [_copy_record(df, pairs, k, keep) for k in members if k != keep]
     return copies, pairs
 
+# %% ../nbs/01c_audit.ipynb #224d7cf1
+NUMBERED_RE = re.compile(r"\d+\)?$")
+
+def source_report(kept: pd.DataFrame) -> dict:
+    "Recording sources of the kept clips: number per class, the largest sources, and warnings when they look wrong."
+    size, warn = kept.groupby("group").size(), []
+    numbered = kept.path.map(lambda p: bool(NUMBERED_RE.search(Path(p).stem))).mean() if len(kept) else 0.0
+    if len(size) >= 4 and (size == 1).mean() > 0.5 and numbered > 0.5:
+        warn.append(f"{int((size == 1).sum())} of {len(size)} recording sources hold a single file, and "
+                    f"{numbered:.0%} of the file names end in a number, as windows cut from longer recordings do: if "
+                    "they are, windows of one recording can sit on both sides of the split. Give a metadata.csv with a "
+                    "group column (see the README, Corpora), or one sub-folder per recording.")
+    for c, g in kept.groupby("label"):
+        top = g.group.value_counts()
+        if len(g) >= 4 and top.iloc[0] > len(g) / 2:
+            warn.append(f"one recording source, {top.index[0]}, holds {top.iloc[0]} of the {len(g)} clips of '{c}': "
+                        "the class is learnt (and tested) mostly on one recording. Add recordings, or check how "
+                        "sources are found (metadata.csv, sub-folders, names).")
+    largest = kept.groupby(["group", "label"]).size().sort_values(ascending=False, kind="stable").head(5)
+    return dict(sources_per_class={str(c): int(n) for c, n in kept.groupby("label").group.nunique().items()},
+                largest_sources=[dict(group=g, label=c, clips=int(n)) for (g, c), n in largest.items()],
+                source_warnings=warn)
 
 # %% ../nbs/01c_audit.ipynb #6fb3a995
-def _audit_record(df: pd.DataFrame, copies: list, named) -> dict:
+def _audit_record(df: pd.DataFrame, copies: list, named, classes) -> dict:
     "The audit: counts by status, label and class, copies, groups spanning classes, label disagreements, shortcuts."
     kept = df[df.status == "ok"]
     spans = kept.groupby("group").label.agg(lambda s: dict(s.value_counts()))
@@ -215,8 +239,8 @@ def _audit_record(df: pd.DataFrame, copies: list, named) -> dict:
     return dict(
         n_files=len(df), status_counts={k: int(v) for k, v in df.status.value_counts().items()},
         labels_found={k: int(v) for k, v in df.label.value_counts().items()},
-        kept_per_class={c: int((kept.label == c).sum()) for c in CLASSES},
-        groups_per_class={c: int(kept[kept.label == c].group.nunique()) for c in CLASSES},
+        classes=list(classes), kept_per_class={c: int((kept.label == c).sum()) for c in classes},
+        groups_per_class={c: int(kept[kept.label == c].group.nunique()) for c in classes},
         duplicates=[c for c in copies if not c["augmented"]],
         augmented_copies=[c for c in copies if c["augmented"]] + [dict(path=p, copy_of="", kind="name") for p in df.path[named]],
         groups_spanning_classes={g: {k: int(v) for k, v in d.items()} for g, d in spans.items() if len(d) > 1},
@@ -225,12 +249,15 @@ def _audit_record(df: pd.DataFrame, copies: list, named) -> dict:
         silent=df.path[df.status == "silent"].tolist(), too_short=df.path[df.status == "too_short"].tolist(),
         quiet_kept=kept[kept.rms_db < QUIET_DBFS][["path", "label", "rms_db", "peak_db"]].round(1).to_dict("records"),
         unreadable=df[df.status == "unreadable"][["path", "detail"]].to_dict("records"),
-        not_a_class={k: int(v) for k, v in df[df.status == "not_a_class"].label.value_counts().items()})
+        not_a_class={k: int(v) for k, v in df[df.status == "not_a_class"].label.value_counts().items()},
+        **source_report(kept))
 
-def audit_files(files: pd.DataFrame, probes: list, cfg: DataConfig, workers=1):
-    "Statuses for every file plus the audit record: (manifest-like DataFrame with `status`/`detail`, audit dict, {path: audio})."
+def audit_files(files: pd.DataFrame, probes: list, cfg: DataConfig, workers=1, classes=None):
+    """Statuses for every file plus the audit record: (manifest-like DataFrame with `status`/`detail`, audit dict,
+    {path: audio}). `classes`: the corpus's (None: `corpus_classes` of the labels, less `cfg.drop_classes`)."""
     pr = {p["path"]: p for p in probes}
-    df = _file_checks(files, pr)
+    classes = corpus_classes(files.label, cfg.drop_classes) if classes is None else classes
+    df = _file_checks(files, pr, classes)
     copies, pairs = find_copies(df, pr, workers)
     for c in copies:
         drop = cfg.drop_augmented_copies if c["augmented"] else cfg.drop_duplicates
@@ -240,8 +267,7 @@ def audit_files(files: pd.DataFrame, probes: list, cfg: DataConfig, workers=1):
     ok = df.status == "ok"
     both = pairs[ok[pairs.i].values & ok[pairs.j].values] if len(pairs) else pairs
     df["group"] = _union_groups(df.group, both[["i", "j"]].values.tolist())    # kept copies share a split
-    return df, _audit_record(df, copies, named), {p: pr[p]["audio"] for p in df.path[ok]}
-
+    return df, _audit_record(df, copies, named, classes), {p: pr[p]["audio"] for p in df.path[ok]}
 
 # %% ../nbs/01c_audit.ipynb #6c0ba35d
 def decide_band_limit(rates, shortcut: dict | None = None, mode: str = "auto", sr: int = SAMPLE_RATE) -> dict:
@@ -279,6 +305,9 @@ def audit_table(audit: dict) -> pd.DataFrame:
         ("too short", len(audit["too_short"]), Path(audit["too_short"][0]).name if audit["too_short"] else ""),
         ("quiet (kept)", len(audit["quiet_kept"]), ", ".join(f"{d['label']} {d['rms_db']} dB" for d in audit["quiet_kept"][:4])),
         ("unreadable", len(audit["unreadable"]), audit["unreadable"][0]["detail"][-90:] if audit["unreadable"] else ""),
-        ("not a recipe class", sum(audit["not_a_class"].values()), str(audit["not_a_class"])),
+        ("not a class", sum(audit["not_a_class"].values()), str(audit["not_a_class"])),
+        ("recording sources per class", sum(audit.get("sources_per_class", {}).values()),
+         ", ".join(f"{c}: {n}" for c, n in audit.get("sources_per_class", {}).items())),
+        *[("WARNING recording sources", "", w) for w in audit.get("source_warnings", [])],
     ]
     return pd.DataFrame(rows, columns=["check", "found", "detail"]).astype({"found": str})

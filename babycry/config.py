@@ -43,6 +43,11 @@ class DataConfig:
     stretch: tuple = setting((0.8, 1.2), "time-stretch rate range", check=_range_ok)
     gain_db: tuple = setting((-6.0, 6.0), "gain range (dB)", check=_range_ok)
     shift_seconds: float = setting(0.5, "circular time shift range, +/- seconds", ge=0)
+    split_from: str = setting("auto", "'auto': babycry splits by recording source; 'given': the split or fold column "
+                                      "of the corpus's metadata.csv (refused if a source would sit on both sides)",
+                              choices=("auto", "given"))
+    drop_classes: tuple = setting((), "labels of the corpus left out before the split (e.g. a class with too few "
+                                      "recording sources); their files are listed in skipped.csv")
     equalize_bandwidth: str = setting("auto", "low-pass every cached clip to the lowest native Nyquist frequency: 'auto' when the audit flags the sample rate as a shortcut", choices=("auto", "always", "never"))
 
 # %% ../nbs/00a_config.ipynb #4e0b3cea
@@ -79,7 +84,9 @@ class Phase1Config(TrainingConfig):
 @dataclass
 class ClassRemovalConfig:
     "05_class_removal: the classes dropped before phase 2."
-    remove_classes: tuple = setting(("hungry",), "classes to drop (a class the corpus does not have is noted and skipped)")
+    remove_classes: tuple = setting(("hungry",), "classes to drop before phase 2: the cry-reason task's default "
+                                                 "drops hungry; on a corpus without it nothing is removed (the absent "
+                                                 "class is noted and skipped), unless named here")
 
 # %% ../nbs/00a_config.ipynb #ef7c5084
 SPEEDS = dict(recipe=dict(batch_size=8, warmup_epochs=0), large_batch=dict(batch_size=256, warmup_epochs=2))

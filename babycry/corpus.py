@@ -13,18 +13,22 @@ from .core import CLASSES, normalize_label
 from .audio import AUDIO_EXTS
 
 # %% auto #0
-__all__ = ['KNOWN_LABELS', 'DAC_RE', 'AUG_NAME_RE', 'LAYOUT_HELP', 'parse_dac_name', 'file_md5', 'walk_files', 'discover']
+__all__ = ['KNOWN_LABELS', 'DAC_RE', 'AUG_NAME_RE', 'METADATA', 'LAYOUT_HELP', 'WINDOW_RE', 'ESC50_RE', 'SPLIT_NAMES',
+           'parse_dac_name', 'folder_label', 'name_source', 'file_md5', 'walk_files', 'read_metadata', 'discover',
+           'label_table', 'source_table', 'corpus_classes']
 
 # %% ../nbs/01b_corpus.ipynb #a62ab7be
 KNOWN_LABELS = CLASSES + ("lonely", "unknown")
 DAC_RE = re.compile(r"(?P<uuid>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-(?P<timestamp>\d+)-"
                     r"(?P<version>[\d.]+)-(?P<gender>[mf])-(?P<age>\d+)-(?P<tag>[a-z]+)$", re.I)
 AUG_NAME_RE = re.compile(r"(?:^|[_\-. ])(generated|augmented|aug)(?=$|[_\-. \d])", re.I)
+METADATA = "metadata.csv"
 LAYOUT_HELP = ("Expected one of these layouts:\n"
-               "  <data_dir>/<class>/<file>.wav        class folders (Kaggle baby-cry layout), e.g. hungry/a.wav, belly_pain/b.ogg\n"
+               "  <data_dir>/<class>/<file>.wav        class folders, any two or more (e.g. hungry/a.wav, cry/b.ogg)\n"
                "  <data_dir>/<uuid>-<timestamp>-<version>-<gender>-<age>-<tag>.<ext>   Donate-a-Cry names, tags "
                "hu bu bp dc ti lo ch sc dk\n"
-               f"with at least two of the classes {', '.join(CLASSES)} and audio files ending in {' '.join(AUDIO_EXTS)}.")
+               f"  <data_dir>/{METADATA} with columns file_name, label, group (or source), optionally split or fold\n"
+               f"with at least two classes and audio files ending in {' '.join(AUDIO_EXTS)}.")
 
 def parse_dac_name(name: str) -> dict | None:
     "The fields of a Donate-a-Cry file name (uuid lower-cased, tag normalised to a label), or None."
@@ -32,6 +36,24 @@ def parse_dac_name(name: str) -> dict | None:
     if m is None: return None
     d = m.groupdict()
     return {**d, "uuid": d["uuid"].lower(), "label": normalize_label(d["tag"])}
+
+# %% ../nbs/01b_corpus.ipynb #caf9eaa6
+def folder_label(name: str) -> str:
+    "The label a folder name stands for: leading numbers and punctuation dropped, then `normalize_label`."
+    return normalize_label(re.sub(r"^[\W\d_]+", "", str(name)) or name)
+
+# %% ../nbs/01b_corpus.ipynb #4de8b227
+WINDOW_RE = re.compile(r"^(?P<stem>.*?[^\W_])(?:[ _-]+(?P<n>\d+)|\s*\((?P<p>\d+)\))$")
+ESC50_RE = re.compile(r"^(?P<fold>\d+)-(?P<clip>\d+)-(?P<take>[A-Za-z]+)(?:-(?P<target>\d+))?$")
+
+def name_source(name: str) -> tuple:
+    "(recording, rule) of an audio file name: ESC-50 clip id, the stem of a numbered window, or the file itself."
+    stem = Path(name).stem
+    if m := ESC50_RE.match(stem): return m["clip"], "clip_id"
+    if m := WINDOW_RE.match(stem):
+        s = m["stem"]
+        return (s[:-len(Path(s).suffix)] if Path(s).suffix.lower() in AUDIO_EXTS else s), "window"
+    return stem, "file"
 
 # %% ../nbs/01b_corpus.ipynb #8fd4a430
 def file_md5(path, chunk=1 << 20) -> str:
@@ -42,19 +64,22 @@ def file_md5(path, chunk=1 << 20) -> str:
     return h.hexdigest()
 
 # %% ../nbs/01b_corpus.ipynb #e1bcceb0
-def _folder_label(rel: Path) -> str:
-    "The innermost parent folder that names a known label, else the top folder's name ('' for files at the top)."
+def _label(rel: Path, dac: dict | None) -> tuple:
+    "(label, from, index of the folder that gave it): a known-class folder, the Donate-a-Cry tag, the top folder."
     parents = rel.parts[:-1]
-    for p in reversed(parents):
-        if normalize_label(p) in KNOWN_LABELS: return normalize_label(p)
-    return normalize_label(parents[0]) if parents else ""
+    for i in reversed(range(len(parents))):
+        if folder_label(parents[i]) in KNOWN_LABELS: return folder_label(parents[i]), "folder", i
+    if dac: return dac["label"], "tag", None
+    return (folder_label(parents[0]), "folder", 0) if parents else ("", "", None)
 
-def _group(rel: Path, dac: dict | None) -> str:
-    if dac: return dac["uuid"]
+def _group(rel: Path, dac: dict | None, at) -> tuple:
+    "(group, rule): the uuid, a sub-folder below the class folder at `at`, else what the file name says."
+    if dac: return dac["uuid"], "uuid"
     parents = rel.parts[:-1]
-    for i, p in enumerate(parents):
-        if normalize_label(p) in KNOWN_LABELS and i + 1 < len(parents): return "/".join(parents[:i + 2])
-    return "file:" + rel.as_posix()
+    if at is not None and at + 1 < len(parents): return "/".join(parents[:at + 2]), "subfolder"
+    src, rule = name_source(rel.name)
+    if rule == "clip_id": return f"clip:{src}", rule
+    return (f"name:{'/'.join(parents + (src,))}", rule) if rule == "window" else ("file:" + rel.as_posix(), rule)
 
 def walk_files(root) -> list:
     "Every file under `root`, hidden ones left out, following symbolic links to folders (each real folder once)."
@@ -67,18 +92,79 @@ def walk_files(root) -> list:
         out += [Path(d)/f for f in files if not f.startswith(".") and os.path.isfile(os.path.join(d, f))]
     return sorted(out)
 
+# %% ../nbs/01b_corpus.ipynb #807e02ae
+SPLIT_NAMES = {"train": "train", "training": "train", "valid": "valid", "validation": "valid", "val": "valid",
+               "dev": "valid", "test": "test", "eval": "test", "evaluation": "test"}
+
+def read_metadata(root) -> pd.DataFrame | None:
+    "`root`'s `metadata.csv` as rows (path, label, group, given_split, given_fold; '' or -1 where not given), or None."
+    f = Path(root)/METADATA
+    if not f.exists(): return None
+    m = pd.read_csv(f, dtype=str, keep_default_na=False)
+    m.columns = [c.strip().lower() for c in m.columns]
+    if "file_name" not in m: raise ValueError(f"{f}: no file_name column (the path of each file relative to {root}); "
+                                              f"its columns are {list(m.columns)}")
+    paths = [(Path(root)/n).resolve() for n in m.file_name]
+    if len(set(paths)) < len(paths): raise ValueError(f"{f}: a file is listed twice; list each file once")
+    if missing := [n for n, p in zip(m.file_name, paths) if not p.is_file()]:
+        raise ValueError(f"{f}: {len(missing)} listed file(s) do not exist, e.g. {missing[:3]}: fix file_name "
+                         f"(relative to {root}) or remove the rows")
+    src = next((c for c in ("group", "source") if c in m), None)
+    split = m.get("split", pd.Series("", index=m.index)).str.strip().str.lower()
+    if bad := sorted(set(split) - set(SPLIT_NAMES) - {""}):
+        raise ValueError(f"{f}: split values {bad} are not train, valid or test")
+    fold = m.get("fold", pd.Series("", index=m.index)).str.strip()
+    if bad := sorted(v for v in set(fold) - {""} if not v.lstrip("-").isdigit()):
+        raise ValueError(f"{f}: fold values {bad[:5]} are not whole numbers")
+    label = m["label"].map(folder_label).where(m["label"].str.strip() != "") if "label" in m else None
+    return pd.DataFrame(dict(path=[str(p) for p in paths], label=label,
+                             group=("meta:" + m[src].str.strip()).where(m[src].str.strip() != "") if src else None,
+                             given_split=split.map(SPLIT_NAMES).fillna(""),
+                             given_fold=fold.map(lambda v: int(v) if v else -1))).set_index("path")
+
 # %% ../nbs/01b_corpus.ipynb #0fc3d698
 def discover(data_dir) -> pd.DataFrame:
-    "One row per audio file under `data_dir`: path, label, group, folder_label, tag_label, name_augmented, md5."
+    """One row per audio file under `data_dir`: path, label, group, folder_label, tag_label, name_augmented, md5, and
+    how the label and the group were found (label_from, source_rule), the top folder, a given split and fold."""
     root = Path(data_dir) if data_dir is not None else None
     if root is None or not root.is_dir():
         raise FileNotFoundError(f"data_dir {str(data_dir)!r} is not a folder. {LAYOUT_HELP}")
     paths = [p for p in walk_files(root) if p.suffix.lower() in AUDIO_EXTS]
     if not paths: raise ValueError(f"No audio files found under {root}. {LAYOUT_HELP}")
-    rows = []
+    meta, rows = read_metadata(root), []
     for p in paths:
-        rel = p.relative_to(root); dac = parse_dac_name(p.name); folder = _folder_label(rel)
-        tag = dac["label"] if dac else ""
-        rows.append(dict(path=str(p.resolve()), label=folder or tag, group=_group(rel, dac), folder_label=folder,
-                         tag_label=tag, name_augmented=bool(AUG_NAME_RE.search(p.stem)), md5=file_md5(p)))
+        rel = p.relative_to(root); dac = parse_dac_name(p.name)
+        label, how, at = _label(rel, dac); group, rule = _group(rel, dac, at)
+        m = meta.loc[str(p.resolve())] if meta is not None and str(p.resolve()) in meta.index else None
+        if m is not None and isinstance(m.label, str): label, how = m.label, "metadata"
+        if m is not None and isinstance(m.group, str): group, rule = m.group, "metadata"
+        rows.append(dict(path=str(p.resolve()), label=label, group=group, folder_label=label if how == "folder" else "",
+                         tag_label=dac["label"] if dac else "", name_augmented=bool(AUG_NAME_RE.search(p.stem)),
+                         md5=file_md5(p), label_from=how, source_rule=rule,
+                         folder=rel.parts[0] if len(rel.parts) > 1 else "",
+                         given_split=m.given_split if m is not None else "",
+                         given_fold=m.given_fold if m is not None else -1))
     return pd.DataFrame(rows)
+
+# %% ../nbs/01b_corpus.ipynb #d616f523
+def label_table(files: pd.DataFrame) -> pd.DataFrame:
+    "Files per top folder and label, with where the label came from (folder, tag, metadata)."
+    t = files.assign(folder=files.folder.replace("", "(top)"), label=files.label.replace("", "(none)"))
+    return t.groupby(["folder", "label", "label_from"]).size().rename("files").reset_index()
+
+def source_table(files: pd.DataFrame) -> pd.DataFrame:
+    "Per label: files, recording sources, files of its largest source, and the rules that found them."
+    g = files.groupby("label")
+    return pd.DataFrame(dict(files=g.size(), sources=g.group.nunique(),
+                             largest_source=g.group.agg(lambda s: s.value_counts().iloc[0]),
+                             rules=g.source_rule.agg(lambda s: ", ".join(f"{k} {v}" for k, v in
+                                                                         s.value_counts().items()))))
+
+# %% ../nbs/01b_corpus.ipynb #c8038975
+def corpus_classes(labels, drop=()) -> list:
+    """The classes of a corpus whose files carry `labels`, less `drop`: the recipe's classes it has if it has two (the
+    cry-reason task), else every label but '' and `unknown` (and Donate-a-Cry's `lonely` beside a recipe class)."""
+    drop = {folder_label(d) for d in drop}
+    have = set(labels) - {"", "unknown"} - drop
+    recipe = [c for c in CLASSES if c in have]
+    return recipe if len(recipe) >= 2 else sorted(have - ({"lonely"} if recipe else set()))

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import CLASSES, CLIP_SAMPLES, atomic_write, save_json, load_json, parallel_imap, parallel_map
+from .core import CLIP_SAMPLES, atomic_write, save_json, load_json, parallel_imap, parallel_map
 from .config import DataConfig, make_config, config_record
 from .rundir import RunPaths, done_record, params_hash, mark_done, prepare_stage
 from .audio import AUDIO_EXTS, as_array, band_limit, clip_windows
-from .corpus import LAYOUT_HELP, discover, walk_files
+from .corpus import (LAYOUT_HELP, METADATA, corpus_classes, discover, folder_label, label_table, source_table,
+                            walk_files)
 from .audit import audit_files, decide_band_limit, scan_file
 from .splits import SPLITS, assign_folds, check_folds, check_split, fold_split, split_groups
 from .augment import augment, item_rng
@@ -23,7 +24,7 @@ from .demo import make_demo_corpus
 
 # %% auto #0
 __all__ = ['CACHE_VERSION', 'MANIFEST_COLUMNS', 'NpyRows', 'build_split', 'cache_key', 'save_split', 'cached_split',
-           'demo_data_dir', 'corpus_problems', 'check_corpus', 'run_data_stage']
+           'demo_data_dir', 'given_problems', 'corpus_problems', 'check_corpus', 'run_data_stage']
 
 # %% ../nbs/01_data.ipynb #a733f33a
 class NpyRows:
@@ -120,32 +121,71 @@ def demo_data_dir(run_dir) -> Path:
 def _write_csv(df, path):
     with atomic_write(path, "w", newline="") as f: df.to_csv(f, index=False)
 
-def _recipe_classes(man):
+def _kept_classes(man, classes) -> list:
+    "The corpus's `classes` that kept usable clips after the audit (two at least)."
     have = set(man.label[man.status == "ok"])
-    classes = [c for c in CLASSES if c in have]
-    if len(classes) < 2:
-        raise ValueError(f"Need at least two recipe classes with usable clips, found {classes or 'none'} "
+    kept = [c for c in classes if c in have]
+    if len(kept) < 2:
+        raise ValueError(f"Need at least two classes with usable clips, found {kept or 'none'} of {list(classes)} "
                          f"(statuses: {dict(man.status.value_counts())}). {LAYOUT_HELP}")
-    return classes
+    return kept
 
 # %% ../nbs/01_data.ipynb #37a58d71
+def _fold_need(folds: int) -> int:
+    "Sources a class needs for K folds: two outside the fold that holds the most of them (train and valid)."
+    return next(n for n in range(2, 99) if n - -(-n // folds) >= 2)
+
+def given_problems(usable: pd.DataFrame, cfg: DataConfig) -> list:
+    "What is wrong with the split or folds `metadata.csv` gives the `usable` files, for `split_from='given'`."
+    kind, col = ("fold", "given_fold") if cfg.folds else ("split", "given_split")
+    vals = usable[col] if col in usable else pd.Series("" if col == "given_split" else -1, index=usable.index)
+    none = (vals == "") if col == "given_split" else (vals < 0)
+    if none.all(): return [f"split_from='given' needs a {kind} column in {METADATA} (the corpus has none for these "
+                           "files); give one, or let babycry split (-p data.split_from auto)."]
+    if none.any(): return [f"{int(none.sum())} files have no given {kind} in {METADATA}, e.g. "
+                           f"{[Path(p).name for p in usable.path[none][:3]]}: give every file one."]
+    if cfg.folds and vals.nunique() != cfg.folds:
+        return [f"{METADATA} gives {vals.nunique()} folds {sorted(set(vals))}, not {cfg.folds}: "
+                f"use --folds {vals.nunique()}."]
+    sides = usable.assign(v=vals).groupby("group").v.agg(lambda s: sorted(set(s)))
+    if len(both := sides[sides.map(len) > 1]):
+        return [f"The given {kind} puts {len(both)} recording source(s) on more than one side, e.g. "
+                + "; ".join(f"{g}: {v}" for g, v in both.head(3).items())
+                + f". Fix the {kind} column of {METADATA}, or let babycry split by source (-p data.split_from auto)."]
+    if not cfg.folds:
+        t = pd.crosstab(usable.label, vals).reindex(columns=["train", "valid", *(["test"] * ("test" in set(vals)))],
+                                                     fill_value=0)
+        if (t == 0).any().any():
+            return [f"The given split leaves a class out of a split (clips per class and split: {t.to_dict('index')}): "
+                    "every class needs clips in train, valid and (if there is one) test."]
+    return []
+
 def corpus_problems(files: pd.DataFrame, cfg: DataConfig) -> list:
     "What makes the discovered `files` unusable with `cfg` before any decoding (empty: nothing), each with what to do."
-    usable = files[files.label.isin(CLASSES)]
-    classes = sorted(set(usable.label))
+    labels = sorted(set(files.label) - {""})
+    if bad := [d for d in cfg.drop_classes if folder_label(d) not in labels]:
+        return [f"data.drop_classes names {bad}, not labels of this corpus: its labels are {labels}."]
+    classes = corpus_classes(files.label, cfg.drop_classes)
     if len(classes) < 2:
-        return [f"Need at least two recipe classes, found {classes or 'none'} among the labels {sorted(set(files.label) - {''})}. {LAYOUT_HELP}"]
+        return [f"Need at least two classes, found {classes or 'none'} among the labels {labels}. {LAYOUT_HELP}"]
+    usable = files[files.label.isin(classes)]
+    if cfg.split_from == "given": return given_problems(usable, cfg)
     gpc = usable.groupby("label").group.nunique()
-    if cfg.folds:
-        if usable.group.nunique() < cfg.folds:
-            return [f"{cfg.folds}-fold cross-validation needs at least {cfg.folds} recording sources, the corpus has "
-                    f"{usable.group.nunique()} (per class: {gpc.to_dict()}). Use fewer folds (-p data.folds K, or --folds K)."]
-        return []
-    need = sum(f > 0 for f in cfg.split)
+    if cfg.folds and usable.group.nunique() < cfg.folds:
+        return [f"{cfg.folds}-fold cross-validation needs at least {cfg.folds} recording sources, the corpus has "
+                f"{usable.group.nunique()} (per class: {gpc.to_dict()}). Use fewer folds (-p data.folds K, or "
+                "--folds K)."]
+    need = _fold_need(cfg.folds) if cfg.folds else sum(f > 0 for f in cfg.split)
     few = gpc[gpc < need]
-    return [f"Too few recording sources for a {need}-way split: " + "; ".join(f"'{c}' has {n}" for c, n in few.items())
-            + f", but every class needs {need} (one per split). Options: drop the class (remove its folder), add recordings, "
-            "or change the split (-p data.split 0.8,0.2,0)."] if len(few) else []
+    have = "; ".join(f"'{c}' has {n}" for c, n in few.items())
+    what = (f"{cfg.folds}-fold cross-validation needs at least {need} recording sources of each class (two outside any "
+            f"fold, for its train and valid splits): {have}" if cfg.folds else
+            f"Too few recording sources for a {need}-way split: {have}, but every class needs {need} (one per split)")
+    other = ("use fewer folds (--folds K) or one split (--folds 0)" if cfg.folds
+             else "change the split (-p data.split 0.8,0.2,0)")
+    return [f"{what}; one long recording cut into windows is one source. Options: drop the class (-p data.drop_classes "
+            f"{','.join(few.index)}), add recordings, {other}, or name the sources in a {METADATA} (group column) "
+            "if the files come from more recordings than babycry found."] if len(few) else []
 
 # %% ../nbs/01_data.ipynb #ad9e8cf6
 def check_corpus(data_dir, files=None, **settings) -> pd.DataFrame:
@@ -173,19 +213,34 @@ def _summary_line(summary: dict, skipped: pd.DataFrame) -> str:
             f"files ({'skipped ' + ', '.join(f'{n} {k}' for k, n in why.items()) if len(why) else 'none skipped'}; "
             f"listed in data/skipped.csv); {cached} cached clips; classes {summary['classes']}")
 
+def _given_fractions(files, cfg) -> tuple:
+    "The train, valid, test fractions of a given split (the `split` setting does not apply to it)."
+    v = files.given_split[files.label.isin(corpus_classes(files.label, cfg.drop_classes))]
+    return tuple(float((v == s).mean()) for s in SPLITS)
+
 def _assign_splits(man, ok, cfg) -> pd.DataFrame:
     "Set `man`'s `split` (one split) or `fold` (K folds; `split` left empty) for the usable rows `ok`; return their table."
     man["split"] = ""
+    if cfg.split_from == "given" and (problems := given_problems(man[ok], cfg)):     # after the audit merged copies
+        raise ValueError("After the audit: " + " ".join(problems))
     if not cfg.folds:
-        man.loc[ok, "split"] = split_groups(man[ok], cfg.split, cfg.seed)
+        given = cfg.split_from == "given"
+        man.loc[ok, "split"] = man.given_split[ok] if given else split_groups(man[ok], cfg.split, cfg.seed)
         return check_split(man[ok], cfg.split)
-    man["fold"] = -1; man.loc[ok, "fold"] = assign_folds(man[ok], cfg.folds, cfg.seed)
+    given = {f: k for k, f in enumerate(sorted(set(man.given_fold[ok])))}               # the given folds as 0..K-1
+    man["fold"] = -1
+    man.loc[ok, "fold"] = (man.given_fold[ok].map(given) if cfg.split_from == "given"
+                           else assign_folds(man[ok], cfg.folds, cfg.seed))
     return check_folds(man[ok]).rename(columns=lambda f: f"fold{f}")
 
 def _audit_and_split(files, rp, cfg, workers):
     "Decode every file (streamed to `data/decoded`), audit, split the usable clips by group; write manifest, audit, labels."
     probes = parallel_map(partial(scan_file, cache_dir=rp.data/"decoded"), files.path, workers, desc="decoding")
-    man, audit, audio = audit_files(files, probes, cfg, workers=workers)
+    classes = corpus_classes(files.label, cfg.drop_classes)
+    man, audit, audio = audit_files(files, probes, cfg, workers=workers, classes=classes)
+    dropped = man.label.isin(map(folder_label, cfg.drop_classes)) & (man.status == "not_a_class")
+    man.loc[dropped, "detail"] = "left out by data.drop_classes"
+    for w in audit["source_warnings"]: print(f"WARNING (recording sources): {w}")
     for r in man[man.status == "unreadable"].itertuples(): warnings.warn(f"skipping unreadable file: {r.detail}")
     ok = man.status == "ok"
     table = _assign_splits(man, ok, cfg)
@@ -193,7 +248,7 @@ def _audit_and_split(files, rp, cfg, workers):
     if audit["band_limit"]["applied"]: print(f"band limit: {audit['band_limit']['reason']}")
     _write_csv(man[MANIFEST_COLUMNS + ["fold"] * bool(cfg.folds)], rp.manifest)
     save_json(dict(audit, split_clips={s: {c: int(n) for c, n in table[s].items()} for s in table}), rp.audit)
-    save_json({"classes": _recipe_classes(man)}, rp.labels)
+    save_json({"classes": _kept_classes(man, classes)}, rp.labels)
     return man, audit, audio, table
 
 def _cache_splits(man, audio, rp, cfg, params, workers) -> tuple:
@@ -246,12 +301,16 @@ def run_data_stage(data_dir, run_dir, overwrite=False, workers=None, **settings)
     data_dir = demo_data_dir(run_dir) if data_dir is None else Path(data_dir)
     files = discover(data_dir)
     if problems := corpus_problems(files, cfg): raise ValueError(f"{data_dir}: " + " ".join(problems))   # before any decoding
+    if cfg.split_from == "given" and not cfg.folds: cfg = dataclasses.replace(cfg, split=_given_fractions(files, cfg))
     params = config_record(cfg, data_dir=str(Path(data_dir).resolve()), inputs=params_hash(sorted(zip(files.path, files.md5))))
     state = prepare_stage(rp.data, params, overwrite, defaults=config_record(DataConfig()))
     if state == "skip":
         print(f"data stage already done in {rp.data} with these parameters and inputs: skipping (overwrite=True redoes it).")
         return {**done_record(rp.data)["summary"], "skipped": True}
-    print(f"data stage ({state}): {len(files)} audio files under {data_dir}")
+    print(f"data stage ({state}): {len(files)} audio files under {data_dir}; labels by folder:")
+    print(label_table(files).to_string(index=False))
+    print(f"classes: {corpus_classes(files.label, cfg.drop_classes)}; recording sources per label:")
+    print(source_table(files).to_string())
     shutil.rmtree(rp.data/"decoded", ignore_errors=True)    # the 16 kHz clips, read back to check copies and cut windows
     man, audit, audio, table = _audit_and_split(files, rp, cfg, workers)
     skipped = _skipped(man, data_dir); _write_csv(skipped, rp.skipped)
@@ -265,4 +324,3 @@ def run_data_stage(data_dir, run_dir, overwrite=False, workers=None, **settings)
     mark_done(rp.data, params, summary=summary)
     print(_summary_line(summary, skipped))
     return summary
-

@@ -18,7 +18,9 @@ from .audio import AV_CODECS, can_encode, write_av
 from .corpus import file_md5
 
 # %% auto #0
-__all__ = ['CLASS_VOICES', 'DAC_TAGS', 'DEMO_RATES', 'DEMO_SHARE', 'synth_cry', 'make_demo_corpus', 'demo_plan', 'make_toy_run']
+__all__ = ['CLASS_VOICES', 'DAC_TAGS', 'DEMO_RATES', 'DEMO_SHARE', 'WINDOW_NAMES', 'OTHER_VOICES', 'synth_cry',
+           'make_demo_corpus', 'demo_plan', 'make_toy_run', 'make_windowed_corpus', 'make_metadata_corpus',
+           'make_published_dac', 'make_long_recording_corpus']
 
 # %% ../nbs/01f_demo.ipynb #24973583
 CLASS_VOICES = {  # f0 (Hz), glide (fraction over a burst), contour, burst and gap (s), harmonic rolloff, noise, vibrato (Hz, depth)
@@ -126,3 +128,66 @@ def make_toy_run(root, classes=("hungry", "scared", "tired"), n_groups=6, per_gr
     pd.DataFrame(rows).to_csv(rp.manifest, index=False); save_json({"classes": list(classes)}, rp.labels)
     return rp.root
 
+
+# %% ../nbs/01f_demo.ipynb #5c7f6f8c
+WINDOW_NAMES = ("{r}.m4a_{i}.wav", "{r}_{i}.wav", "{r}-{i}.wav", "{r} ({i}).wav")   # how cut windows are named
+OTHER_VOICES = ("belly_pain", "hungry", "burping", "tired", "scared")                 # the sounds of non-recipe classes
+
+def _windows(path, folder, rec, voice, n, seconds, rng, pattern, sr=SAMPLE_RATE) -> list:
+    "Write one recording of `voice` cut into `n` windows of `seconds` as `<path>/<folder>/<pattern>`; their paths."
+    x = synth_cry(voice, n * seconds, sr, rng, rng.uniform(0.85, 1.15))
+    return [_write(Path(path)/folder/pattern.format(r=rec, i=i), w, sr) for i, w in enumerate(np.array_split(x, n))]
+
+def make_windowed_corpus(path, folders=("301 - Crying baby", "fuss", "Laugh", "other"), recordings=6, windows=4,
+                         seconds=1.5, seed=0) -> Path:
+    "Class folders of a non-recipe label set, each holding `recordings` recordings cut into `windows` numbered windows."
+    rng = np.random.default_rng(seed)
+    for folder, voice in zip(folders, OTHER_VOICES):
+        for k in range(recordings):
+            _windows(path, folder, f"rec{k}", voice, windows, seconds, rng, WINDOW_NAMES[k % len(WINDOW_NAMES)])
+    return Path(path)
+
+# %% ../nbs/01f_demo.ipynb #521d90eb
+def make_metadata_corpus(path, labels=("asphyxia", "normal", "pain"), babies=4, clips=3, seconds=2.0, leak=False,
+                         seed=0) -> Path:
+    """Numbered files in one folder, `audio/`, described by `metadata.csv` (file_name, label, group, split): babies 0
+    and 1 of each label train, 2 valid, 3 test. `leak=True` puts one clip of the first baby in the test split."""
+    rng, path, rows = np.random.default_rng(seed), Path(path), []
+    for label, voice in zip(labels, OTHER_VOICES):
+        for b in range(babies):
+            pitch = rng.uniform(0.85, 1.15)
+            for _ in range(clips):
+                name = f"audio/{len(rows):03d}.wav"
+                _write(path/name, synth_cry(voice, seconds, SAMPLE_RATE, rng, pitch), SAMPLE_RATE)
+                rows.append(dict(file_name=name, label=label, group=f"{label}-baby{b}",
+                                 split=("train", "train", "valid", "test")[min(b, 3)]))
+    if leak: rows[0]["split"] = "test"
+    pd.DataFrame(rows).to_csv(path/"metadata.csv", index=False)
+    return path
+
+# %% ../nbs/01f_demo.ipynb #25c64ef2
+def make_published_dac(path, tags=("hu", "hu", "hu", "bp", "bp", "bp", "ti", "ti", "ti", "dk", "lo"), clips=2,
+                       seed=0) -> Path:
+    """The Donate-a-Cry corpus as published: `donateacry-android-upload-bucket/` (.3gp, lower-case uuids, ms timestamps,
+    one sub-folder per install) and `donateacry-ios-upload-bucket/` (.caf, upper-case uuids), one baby per tag given."""
+    rng, path = np.random.default_rng(seed), Path(path)
+    voices = {v: k for k, v in DAC_TAGS.items()} | {"dk": "discomfort", "lo": "hungry"}
+    for k, tag in enumerate(tags):
+        ios = k % 2 == 1
+        baby = dict(uuid=str(uuid.UUID(bytes=rng.bytes(16), version=4)), gender="f", age="04")
+        if ios: baby["uuid"] = baby["uuid"].upper()
+        for _ in range(clips):
+            name = _dac_name(rng, baby, tag, ".caf" if ios else ".3gp")
+            if ios: name = name.replace(name.split("-")[5], name.split("-")[5][:10])       # seconds, not ms
+            folder = "donateacry-ios-upload-bucket" if ios else f"donateacry-android-upload-bucket/{baby['uuid']}"
+            _write(path/folder/name, synth_cry(voices[tag], 2.0, 8000, rng), 8000)
+    return path
+
+# %% ../nbs/01f_demo.ipynb #331f4784
+def make_long_recording_corpus(path, windows=24, recordings=4, seconds=1.5, seed=0) -> Path:
+    "`cry/` and `laugh/`: `recordings` recordings cut in three each; `noise/`: one long recording cut in `windows`."
+    rng = np.random.default_rng(seed)
+    for folder, voice in (("cry", "belly_pain"), ("laugh", "burping")):
+        for k in range(recordings): _windows(path, folder, f"{folder}{k}", voice, 3, seconds, rng, "{r}_{i}.wav")
+    _windows(path, "noise", "street", "tired", windows, seconds, rng, "{r}.m4a_{i}.wav")
+    return Path(path)

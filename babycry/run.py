@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, contextlib, datetime, sys, time
 from pathlib import Path
 
-from .core import CLASSES, DEFAULT_BACKBONE, normalize_label, save_json
+from .core import DEFAULT_BACKBONE, save_json
 from .config import RENAMED, ClassRemovalConfig, DataConfig, make_config, stage_fields
 from .rundir import RunLocked, RunPaths, new_run_dir, read_record, restore_stage, run_lock, set_latest_run
 from .plan import (LADDER_NOTEBOOK, STAGE_DIRS, STAGE_NOTEBOOKS, check_plan, find_notebooks, format_plan,
@@ -101,29 +101,31 @@ def merge_settings(saved: dict, given: dict) -> dict:
 # %% ../nbs/09_run.ipynb #5aa5af41
 def check_removal(rows, classes=None):
     "A planned class removal (05) names classes and leaves phase 2 two of `classes` (the corpus's, else the run's)."
-    from babycry.corpus import KNOWN_LABELS
+    from babycry.corpus import KNOWN_LABELS, folder_label
     r = next((r for r in rows if r["notebook"] == "05_class_removal" and r["action"] == "run"), None)
     if r is None: return
     rp = RunPaths(r["params"]["run_dir"])
     data_runs = any(x["notebook"] == "01_data" and x["action"] == "run" for x in rows)
     names = make_config(ClassRemovalConfig, "05_class_removal", recorded=rp.done("class_removal").get("params"),
                         remove_classes=r["params"].get("remove_classes")).remove_classes
-    for n in names:
-        if normalize_label(n) not in KNOWN_LABELS:
-            raise ValueError(f"05_class_removal.remove_classes: {n!r} is not a class name: name classes of "
-                             f'{", ".join(CLASSES)} (comma-separated), or give "" to keep every class.')
     if classes is None and not data_runs and rp.labels.exists(): classes = read_record(rp.labels)["classes"]
-    left = [c for c in classes or [] if c not in {normalize_label(n) for n in names}]
+    for n in names:
+        if folder_label(n) not in set(KNOWN_LABELS) | set(classes or []):
+            raise ValueError(f"05_class_removal.remove_classes: {n!r} is not a class name: name classes of "
+                             f'{", ".join(classes or KNOWN_LABELS)} (comma-separated), or give "" to keep every class.')
+    left = [c for c in classes or [] if c not in {folder_label(n) for n in names}]
     if classes and len(left) < 2:
         raise ValueError(f"class removal (05_class_removal.remove_classes={','.join(names)}) would leave {left} of "
                          f"this corpus's classes {classes}, and phase 2 needs two: keep every class with "
                          '-p class_removal.remove_classes "" (or name fewer), or add recordings of other classes.')
 
 # %% ../nbs/09_run.ipynb #5aa5af4a
-def check_fold_sources(files, folds: int):
-    "K folds: each fold's other sources are split into train and valid, so every class needs two outside any one fold."
+def check_fold_sources(files, folds: int, classes=None):
+    """K folds: each fold's other sources are split into train and valid, so every class (of `classes`, else the
+    corpus's) needs two outside any one fold."""
+    from babycry.corpus import corpus_classes
     if not folds: return
-    gpc = files[files.label.isin(CLASSES)].groupby("label").group.nunique()
+    gpc = files[files.label.isin(classes or corpus_classes(files.label))].groupby("label").group.nunique()
     short = lambda n: n - -(-n // folds) < 2                                    # some fold holds ceil(n / K) of them
     few = {c: int(n) for c, n in gpc.items() if short(n)}
     if few:
@@ -131,7 +133,7 @@ def check_fold_sources(files, folds: int):
         raise ValueError(f"{folds}-fold cross-validation needs at least {need} recording sources of each class (two "
                          f"outside any fold, for its train and valid splits); "
                          + ", ".join(f"{c!r} has {n}" for c, n in few.items())
-                         + ". Add recordings of those classes, drop them (remove their folders), or use one split "
+                         + ". Add recordings of those classes, drop them (-p data.drop_classes NAME), or use one split "
                          "(--folds 0)"
                          + (", or 3 folds or more (3 sources each)" if folds == 2 else "") + ".")
 
@@ -147,8 +149,10 @@ def check_data(rows, run_dir=None):
             from babycry.demo import demo_plan
             files = check_corpus(None, files=demo_plan(), **settings)
         else: files = check_corpus(d, **settings)
-        check_fold_sources(files, make_config(DataConfig, "01_data", **settings).folds)
-        classes = sorted(set(files.label) & set(CLASSES))
+        from babycry.corpus import corpus_classes
+        cfg = make_config(DataConfig, "01_data", **settings)
+        classes = corpus_classes(files.label, cfg.drop_classes)                  # the corpus's, not the recipe's seven
+        if cfg.split_from != "given": check_fold_sources(files, cfg.folds, classes)
     check_removal(rows, classes)
 
 # %% ../nbs/09_run.ipynb #36f5357f
