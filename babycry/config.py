@@ -65,7 +65,7 @@ class TrainingConfig:
 # %% ../nbs/00a_config.ipynb #c14d8688
 @dataclass
 class Phase1Config(TrainingConfig):
-    "04_phase1: an MLP head on a frozen backbone, every class of the corpus (the recipe's seven on Donate-a-Cry)."
+    "04_phase1: an MLP head on a frozen backbone, every class of the corpus (of a cry-reason corpus, the recipe's seven it holds)."
     backbone: str = setting(DEFAULT_BACKBONE, "a hub name, a local folder, or 'tiny' (random weights, for tests)")
     pooling: str = setting("mean", "pooling over time (stats: mean and standard deviation)", choices=("mean", "max", "attention", "stats"))
     head: str = setting("simple", "the head: an MLP, or a bottleneck adapter", choices=("simple", "improved", "adapter"))
