@@ -55,7 +55,8 @@ def _aligned_corr(a, b, max_lag):
 
 # %% ../nbs/01c_audit.ipynb #089f0148
 def _env_rows(envs, pad, width=None, step=1) -> np.ndarray:
-    "Envelopes as float32 rows zero-padded by `pad` frames each side; with `step` > 1 pooled, cut to `width` and renormalised."
+    """Envelopes as float32 rows zero-padded by `pad` frames each side; with `step` > 1 pooled, cut to `width` and
+    renormalised."""
     if step > 1: envs = [np.add.reduceat(e, np.arange(0, len(e), step))[:width] if len(e) else e for e in envs]
     width = max(map(len, envs), default=0) if width is None else width
     M = np.zeros((len(envs), width + 2 * pad), np.float32)
@@ -65,15 +66,21 @@ def _env_rows(envs, pad, width=None, step=1) -> np.ndarray:
     return M
 
 def _lag_corr(M, I, J, pad, chunk=4096) -> np.ndarray:
-    "For each pair (I[k], J[k]) of rows of `M`, the largest dot product of row I[k] with row J[k] shifted by up to `pad`."
+    """For each pair (I[k], J[k]) of rows of `M`, the largest dot product of row I[k] with row J[k] shifted by up to
+    `pad`."""
     W, out = M.shape[1] - 2 * pad, np.zeros(len(I), np.float32)
     for a in range(0, len(I), chunk):
         A, B = M[I[a:a + chunk], pad:pad + W], M[J[a:a + chunk]]
-        out[a:a + chunk] = np.max([np.einsum("ij,ij->i", A, B[:, pad + l:pad + l + W]) for l in range(-pad, pad + 1)], axis=0)
+        out[a : a + chunk] = np.max(
+            [np.einsum("ij,ij->i", A, B[:, pad + l : pad + l + W]) for l in range(-pad, pad + 1)], axis=0
+        )
     return out
 
-def candidate_pairs(fps: list, env_thresh=0.8, max_dt=0.5, max_lag_s=0.3, k=4, step=5, width=128, block=512) -> pd.DataFrame:
-    "Pairs (i < j, env_corr) of fingerprints within `max_dt` s whose envelopes correlate ≥ `env_thresh`, among each clip's top `k`."
+def candidate_pairs(
+    fps: list, env_thresh=0.8, max_dt=0.5, max_lag_s=0.3, k=4, step=5, width=128, block=512
+) -> pd.DataFrame:
+    """Pairs (i < j, env_corr) of fingerprints within `max_dt` s whose envelopes correlate ≥ `env_thresh`, among each
+    clip's top `k`."""
     n, lag = len(fps), int(round(max_lag_s / ENV_HOP_S))
     if n < 2: return pd.DataFrame({"i": [], "j": [], "env_corr": []}).astype({"i": int, "j": int})
     dur, cl, kk = np.array([f["seconds"] for f in fps]), -(-lag // step), min(k, n - 1)
@@ -103,7 +110,8 @@ def _verify_job(job):
 
 def similar_pairs(waves: list, sr: int = SAMPLE_RATE, env_thresh=0.8, wave_thresh=0.98, near_thresh=0.5, max_dt=0.5,
                   max_lag_s=0.3, max_s=30.0, k=4, fingerprints=None, workers=1) -> pd.DataFrame:
-    "Pairs (i, j, kind, env_corr, wave_corr) of clips with the same ('same_audio') or nearly the same ('near_copy') audio."
+    """Pairs (i, j, kind, env_corr, wave_corr) of clips with the same ('same_audio') or nearly the same ('near_copy')
+    audio."""
     cols = ["i", "j", "kind", "env_corr", "wave_corr"]
     if len(waves) < 2: return pd.DataFrame(columns=cols)
     fps = fingerprints if fingerprints is not None else [fingerprint(as_array(w), sr, max_s) for w in waves]
@@ -126,19 +134,29 @@ def cramers_v(a, b) -> float:
 
 # %% ../nbs/01c_audit.ipynb #141113ef
 def probe_file(path, sr: int = SAMPLE_RATE) -> dict:
-    "Decode `path` and measure it: native rate, channels, duration, RMS and peak dBFS, the 16 kHz mono audio (or the error)."
+    """Decode `path` and measure it: native rate, channels, duration, RMS and peak dBFS, the 16 kHz mono audio (or the
+    error)."""
     try: x, sr0 = read_audio(path)
     except Exception as e: return dict(path=str(path), error=str(e))
     y = resample(x.mean(axis=1), sr0, sr)
     rms = float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) if len(y) else 0.0
     peak = float(np.abs(x).max()) if x.size else 0.0
-    return dict(path=str(path), error="", sample_rate=int(sr0), channels=int(x.shape[1]), duration_s=round(len(x) / sr0, 4),
-                rms_db=float(20 * np.log10(rms + 1e-12)), peak_db=float(20 * np.log10(peak + 1e-12)), audio=y)
+    return dict(
+        path=str(path),
+        error="",
+        sample_rate=int(sr0),
+        channels=int(x.shape[1]),
+        duration_s=round(len(x) / sr0, 4),
+        rms_db=float(20 * np.log10(rms + 1e-12)),
+        peak_db=float(20 * np.log10(peak + 1e-12)),
+        audio=y,
+    )
 
 
 # %% ../nbs/01c_audit.ipynb #07dbe439
 def scan_file(path, cache_dir=None, sr: int = SAMPLE_RATE) -> dict:
-    "`probe_file` plus the clip's `fingerprint`; with `cache_dir`, `audio` is the path of a `.npy` file there holding the clip."
+    """`probe_file` plus the clip's `fingerprint`; with `cache_dir`, `audio` is the path of a `.npy` file there holding
+    the clip."""
     p = probe_file(path, sr)
     if p["error"]: return p
     p["fingerprint"] = fingerprint(p["audio"], sr)
@@ -154,15 +172,22 @@ def _union_groups(groups: pd.Series, pairs) -> pd.Series:
     from scipy.sparse.csgraph import connected_components
     codes, names = pd.factorize(groups)
     e = np.asarray(pairs, dtype=int).reshape(-1, 2)
-    _, comp = connected_components(coo_matrix((np.ones(len(e)), (codes[e[:, 0]], codes[e[:, 1]])), shape=(len(names),) * 2), directed=False)
+    _, comp = connected_components(
+        coo_matrix((np.ones(len(e)), (codes[e[:, 0]], codes[e[:, 1]])), shape=(len(names),) * 2), directed=False
+    )
     smallest = pd.Series(np.asarray(names, dtype=object)).groupby(comp).transform("min").to_numpy()
     return pd.Series(smallest[codes], index=groups.index)
 
 def _shortcut(kept: pd.DataFrame, col: str) -> dict:
     vals = kept[col].astype(int) if col in ("sample_rate", "channels") else kept[col]
     t, v = pd.crosstab(kept["label"], vals), cramers_v(kept["label"], vals)
-    return dict(cramers_v=round(v, 3), levels=[str(c) for c in t.columns], n_levels=int(t.shape[1]), flag=bool(v >= 0.5),
-                table={str(k): {str(c): int(n) for c, n in r.items()} for k, r in t.iterrows()})
+    return dict(
+        cramers_v=round(v, 3),
+        levels=[str(c) for c in t.columns],
+        n_levels=int(t.shape[1]),
+        flag=bool(v >= 0.5),
+        table={str(k): {str(c): int(n) for c, n in r.items()} for k, r in t.iterrows()},
+    )
 
 # %% ../nbs/01c_audit.ipynb #625564d3
 def _mark(df, mask, status: str, why):
@@ -174,7 +199,8 @@ def _mark(df, mask, status: str, why):
 def _file_checks(files: pd.DataFrame, pr: dict, classes) -> pd.DataFrame:
     "The files with what decoding measured of each, and a status: unreadable, not a class, too short, silent, or ok."
     df = files.reset_index(drop=True).copy()
-    for c in ["sample_rate", "channels", "duration_s", "rms_db", "peak_db"]: df[c] = [pr[p].get(c, np.nan) for p in df.path]
+    for c in ["sample_rate", "channels", "duration_s", "rms_db", "peak_db"]:
+        df[c] = [pr[p].get(c, np.nan) for p in df.path]
     df["error"], df["ext"] = [pr[p]["error"] for p in df.path], [Path(p).suffix.lower() for p in df.path]
     df["status"], df["detail"] = "ok", ""
     _mark(df, df.error != "", "unreadable", df.error)
@@ -187,20 +213,37 @@ def _file_checks(files: pd.DataFrame, pr: dict, classes) -> pd.DataFrame:
 def _copy_record(df, pairs, k, keep) -> dict:
     "What file `k` is of the kept file `keep`: the kind of copy, the labels, whether it counts as augmented."
     link = pairs[((pairs.i == k) & (pairs.j == keep)) | ((pairs.j == k) & (pairs.i == keep))]
-    kind = link.kind.iloc[0] if len(link) else "same_audio" if (pairs[(pairs.i == k) | (pairs.j == k)].kind == "same_audio").any() else "near_copy"
+    kind = (
+        link.kind.iloc[0]
+        if len(link)
+        else "same_audio" if (pairs[(pairs.i == k) | (pairs.j == k)].kind == "same_audio").any() else "near_copy"
+    )
     if df.md5[k] == df.md5[keep]: kind = "identical_bytes"
-    return dict(path=df.path[k], copy_of=df.path[keep], kind=kind, label=df.label[k], label_of_kept=df.label[keep],
-                cross_class=bool(df.label[k] != df.label[keep]), augmented=bool(df.name_augmented[k]) or kind == "near_copy")
+    return dict(
+        path=df.path[k],
+        copy_of=df.path[keep],
+        kind=kind,
+        label=df.label[k],
+        label_of_kept=df.label[keep],
+        cross_class=bool(df.label[k] != df.label[keep]),
+        augmented=bool(df.name_augmented[k]) or kind == "near_copy",
+    )
 
 def find_copies(df: pd.DataFrame, pr: dict, workers=1) -> tuple:
     "Copies among the usable files: (a record per copy naming the file kept in its place, the verified pairs)."
     live = df.index[df.status == "ok"].tolist()
     fps = [pr[df.path[k]].get("fingerprint") for k in live]                    # scan_file made them; probe_file did not
-    pairs = similar_pairs([pr[df.path[k]]["audio"] for k in live], fingerprints=None if None in fps else fps, workers=workers)
+    pairs = similar_pairs(
+        [pr[df.path[k]]["audio"] for k in live], fingerprints=None if None in fps else fps, workers=workers
+    )
     pairs["i"], pairs["j"] = [live[i] for i in pairs.i], [live[j] for j in pairs.j]
     clusters = _union_groups(pd.Series(df.index.astype(str), index=df.index), pairs[["i", "j"]].values.tolist())
     agree = (df.folder_label == df.tag_label) | (df.folder_label == "") | (df.tag_label == "")
-    rank = df.assign(_aug=df.name_augmented, _odd=~agree, _sr=-df.sample_rate.fillna(0)).sort_values(["_aug", "_odd", "_sr", "path"]).index
+    rank = (
+        df.assign(_aug=df.name_augmented, _odd=~agree, _sr=-df.sample_rate.fillna(0))
+        .sort_values(["_aug", "_odd", "_sr", "path"])
+        .index
+    )
     clusters, copies = clusters[clusters.index.isin(live)], []
     for _, members in clusters.groupby(clusters).groups.items():
         keep = next(k for k in rank if k in members)
@@ -237,20 +280,25 @@ def _audit_record(df: pd.DataFrame, copies: list, named, classes) -> dict:
     spans = kept.groupby("group").label.agg(lambda s: dict(s.value_counts()))
     disagree = df[(df.folder_label != "") & (df.tag_label != "") & (df.folder_label != df.tag_label)]
     return dict(
-        n_files=len(df), status_counts={k: int(v) for k, v in df.status.value_counts().items()},
+        n_files=len(df),
+        status_counts={k: int(v) for k, v in df.status.value_counts().items()},
         labels_found={k: int(v) for k, v in df.label.value_counts().items()},
-        classes=list(classes), kept_per_class={c: int((kept.label == c).sum()) for c in classes},
+        classes=list(classes),
+        kept_per_class={c: int((kept.label == c).sum()) for c in classes},
         groups_per_class={c: int(kept[kept.label == c].group.nunique()) for c in classes},
         duplicates=[c for c in copies if not c["augmented"]],
-        augmented_copies=[c for c in copies if c["augmented"]] + [dict(path=p, copy_of="", kind="name") for p in df.path[named]],
+        augmented_copies=[c for c in copies if c["augmented"]]
+        + [dict(path=p, copy_of="", kind="name") for p in df.path[named]],
         groups_spanning_classes={g: {k: int(v) for k, v in d.items()} for g, d in spans.items() if len(d) > 1},
         label_disagreements=disagree[["path", "folder_label", "tag_label"]].to_dict("records"),
         shortcuts={c: _shortcut(kept, c) for c in ["sample_rate", "channels", "ext"]} if len(kept) else {},
-        silent=df.path[df.status == "silent"].tolist(), too_short=df.path[df.status == "too_short"].tolist(),
+        silent=df.path[df.status == "silent"].tolist(),
+        too_short=df.path[df.status == "too_short"].tolist(),
         quiet_kept=kept[kept.rms_db < QUIET_DBFS][["path", "label", "rms_db", "peak_db"]].round(1).to_dict("records"),
         unreadable=df[df.status == "unreadable"][["path", "detail"]].to_dict("records"),
         not_a_class={k: int(v) for k, v in df[df.status == "not_a_class"].label.value_counts().items()},
-        **source_report(kept))
+        **source_report(kept)
+    )
 
 def audit_files(files: pd.DataFrame, probes: list, cfg: DataConfig, workers=1, classes=None):
     """Statuses for every file plus the audit record: (manifest-like DataFrame with `status`/`detail`, audit dict,
@@ -261,7 +309,13 @@ def audit_files(files: pd.DataFrame, probes: list, cfg: DataConfig, workers=1, c
     copies, pairs = find_copies(df, pr, workers)
     for c in copies:
         drop = cfg.drop_augmented_copies if c["augmented"] else cfg.drop_duplicates
-        if drop: _mark(df, df.path == c["path"], "augmented_copy" if c["augmented"] else "duplicate", f"{c['kind']} of {c['copy_of']}")
+        if drop:
+            _mark(
+                df,
+                df.path == c["path"],
+                "augmented_copy" if c["augmented"] else "duplicate",
+                f"{c['kind']} of {c['copy_of']}",
+            )
     named = df.name_augmented & (df.status == "ok") & ~df.path.isin([c["path"] for c in copies])
     if cfg.drop_augmented_copies: _mark(df, named, "augmented_copy", "file name marks an augmented copy")
     ok = df.status == "ok"
@@ -271,17 +325,28 @@ def audit_files(files: pd.DataFrame, probes: list, cfg: DataConfig, workers=1, c
 
 # %% ../nbs/01c_audit.ipynb #6c0ba35d
 def decide_band_limit(rates, shortcut: dict | None = None, mode: str = "auto", sr: int = SAMPLE_RATE) -> dict:
-    "Whether (and at what `hz`) to low-pass every cached clip: the lowest native Nyquist, if `mode` and the rate's `shortcut` record ask."
+    """Whether (and at what `hz`) to low-pass every cached clip: the lowest native Nyquist, if `mode` and the rate's
+    `shortcut` record ask."""
     rates = sorted({int(r) for r in rates}); low = rates[0] if rates else None
     v = (shortcut or {}).get("cramers_v", 0.0); flagged = bool((shortcut or {}).get("flag"))
-    if mode not in ("auto", "always", "never"): raise ValueError(f"equalize_bandwidth must be 'auto', 'always' or 'never', not {mode!r}")
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"equalize_bandwidth must be 'auto', 'always' or 'never', not {mode!r}")
     if mode == "never": why = "equalize_bandwidth='never'"
     elif low is None or low >= sr: why = f"no clip was recorded below {sr} Hz: every clip keeps its full band"
-    elif mode == "auto" and not flagged: why = f"the native sample rate does not predict the class (Cramér's V {v:.2f} < 0.5)"
+    elif mode == "auto" and not flagged:
+        why = f"the native sample rate does not predict the class (Cramér's V {v:.2f} < 0.5)"
     else: why = None
     hz = None if why else (low // 2 if low % 2 == 0 else low / 2)
-    if hz: why = (f"the native sample rate predicts the class (Cramér's V {v:.2f})" if mode == "auto" else "equalize_bandwidth='always'") + \
-                 f": every cached clip is low-passed at {hz} Hz, the Nyquist frequency of the lowest native rate ({low} Hz)"
+    if hz:
+        why = (
+            (
+                f"the native sample rate predicts the class (Cramér's V {v:.2f})"
+                if mode == "auto"
+                else "equalize_bandwidth='always'"
+            )
+            + f": every cached clip is low-passed at {hz} Hz, the Nyquist frequency of the lowest native rate"
+            f" ({low} Hz)"
+        )
     return dict(setting=mode, applied=hz is not None, hz=hz, lowest_native_rate=low, native_rates=rates, reason=why)
 
 # %% ../nbs/01c_audit.ipynb #22facda7
@@ -291,23 +356,47 @@ def audit_table(audit: dict) -> pd.DataFrame:
     ex = lambda l, k="path": Path(l[0][k]).name if l else ""
     rows = [
         ("files found", audit["n_files"], ", ".join(f"{k}: {v}" for k, v in audit["status_counts"].items())),
-        ("duplicates (same audio)", len(audit["duplicates"]), audit["duplicates"] and
-         f"{sum(d['cross_class'] for d in audit['duplicates'])} across classes; e.g. {ex(audit['duplicates'])}" or ""),
+        (
+            "duplicates (same audio)",
+            len(audit["duplicates"]),
+            audit["duplicates"]
+            and f"{sum(d['cross_class'] for d in audit['duplicates'])} across classes; e.g. {ex(audit['duplicates'])}"
+            or "",
+        ),
         ("augmented copies", len(audit["augmented_copies"]), ex(audit["augmented_copies"])),
-        ("groups spanning classes", len(audit["groups_spanning_classes"]),
-         "; ".join(f"{g}: {d}" for g, d in list(audit["groups_spanning_classes"].items())[:2])),
-        ("folder/tag disagreements", len(audit["label_disagreements"]),
-         ", ".join(sorted({f"{d['tag_label']} in {d['folder_label']}/" for d in audit["label_disagreements"]}))),
-        *[(f"{c} predicts class (Cramér's V)", f"{v['cramers_v']:.2f}", ("FLAG: possible shortcut; " if v["flag"] else "") + f"levels {v['levels']}")
-          for c, v in sc.items()],
+        (
+            "groups spanning classes",
+            len(audit["groups_spanning_classes"]),
+            "; ".join(f"{g}: {d}" for g, d in list(audit["groups_spanning_classes"].items())[:2]),
+        ),
+        (
+            "folder/tag disagreements",
+            len(audit["label_disagreements"]),
+            ", ".join(sorted({f"{d['tag_label']} in {d['folder_label']}/" for d in audit["label_disagreements"]})),
+        ),
+        *[
+            (
+                f"{c} predicts class (Cramér's V)",
+                f"{v['cramers_v']:.2f}",
+                ("FLAG: possible shortcut; " if v["flag"] else "") + f"levels {v['levels']}",
+            )
+            for c, v in sc.items()
+        ],
         *[("band limit (Hz)", str(b["hz"]), b["reason"]) for b in [audit.get("band_limit")] if b],
         ("silent", len(audit["silent"]), Path(audit["silent"][0]).name if audit["silent"] else ""),
         ("too short", len(audit["too_short"]), Path(audit["too_short"][0]).name if audit["too_short"] else ""),
-        ("quiet (kept)", len(audit["quiet_kept"]), ", ".join(f"{d['label']} {d['rms_db']} dB" for d in audit["quiet_kept"][:4])),
+        (
+            "quiet (kept)",
+            len(audit["quiet_kept"]),
+            ", ".join(f"{d['label']} {d['rms_db']} dB" for d in audit["quiet_kept"][:4]),
+        ),
         ("unreadable", len(audit["unreadable"]), audit["unreadable"][0]["detail"][-90:] if audit["unreadable"] else ""),
         ("not a class", sum(audit["not_a_class"].values()), str(audit["not_a_class"])),
-        ("recording sources per class", sum(audit.get("sources_per_class", {}).values()),
-         ", ".join(f"{c}: {n}" for c, n in audit.get("sources_per_class", {}).items())),
+        (
+            "recording sources per class",
+            sum(audit.get("sources_per_class", {}).values()),
+            ", ".join(f"{c}: {n}" for c, n in audit.get("sources_per_class", {}).items()),
+        ),
         *[("WARNING recording sources", "", w) for w in audit.get("source_warnings", [])],
     ]
     return pd.DataFrame(rows, columns=["check", "found", "detail"]).astype({"found": str})

@@ -51,16 +51,25 @@ def suggest_removal(df, classes) -> str:
 
 # %% ../nbs/05_class_removal.ipynb #48275031
 def parse_classes(names, classes) -> list:
-    "The classes of `classes` named in `names` (comma-separated or a list); a known class this run lacks is noted and skipped."
+    """The classes of `classes` named in `names` (comma-separated or a list); a known class this run lacks is noted and
+    skipped."""
     items = names.split(",") if isinstance(names, str) else list(names or [])
     out, absent = [], []
     for n in (normalize_label(n) for n in items if str(n).strip()):
         if n in classes: out.append(n)
         elif n in LABEL_ALIASES.values(): absent.append(n)
-        else: raise ValueError(f"remove_classes={names!r}: {n!r} is not a class name. This run's classes are {list(classes)}: "
-                               "pass names from that list, comma-separated (or an empty string to keep every class).")
-    if absent: print(f"note: {', '.join(absent)} not in this corpus, so there is nothing to remove for {'them' if len(absent) > 1 else 'it'}")
-    if len(set(classes) - set(out)) < 2: raise ValueError(f"remove_classes={names!r} would leave fewer than two classes of {list(classes)}.")
+        else:
+            raise ValueError(
+                f"remove_classes={names!r}: {n!r} is not a class name. This run's classes are {list(classes)}: "
+                "pass names from that list, comma-separated (or an empty string to keep every class)."
+            )
+    if absent:
+        print(
+            f"note: {', '.join(absent)} not in this corpus, so there is nothing to remove for"
+            f" {'them' if len(absent) > 1 else 'it'}"
+        )
+    if len(set(classes) - set(out)) < 2:
+        raise ValueError(f"remove_classes={names!r} would leave fewer than two classes of {list(classes)}.")
     return out
 
 # %% ../nbs/05_class_removal.ipynb #fc2e45d1
@@ -77,19 +86,27 @@ def class_counts(splits: dict) -> pd.DataFrame:
 
 # %% ../nbs/05_class_removal.ipynb #6562f0a1
 def run_class_removal(run_dir, overwrite=False, **settings) -> dict:
-    "Diagnose phase 1's validation confusions, drop `ClassRemovalConfig.remove_classes` (or `settings`'), write `class_removal/`."
+    """Diagnose phase 1's validation confusions, drop `ClassRemovalConfig.remove_classes` (or `settings`'), write
+    `class_removal/`."""
     rp = RunPaths(run_dir); stage = rp.class_removal
-    cfg = make_config(ClassRemovalConfig, "05_class_removal", recorded=rp.done("class_removal").get("params"), **settings)
-    if not is_done(rp.phase1): raise FileNotFoundError(f"{rp.phase1} has no finished phase 1: run 04_phase1 with run_dir={run_dir!r} first.")
+    cfg = make_config(
+        ClassRemovalConfig, "05_class_removal", recorded=rp.done("class_removal").get("params"), **settings
+    )
+    if not is_done(rp.phase1):
+        raise FileNotFoundError(f"{rp.phase1} has no finished phase 1: run 04_phase1 with run_dir={run_dir!r} first.")
     enc = LabelEncoder.load(rp.phase1/"labels.json")
     drop = parse_classes(cfg.remove_classes, enc.classes)
     params = config_record(cfg, removed=drop)
     if prepare_stage(stage, params, overwrite) == "skip":
         print(f"{stage} is already finished with these parameters: nothing to do."); return done_record(stage)["result"]
     preds = pd.read_csv(rp.phase1/"valid_predictions.csv")
-    diag = dict(recall=per_class_recall(preds, enc.classes).to_dict(), confusability=confusability(preds, enc.classes).to_dict(),
-                pairs=confused_pairs(preds, enc.classes).head(5).drop(columns=["a", "b"]).to_dict("records"),
-                suggested=suggest_removal(preds, enc.classes), removed=drop)
+    diag = dict(
+        recall=per_class_recall(preds, enc.classes).to_dict(),
+        confusability=confusability(preds, enc.classes).to_dict(),
+        pairs=confused_pairs(preds, enc.classes).head(5).drop(columns=["a", "b"]).to_dict("records"),
+        suggested=suggest_removal(preds, enc.classes),
+        removed=drop,
+    )
     plot_confusion(confusion_matrix(preds.label, preds.pred, labels=list(enc.classes)), enc.classes, True,
                    "phase 1 on validation: recall per class", stage/"phase1_valid_confusion.png")
     new = enc.without(drop); new.save(stage/"labels.json")

@@ -86,7 +86,8 @@ def walk_files(root) -> list:
     root, out, seen = Path(root), [], set()
     for d, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(d)
-        if real in seen: dirs[:] = []; continue                      # a link back up the tree, or a second link to one folder
+        # a link back up the tree, or a second link to one folder
+        if real in seen: dirs[:] = []; continue
         seen.add(real)
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
         out += [Path(d)/f for f in files if not f.startswith(".") and os.path.isfile(os.path.join(d, f))]

@@ -28,13 +28,16 @@ __all__ = ['CACHE_VERSION', 'MANIFEST_COLUMNS', 'NpyRows', 'build_split', 'cache
 
 # %% ../nbs/01_data.ipynb #a733f33a
 class NpyRows:
-    "Rows of `n` float32 samples added one at a time to the `.npy` file `path` (atomically), or kept in memory if `path` is None."
+    """Rows of `n` float32 samples added one at a time to the `.npy` file `path` (atomically), or kept in memory if
+    `path` is None."""
     def __init__(self, path=None, n=CLIP_SAMPLES): self.path, self.n, self.rows, self.count = path, n, [], 0
     def _header(self):
-        self.f.seek(0); np.lib.format.write_array_header_1_0(self.f, dict(descr="<f4", fortran_order=False, shape=(self.count, self.n)))
+        self.f.seek(0)
+        np.lib.format.write_array_header_1_0(self.f, dict(descr="<f4", fortran_order=False, shape=(self.count, self.n)))
         return self.f.tell()
     def __enter__(self):
-        if self.path is not None: self._w = atomic_write(self.path, "wb"); self.f = self._w.__enter__(); self._head = self._header()
+        if self.path is not None:
+            self._w = atomic_write(self.path, "wb"); self.f = self._w.__enter__(); self._head = self._header()
         return self
     def add(self, y):
         y = np.ascontiguousarray(y, "<f4"); self.count += 1
@@ -65,16 +68,20 @@ def _balance_jobs(meta, segs, cfg):
         idx = base.index[base.label == label]
         for c in range(top - n):
             k = idx[c % len(idx)]; m = base.loc[k]
-            jobs.append((*segs[k], (cfg.seed, m.path, m.window, c // len(idx) + 1), cfg)); jmeta.append(dict(m, augmented=True))
+            jobs.append((*segs[k], (cfg.seed, m.path, m.window, c // len(idx) + 1), cfg))
+            jmeta.append(dict(m, augmented=True))
     return jobs, jmeta
 
 def build_split(rows: pd.DataFrame, audio: dict, split: str, cfg: DataConfig, workers=None, out=None, band_hz=None):
-    "Fixed-length (and for train, augmented and balanced) clips of one split, low-passed at `band_hz`: (float32 [N, 48000], rows)."
+    """Fixed-length (and for train, augmented and balanced) clips of one split, low-passed at `band_hz`: (float32 [N,
+    48000], rows)."""
     mode = "random" if split == "train" else "center"
     meta, segs = [], []
     with NpyRows(out) as X:
         for r in rows.sort_values("path").itertuples():
-            ws = clip_windows(as_array(audio[r.path]), cfg.windows_per_clip, mode=mode, rng=item_rng(cfg.seed, r.path, "crop"))
+            ws = clip_windows(
+                as_array(audio[r.path]), cfg.windows_per_clip, mode=mode, rng=item_rng(cfg.seed, r.path, "crop")
+            )
             for i, y in enumerate(ws):
                 X.add(band_limit(y, band_hz)); segs.append((audio[r.path], i, len(ws)))
                 meta.append(dict(label=r.label, path=r.path, group=r.group, augmented=False, aug="", window=i))
@@ -189,8 +196,8 @@ def corpus_problems(files: pd.DataFrame, cfg: DataConfig) -> list:
 
 # %% ../nbs/01_data.ipynb #ad9e8cf6
 def check_corpus(data_dir, files=None, **settings) -> pd.DataFrame:
-    """Discover the corpus in `data_dir` (or take its `files`: label and group) and raise a ValueError naming every problem
-    `corpus_problems` finds; the files otherwise."""
+    """Discover the corpus in `data_dir` (or take its `files`: label and group) and raise a ValueError naming every
+    problem `corpus_problems` finds; the files otherwise."""
     cfg = make_config(DataConfig, "01_data", **settings)
     files = discover(data_dir) if files is None else files
     problems = corpus_problems(files, cfg)
@@ -199,19 +206,30 @@ def check_corpus(data_dir, files=None, **settings) -> pd.DataFrame:
 
 # %% ../nbs/01_data.ipynb #f6598bba
 def _skipped(man: pd.DataFrame, data_dir) -> pd.DataFrame:
-    "Every file under `data_dir` that is not a usable clip, with the reason: audio dropped by the audit, and non-audio files."
+    """Every file under `data_dir` that is not a usable clip, with the reason: audio dropped by the audit, and non-audio
+    files."""
     dropped = man[man.status != "ok"]
     other = [str(p.resolve()) for p in walk_files(data_dir) if p.suffix.lower() not in AUDIO_EXTS]
-    return pd.concat([pd.DataFrame({"path": dropped.path.to_numpy(), "reason": (dropped.status + ": " + dropped.detail).to_numpy()}),
-                      pd.DataFrame({"path": other, "reason": "not_audio: not an audio file (by its extension)"})], ignore_index=True)
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {"path": dropped.path.to_numpy(), "reason": (dropped.status + ": " + dropped.detail).to_numpy()}
+            ),
+            pd.DataFrame({"path": other, "reason": "not_audio: not an audio file (by its extension)"}),
+        ],
+        ignore_index=True,
+    )
 
 def _summary_line(summary: dict, skipped: pd.DataFrame) -> str:
     "One line: what the data stage kept, what it skipped and why."
     why = skipped.reason.str.split(":").str[0].value_counts()
     cached = sum(sum(c.values()) for c in summary["cache_rows"].values())
-    return (f"data stage done in {summary['seconds']} s: kept {summary['status_counts'].get('ok', 0)} of {summary['n_files'] + summary['n_other_files']} "
-            f"files ({'skipped ' + ', '.join(f'{n} {k}' for k, n in why.items()) if len(why) else 'none skipped'}; "
-            f"listed in data/skipped.csv); {cached} cached clips; classes {summary['classes']}")
+    return (
+        f"data stage done in {summary['seconds']} s: kept {summary['status_counts'].get('ok', 0)} of"
+        f" {summary['n_files'] + summary['n_other_files']} files"
+        f" ({'skipped ' + ', '.join(f'{n} {k}' for k, n in why.items()) if len(why) else 'none skipped'}; listed in"
+        f" data/skipped.csv); {cached} cached clips; classes {summary['classes']}"
+    )
 
 def _given_fractions(files, cfg) -> tuple:
     "The train, valid, test fractions of a given split (the `split` setting does not apply to it)."
@@ -219,7 +237,8 @@ def _given_fractions(files, cfg) -> tuple:
     return tuple(float((v == s).mean()) for s in SPLITS)
 
 def _assign_splits(man, ok, cfg) -> pd.DataFrame:
-    "Set `man`'s `split` (one split) or `fold` (K folds; `split` left empty) for the usable rows `ok`; return their table."
+    """Set `man`'s `split` (one split) or `fold` (K folds; `split` left empty) for the usable rows `ok`; return their
+    table."""
     man["split"] = ""
     if cfg.split_from == "given" and (problems := given_problems(man[ok], cfg)):     # after the audit merged copies
         raise ValueError("After the audit: " + " ".join(problems))
@@ -234,7 +253,8 @@ def _assign_splits(man, ok, cfg) -> pd.DataFrame:
     return check_folds(man[ok]).rename(columns=lambda f: f"fold{f}")
 
 def _audit_and_split(files, rp, cfg, workers):
-    "Decode every file (streamed to `data/decoded`), audit, split the usable clips by group; write manifest, audit, labels."
+    """Decode every file (streamed to `data/decoded`), audit, split the usable clips by group; write manifest, audit,
+    labels."""
     probes = parallel_map(partial(scan_file, cache_dir=rp.data/"decoded"), files.path, workers, desc="decoding")
     classes = corpus_classes(files.label, cfg.drop_classes)
     man, audit, audio = audit_files(files, probes, cfg, workers=workers, classes=classes)
@@ -244,7 +264,9 @@ def _audit_and_split(files, rp, cfg, workers):
     for r in man[man.status == "unreadable"].itertuples(): warnings.warn(f"skipping unreadable file: {r.detail}")
     ok = man.status == "ok"
     table = _assign_splits(man, ok, cfg)
-    audit["band_limit"] = decide_band_limit(man.sample_rate[ok], audit.get("shortcuts", {}).get("sample_rate"), cfg.equalize_bandwidth)
+    audit["band_limit"] = decide_band_limit(
+        man.sample_rate[ok], audit.get("shortcuts", {}).get("sample_rate"), cfg.equalize_bandwidth
+    )
     if audit["band_limit"]["applied"]: print(f"band limit: {audit['band_limit']['reason']}")
     _write_csv(man[MANIFEST_COLUMNS + ["fold"] * bool(cfg.folds)], rp.manifest)
     save_json(dict(audit, split_clips={s: {c: int(n) for c, n in table[s].items()} for s in table}), rp.audit)
@@ -270,16 +292,20 @@ def _cache_splits(man, audio, rp, cfg, params, workers) -> tuple:
     return counts, reused
 
 def _cache_fold(k, man, audio, rp, cfg, params, workers, overwrite) -> tuple:
-    "Write fold `k`'s complete data folder `<run>/folds/<k>/data` (manifest with its split, labels, audit, cache, done.json)."
+    """Write fold `k`'s complete data folder `<run>/folds/<k>/data` (manifest with its split, labels, audit, cache,
+    done.json)."""
     fp, ok, params = rp.fold(k), man.status == "ok", dict(params, fold=int(k))
-    if prepare_stage(fp.data, params, overwrite, defaults=config_record(DataConfig())) == "skip": return done_record(fp.data)["summary"]["cache_rows"], ["all"]
+    if prepare_stage(fp.data, params, overwrite, defaults=config_record(DataConfig())) == "skip":
+        return done_record(fp.data)["summary"]["cache_rows"], ["all"]
     man = man.assign(split=""); man.loc[ok, "split"] = fold_split(man[ok], k, cfg.split, cfg.seed)
     table = pd.crosstab(man.label[ok], man.split[ok]).reindex(columns=list(SPLITS), fill_value=0)
-    check_split(man[ok & (man.split != "test")], (0.5, 0.5, 0))                  # no group on two sides, every class in each
+    check_split(man[ok & (man.split != "test")], (0.5, 0.5, 0))  # no group on two sides, every class in each
     _write_csv(man[MANIFEST_COLUMNS + ["fold"]], fp.manifest); shutil.copyfile(rp.labels, fp.labels)
     clips = {s: {c: int(n) for c, n in table[s].items()} for s in table}
     save_json(dict(load_json(rp.audit), fold=int(k), folds=cfg.folds, split_clips=clips), fp.audit)
-    counts, reused = _cache_splits(man, audio, fp, dataclasses.replace(cfg, split=(1, 1, 1)), params, workers)   # all three splits
+    counts, reused = _cache_splits(
+        man, audio, fp, dataclasses.replace(cfg, split=(1, 1, 1)), params, workers
+    )  # all three splits
     mark_done(fp.data, params, summary=dict(fold=int(k), folds=cfg.folds, classes=load_json(rp.labels)["classes"],
                                             cache_rows=counts, clips_before_balancing=clips, reused_cache=reused))
     return counts, reused
@@ -293,33 +319,50 @@ def _cache_folds(man, audio, rp, cfg, params, workers, overwrite) -> tuple:
     return counts, reused
 
 def run_data_stage(data_dir, run_dir, overwrite=False, workers=None, **settings) -> dict:
-    "Discover, decode, audit, split, cache with `DataConfig` (any of its `settings` overridden); write the run's `data/`."
+    """Discover, decode, audit, split, cache with `DataConfig` (any of its `settings` overridden); write the run's
+    `data/`."""
     t0, rp = time.time(), RunPaths(run_dir)
     rec = rp.done("data").get("params", {})
     cfg = make_config(DataConfig, "01_data", recorded=rec, **settings)
     data_dir = data_dir if data_dir is not None else rec.get("data_dir")                 # None: what this run used
     data_dir = demo_data_dir(run_dir) if data_dir is None else Path(data_dir)
     files = discover(data_dir)
-    if problems := corpus_problems(files, cfg): raise ValueError(f"{data_dir}: " + " ".join(problems))   # before any decoding
+    if problems := corpus_problems(files, cfg):
+        raise ValueError(f"{data_dir}: " + " ".join(problems))   # before any decoding
     if cfg.split_from == "given" and not cfg.folds: cfg = dataclasses.replace(cfg, split=_given_fractions(files, cfg))
-    params = config_record(cfg, data_dir=str(Path(data_dir).resolve()), inputs=params_hash(sorted(zip(files.path, files.md5))))
+    params = config_record(
+        cfg, data_dir=str(Path(data_dir).resolve()), inputs=params_hash(sorted(zip(files.path, files.md5)))
+    )
     state = prepare_stage(rp.data, params, overwrite, defaults=config_record(DataConfig()))
     if state == "skip":
-        print(f"data stage already done in {rp.data} with these parameters and inputs: skipping (overwrite=True redoes it).")
+        print(
+            f"data stage already done in {rp.data} with these parameters and inputs: skipping (overwrite=True redoes"
+            " it)."
+        )
         return {**done_record(rp.data)["summary"], "skipped": True}
     print(f"data stage ({state}): {len(files)} audio files under {data_dir}; labels by folder:")
     print(label_table(files).to_string(index=False))
     print(f"classes: {corpus_classes(files.label, cfg.drop_classes)}; recording sources per label:")
     print(source_table(files).to_string())
-    shutil.rmtree(rp.data/"decoded", ignore_errors=True)    # the 16 kHz clips, read back to check copies and cut windows
+    shutil.rmtree(
+        rp.data / "decoded", ignore_errors=True
+    )  # the 16 kHz clips, read back to check copies and cut windows
     man, audit, audio, table = _audit_and_split(files, rp, cfg, workers)
     skipped = _skipped(man, data_dir); _write_csv(skipped, rp.skipped)
     counts, reused = (_cache_folds(man, audio, rp, cfg, params, workers, overwrite) if cfg.folds
                       else _cache_splits(man, audio, rp, cfg, params, workers))
     shutil.rmtree(rp.data/"decoded", ignore_errors=True)
-    summary = dict(data_dir=str(data_dir), classes=load_json(rp.labels)["classes"], n_files=len(man), status_counts=audit["status_counts"],
-                   n_other_files=int((skipped.reason.str.startswith("not_audio")).sum()), cache_rows=counts, reused_cache=reused,
-                   clips_before_balancing={s: {c: int(n) for c, n in table[s].items()} for s in table}, seconds=round(time.time() - t0, 1))
+    summary = dict(
+        data_dir=str(data_dir),
+        classes=load_json(rp.labels)["classes"],
+        n_files=len(man),
+        status_counts=audit["status_counts"],
+        n_other_files=int((skipped.reason.str.startswith("not_audio")).sum()),
+        cache_rows=counts,
+        reused_cache=reused,
+        clips_before_balancing={s: {c: int(n) for c, n in table[s].items()} for s in table},
+        seconds=round(time.time() - t0, 1),
+    )
     summary["band_limit"] = audit["band_limit"]
     mark_done(rp.data, params, summary=summary)
     print(_summary_line(summary, skipped))

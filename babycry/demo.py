@@ -23,14 +23,36 @@ __all__ = ['CLASS_VOICES', 'DAC_TAGS', 'DEMO_RATES', 'DEMO_SHARE', 'WINDOW_NAMES
            'make_published_dac', 'make_long_recording_corpus']
 
 # %% ../nbs/01f_demo.ipynb #24973583
-CLASS_VOICES = {  # f0 (Hz), glide (fraction over a burst), contour, burst and gap (s), harmonic rolloff, noise, vibrato (Hz, depth)
-    "belly_pain": dict(f0=600, glide=0.25, contour="rise", burst=(1.0, 1.8), gap=(0.10, 0.25), rolloff=0.75, noise=0.04, vib=(6, 0.03)),
-    "burping":    dict(f0=260, glide=-0.05, contour="flat", burst=(0.12, 0.30), gap=(0.25, 0.5), rolloff=0.50, noise=0.35, vib=(0, 0.0)),
-    "cold_hot":   dict(f0=380, glide=0.0, contour="flat", burst=(0.5, 0.9), gap=(0.30, 0.6), rolloff=0.60, noise=0.10, vib=(12, 0.07)),
-    "discomfort": dict(f0=460, glide=-0.30, contour="fall", burst=(0.6, 1.0), gap=(0.20, 0.4), rolloff=0.65, noise=0.08, vib=(4, 0.02)),
-    "hungry":     dict(f0=420, glide=0.30, contour="arch", burst=(0.35, 0.6), gap=(0.12, 0.25), rolloff=0.70, noise=0.05, vib=(0, 0.0)),
-    "scared":     dict(f0=760, glide=-0.10, contour="fall", burst=(0.2, 0.45), gap=(0.04, 0.12), rolloff=0.55, noise=0.15, vib=(9, 0.08)),
-    "tired":      dict(f0=320, glide=-0.20, contour="fall", burst=(0.8, 1.4), gap=(0.5, 1.0), rolloff=0.45, noise=0.30, vib=(3, 0.02)),
+# f0 (Hz), glide (fraction over a burst), contour, burst and gap (s), harmonic rolloff, noise, vibrato (Hz, depth)
+CLASS_VOICES = {
+    "belly_pain": dict(
+        f0=600, glide=0.25, contour="rise", burst=(1.0, 1.8), gap=(0.10, 0.25), rolloff=0.75, noise=0.04, vib=(6, 0.03)
+    ),
+    "burping": dict(
+        f0=260, glide=-0.05, contour="flat", burst=(0.12, 0.30), gap=(0.25, 0.5), rolloff=0.50, noise=0.35, vib=(0, 0.0)
+    ),
+    "cold_hot": dict(
+        f0=380, glide=0.0, contour="flat", burst=(0.5, 0.9), gap=(0.30, 0.6), rolloff=0.60, noise=0.10, vib=(12, 0.07)
+    ),
+    "discomfort": dict(
+        f0=460, glide=-0.30, contour="fall", burst=(0.6, 1.0), gap=(0.20, 0.4), rolloff=0.65, noise=0.08, vib=(4, 0.02)
+    ),
+    "hungry": dict(
+        f0=420, glide=0.30, contour="arch", burst=(0.35, 0.6), gap=(0.12, 0.25), rolloff=0.70, noise=0.05, vib=(0, 0.0)
+    ),
+    "scared": dict(
+        f0=760,
+        glide=-0.10,
+        contour="fall",
+        burst=(0.2, 0.45),
+        gap=(0.04, 0.12),
+        rolloff=0.55,
+        noise=0.15,
+        vib=(9, 0.08),
+    ),
+    "tired": dict(
+        f0=320, glide=-0.20, contour="fall", burst=(0.8, 1.4), gap=(0.5, 1.0), rolloff=0.45, noise=0.30, vib=(3, 0.02)
+    ),
 }
 DAC_TAGS = {"belly_pain": "bp", "burping": "bu", "cold_hot": "ch", "discomfort": "dc", "hungry": "hu", "scared": "sc",
             "tired": "ti", "lonely": "lo", "unknown": "dk"}
@@ -90,10 +112,17 @@ def make_demo_corpus(path, n_per_class=24, seed=0, bad_files=True) -> Path:
         hb = files["hungry"][0][1]
         (path/"hungry"/_dac_name(rng, hb, "hu", ".wav")).write_bytes(b"RIFF" + rng.bytes(2000))            # corrupt
         (path/"discomfort"/_dac_name(rng, new_baby(), "dc", ".flac")).write_bytes(b"")                      # empty
-        _write(path/"burping"/_dac_name(rng, files["burping"][0][1], "bu", ".wav"), synth_cry("burping", 0.2, 16000, rng), 16000)
-        _write(path/"tired"/_dac_name(rng, files["tired"][1][1], "ti", ".wav"), np.zeros(32000, np.float32), 16000)  # silent
-        src = files["scared"][0][0]; shutil.copyfile(src, path/"cold_hot"/src.name)        # byte copy under a second class
-        p, baby, x, sr = files["hungry"][0]                                                 # same recording, another rate
+        _write(
+            path / "burping" / _dac_name(rng, files["burping"][0][1], "bu", ".wav"),
+            synth_cry("burping", 0.2, 16000, rng),
+            16000,
+        )
+        _write(
+            path / "tired" / _dac_name(rng, files["tired"][1][1], "ti", ".wav"), np.zeros(32000, np.float32), 16000
+        )  # silent
+        src = files["scared"][0][0]
+        shutil.copyfile(src, path/"cold_hot"/src.name)
+        p, baby, x, sr = files["hungry"][0]  # same recording, another rate
         sr2 = 16000 if sr != 16000 else 22050
         _write(path/"hungry"/_dac_name(rng, baby, "hu", ".wav"), soxr.resample(x, sr, sr2), sr2)
         p, baby, x, sr = files["belly_pain"][0]                                             # a pre-augmented copy
@@ -108,13 +137,17 @@ def demo_plan(n_per_class=24) -> pd.DataFrame:
     rows = []
     for label in CLASSES:
         n = max(3, round(n_per_class * DEMO_SHARE.get(label, 1.0))); b = max(3, -(-n // 3))
-        babies = ["hungry-0" if label == "tired" and k == 0 else f"{label}-{k}" for k in range(b)]   # one baby in two classes
+        babies = [
+            "hungry-0" if label == "tired" and k == 0 else f"{label}-{k}" for k in range(b)
+        ]  # one baby in two classes
         rows += [dict(label=label, group=babies[i % b]) for i in range(n)]
     return pd.DataFrame(rows)
 
 # %% ../nbs/01f_demo.ipynb #ffe2c6a9
 def make_toy_run(root, classes=("hungry", "scared", "tired"), n_groups=6, per_group=2, seconds=1.5) -> Path:
-    "A run folder under `root` whose data stage is stood in for by a manifest (plus one unreadable row) and labels.json: synthetic cries of `classes`, `n_groups` sources each with their own pitch, `per_group` clips per source, as 16 kHz WAV files."
+    """A run folder under `root` whose data stage is stood in for by a manifest (plus one unreadable row) and
+    labels.json: synthetic cries of `classes`, `n_groups` sources each with their own pitch, `per_group` clips per
+    source, as 16 kHz WAV files."""
     rows, rng = [], np.random.default_rng(0)
     for c in classes:
         for g in range(n_groups):

@@ -8,8 +8,16 @@ import dataclasses, datetime, os
 from pathlib import Path
 
 from .core import save_json
-from .config import (SPEEDS, STAGE_SETTINGS, DataConfig, check_setting, cnn_settings, make_config, migrate_params,
-                            stage_fields)
+from babycry.config import (
+    SPEEDS,
+    STAGE_SETTINGS,
+    DataConfig,
+    check_setting,
+    cnn_settings,
+    make_config,
+    migrate_params,
+    stage_fields,
+)
 from .rundir import RunPaths, is_done, params_hash, read_record, verify_stage
 
 # %% auto #0
@@ -22,7 +30,7 @@ __all__ = ['STAGE_NOTEBOOKS', 'STAGE_DIRS', 'LADDER_NOTEBOOK', 'ALL_NOTEBOOKS', 
 STAGE_NOTEBOOKS = ("01_data", "02_dataset", "03_model", "04_phase1", "05_class_removal", "06_phase2", "07_evaluation")
 STAGE_DIRS = {"01_data": "data", "02_dataset": None, "03_model": None, "04_phase1": "phase1",
               "05_class_removal": "class_removal", "06_phase2": "phase2", "07_evaluation": "eval"}
-LADDER_NOTEBOOK = "13_ladder"                 # the baseline ladder: after the stages, on a cross-validated run (--ladder)
+LADDER_NOTEBOOK = "13_ladder"  # the baseline ladder: after the stages, on a cross-validated run (--ladder)
 ALL_NOTEBOOKS = (*STAGE_NOTEBOOKS, LADDER_NOTEBOOK)
 STAGE_DIRS[LADDER_NOTEBOOK] = None
 STAGE_ALIASES = {"dataset": "02_dataset", "model": "03_model", "evaluation": "07_evaluation", "ladder": LADDER_NOTEBOOK,
@@ -66,7 +74,8 @@ def notebook_params(nb: str, params: dict, run_dir, declared=None) -> dict:
     common, per = split_params(params)
     if declared is not None:
         unknown = sorted(set(per[nb]) - set(declared))
-        if unknown: raise ValueError(f"{nb} has no parameter {', '.join(unknown)}; its parameters are: {', '.join(declared)}")
+        if unknown:
+            raise ValueError(f"{nb} has no parameter {', '.join(unknown)}; its parameters are: {', '.join(declared)}")
         common = {k: v for k, v in common.items() if k in declared}
     out = {**common, **per[nb], "run_dir": str(Path(run_dir).resolve())}
     if out.get("data_dir") is not None: out["data_dir"] = str(Path(out["data_dir"]).expanduser().resolve())
@@ -94,11 +103,14 @@ def find_notebooks(nbs_dir=None, stages=STAGE_NOTEBOOKS) -> Path:
     tried = notebook_dirs(nbs_dir)
     for d in tried:
         if all((d/f"{n}.ipynb").exists() for n in stages): return d
-    report = "; ".join(f"{d} ({'missing ' + ', '.join(n for n in stages if not (d/f'{n}.ipynb').exists()) if d.exists() else 'does not exist'})"
-                       for d in tried)
-    raise FileNotFoundError(f"Cannot find the stage notebooks {', '.join(stages)}. Looked in: {report}. Run babycry-run "
-                            "from a source checkout (pip install -e .), or pass --nbs-dir / set BABYCRY_NBS to the "
-                            "folder with the notebooks (the nbs/ folder of https://github.com/babycry/babycry).")
+    def why(d): return "missing " + ", ".join(n for n in stages if not (d/f"{n}.ipynb").exists()) if d.exists() \
+        else "does not exist"
+    report = "; ".join(f"{d} ({why(d)})" for d in tried)
+    raise FileNotFoundError(
+        f"Cannot find the stage notebooks {', '.join(stages)}. Looked in: {report}. Run babycry-run "
+        "from a source checkout (pip install -e .), or pass --nbs-dir / set BABYCRY_NBS to the "
+        "folder with the notebooks (the nbs/ folder of https://github.com/babycry/babycry)."
+    )
 
 # %% ../nbs/09a_plan.ipynb #a67680ff
 def stage_record(run_dir, nb: str) -> Path:
@@ -112,13 +124,15 @@ def recipe_params(params: dict) -> dict:
 
 # %% ../nbs/09a_plan.ipynb #d84d4a95
 def stage_status(run_dir, nb: str, params: dict, stage_dir: str | None = None) -> str:
-    "'done' (finished with these parameters), 'changed' (finished with others) or 'todo'; `stage_dir` overrides `STAGE_DIRS`."
+    """'done' (finished with these parameters), 'changed' (finished with others) or 'todo'; `stage_dir` overrides
+    `STAGE_DIRS`."""
     try: rec = read_record(stage_record(run_dir, nb))
     except (FileNotFoundError, ValueError): rec = None               # none yet, or damaged (`stage_damage` says so)
     d = stage_dir or STAGE_DIRS[nb]
     finished = is_done(RunPaths(run_dir).stage(d)) if d else rec is not None
     if not finished: return "todo"
-    if rec is None or params_hash(recipe_params(migrate_params(rec["params"]))) == params_hash(recipe_params(params)): return "done"
+    if rec is None or params_hash(recipe_params(migrate_params(rec["params"]))) == params_hash(recipe_params(params)):
+        return "done"
     return "changed"
 
 # %% ../nbs/09a_plan.ipynb #3b0e51a0
@@ -144,18 +158,27 @@ def run_folds(params: dict) -> int:
 
 # %% ../nbs/09a_plan.ipynb #ff68f408
 def _chains(run_dir, folds: int) -> list:
-    "(fold, run_dir, notebooks) in order: all stages on `run_dir`; or 01 on it, 02-07 per fold in `folds/<k>`, 07 on it ('cv'), the ladder."
+    """(fold, run_dir, notebooks) in order: all stages on `run_dir`; or 01 on it, 02-07 per fold in `folds/<k>`, 07 on
+    it ('cv'), the ladder."""
     if not folds: return [(None, run_dir, STAGE_NOTEBOOKS)]
-    return ([(None, run_dir, STAGE_NOTEBOOKS[:1])] + [(k, RunPaths(run_dir).fold(k).root, STAGE_NOTEBOOKS[1:]) for k in range(folds)]
-            + [("cv", run_dir, STAGE_NOTEBOOKS[-1:]), ("ladder", run_dir, (LADDER_NOTEBOOK,))])
+    return (
+        [(None, run_dir, STAGE_NOTEBOOKS[:1])]
+        + [(k, RunPaths(run_dir).fold(k).root, STAGE_NOTEBOOKS[1:]) for k in range(folds)]
+        + [("cv", run_dir, STAGE_NOTEBOOKS[-1:]), ("ladder", run_dir, (LADDER_NOTEBOOK,))]
+    )
 
 def plan(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None) -> list:
-    "One dict per selected stage (and fold): notebook, fold, status, action ('skip' or 'run'), parameters (those it declares, with `nbs_dir`)."
+    """One dict per selected stage (and fold): notebook, fold, status, action ('skip' or 'run'), parameters (those it
+    declares, with `nbs_dir`)."""
     rows, unused, first, folds = [], set(split_params(params)[0]), False, run_folds(params)
     if LADDER_NOTEBOOK in stages and not folds:
-        raise ValueError("the ladder (--ladder, stage 13) compares every rung on the recipe's folds: add --folds K (K >= 2)")
+        raise ValueError(
+            "the ladder (--ladder, stage 13) compares every rung on the recipe's folds: add --folds K (K >= 2)"
+        )
     for fold, rd, nbs in _chains(run_dir, folds):
-        running = first or (fold in ("cv", "ladder") and any(r["action"] == "run" for r in rows))   # a fold's chain restarts after 01
+        running = first or (
+            fold in ("cv", "ladder") and any(r["action"] == "run" for r in rows)
+        )  # a fold's chain restarts after 01
         for nb in nbs:
             if nb not in stages: continue
             declared = declared_params(Path(nbs_dir)/f"{nb}.ipynb") if nbs_dir else None
@@ -214,19 +237,23 @@ def check_plan(rows) -> list:
         cls = STAGE_SETTINGS[r["notebook"]][0]
         for k, v in r["params"].items():
             if k in ("run_dir", "data_dir"): continue
-            if k == "overwrite" and not isinstance(v, bool): raise ValueError(f"{r['notebook']}.overwrite={v!r} is not allowed: it must be True or False.")
+            if k == "overwrite" and not isinstance(v, bool):
+                raise ValueError(f"{r['notebook']}.overwrite={v!r} is not allowed: it must be True or False.")
             if k == "workers" and v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{r['notebook']}.workers={v!r} is not allowed: it must be a whole number >= 1, "
                                  "or None (every core).")
             if k in {f.name for f in dataclasses.fields(cls)}: check_setting(cls, k, v, r["notebook"])
-            if k == "cnn" and r["notebook"] == LADDER_NOTEBOOK: cnn_settings(v)      # the ladder's CNN settings, YAML text
+            if k == "cnn" and r["notebook"] == LADDER_NOTEBOOK:
+                cnn_settings(v)      # the ladder's CNN settings, YAML text
         if r["action"] == "run": check_processes(r)
     check_evaluation(rows)
     return rows
 
 # %% ../nbs/09a_plan.ipynb #5498b5e3
 def _row_name(r) -> str:
-    return r["notebook"] + {None: "", "cv": " (all folds)", "ladder": " (all folds)"}.get(r.get("fold"), f" fold {r.get('fold')}")
+    return r["notebook"] + {None: "", "cv": " (all folds)", "ladder": " (all folds)"}.get(
+        r.get("fold"), f" fold {r.get('fold')}"
+    )
 
 def _why(r, before) -> str:
     "Why row `r` does what it does; `before`: the last row before it that runs on its own account (or None)."

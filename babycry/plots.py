@@ -28,7 +28,10 @@ def plot_class_counts(summary: dict):
     before = pd.DataFrame(summary["clips_before_balancing"]).fillna(0).astype(int)
     after = pd.DataFrame(summary["cache_rows"]).reindex(before.index).fillna(0).astype(int)
     fig, axs = plt.subplots(1, 2, figsize=(12, 3.8), sharey=False)
-    for ax, t, title in [(axs[0], before, "clips per split (kept files)"), (axs[1], after, "cached windows (train balanced)")]:
+    for ax, t, title in [
+        (axs[0], before, "clips per split (kept files)"),
+        (axs[1], after, "cached windows (train balanced)"),
+    ]:
         t.plot.bar(ax=ax, rot=30, width=0.8)
         ax.set_title(title); ax.set_xlabel(""); ax.set_ylabel("clips")
         for cont in ax.containers: ax.bar_label(cont, fontsize=7)
@@ -41,7 +44,9 @@ def plot_class_counts(summary: dict):
 def plot_mel(x, ax, sr=SAMPLE_RATE):
     "Draw the log-mel spectrogram (64 bands up to 8 kHz) of waveform `x` on the axes `ax`."
     import librosa, librosa.display
-    S = librosa.power_to_db(librosa.feature.melspectrogram(y=np.asarray(x, np.float32), sr=sr, n_mels=64, fmax=8000), ref=np.max)
+    S = librosa.power_to_db(
+        librosa.feature.melspectrogram(y=np.asarray(x, np.float32), sr=sr, n_mels=64, fmax=8000), ref=np.max
+    )
     return librosa.display.specshow(S, sr=sr, x_axis="s", y_axis="mel", fmax=8000, ax=ax)
 
 # %% ../nbs/00c_plots.ipynb #7a29e46f
@@ -101,7 +106,9 @@ def plot_history(history: dict, path=None, title=None):
     ax[0,0].set_title("loss"); ax[0,0].legend()
     ax[0,1].plot(ep, g("train_accuracy"), label="train"); ax[0,1].plot(ep, g("eval_accuracy"), label="validation")
     ax[0,1].set_title("accuracy"); ax[0,1].set_ylim(0, 1.02); ax[0,1].legend()
-    ax[0,2].plot(ep, g("eval_macro_f1"), color="C2"); ax[0,2].set_title("validation macro-F1"); ax[0,2].set_ylim(0, 1.02)
+    ax[0,2].plot(ep, g("eval_macro_f1"), color="C2")
+    ax[0,2].set_title("validation macro-F1")
+    ax[0,2].set_ylim(0, 1.02)
     names = [n for n in rows[-1].get("lr", {}) if "(no decay)" not in n]   # same rate as their decayed twin
     for n in names: ax[1,0].plot(ep, [r.get("lr", {}).get(n, np.nan) for r in rows], label=n)
     ax[1,0].set_yscale("log"); ax[1,0].set_title("learning rate per group")
@@ -126,7 +133,8 @@ def plot_confusion(cm, classes, normalize: bool = False, title: str | None = Non
     "Heatmap of a confusion matrix (counts, or rows normalised to recall); saved as PNG to `path` if given."
     import matplotlib.pyplot as plt, seaborn as sns
     cm = np.asarray(cm, dtype=float)
-    if normalize: cm = np.divide(cm, cm.sum(1, keepdims=True), out=np.zeros_like(cm), where=cm.sum(1, keepdims=True) > 0)
+    if normalize:
+        cm = np.divide(cm, cm.sum(1, keepdims=True), out=np.zeros_like(cm), where=cm.sum(1, keepdims=True) > 0)
     k = len(classes)
     fig, ax = plt.subplots(figsize=(1.0 * k + 2.5, 0.85 * k + 1.8))
     sns.heatmap(cm, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", square=True, cbar=True, vmin=0,
@@ -175,7 +183,8 @@ def plot_roc(y_true, probs, classes, title: str = "one-vs-rest ROC", path=None):
 
 # %% ../nbs/00c_plots.ipynb #6955c0c9
 def plot_ladder(table: pd.DataFrame, path=None):
-    "Macro-F1 and balanced accuracy of each rung (the recipe's in orange) with 95% intervals, chance (1/C) dashed; saved to `path`."
+    """Macro-F1 and balanced accuracy of each rung (the recipe's in orange) with 95% intervals, chance (1/C) dashed;
+    saved to `path`."""
     t = table.reset_index(drop=True); y = np.arange(len(t))[::-1]; C = int(t.n_classes.max())
     fig, axs = plt.subplots(1, 2, figsize=(11, 1.2 + 0.55 * len(t)), sharey=True)
     for ax, k, name in zip(axs, ("macro_f1", "balanced_accuracy"), ("macro-F1", "balanced accuracy")):
@@ -183,13 +192,19 @@ def plot_ladder(table: pd.DataFrame, path=None):
         err = [v - t[f"{k}_low"].astype(float), t[f"{k}_high"].astype(float) - v]
         for j, c in enumerate(np.where(t.model.isin(RECIPE_RUNGS), "tab:orange", "tab:blue")):
             ax.errorbar(v[j], y[j], xerr=[[err[0][j]], [err[1][j]]], fmt="o", capsize=4, color=c)
-        for yi, vi, hi in zip(y, v, t[f"{k}_high"].astype(float)): ax.text(min(hi + 0.02, 0.9), yi + 0.15, f"{vi:.2f}", fontsize=9)
+        for yi, vi, hi in zip(y, v, t[f"{k}_high"].astype(float)):
+            ax.text(min(hi + 0.02, 0.9), yi + 0.15, f"{vi:.2f}", fontsize=9)
         ax.axvline(1 / C, ls="--", color="grey", label=f"chance 1/{C}")
         ax.set(xlim=(0, 1), xlabel=f"{name} (95% CI, groups resampled)", title=name); ax.grid(axis="x", alpha=0.3)
     rw = t.random_weights.astype(str).str.lower().eq("true") if "random_weights" in t else np.zeros(len(t), bool)
-    axs[0].set_yticks(y, [m + (" (random weights)" if r else "") for m, r in zip(t.model, rw)]); axs[0].set_ylim(-0.6, len(t) - 0.4); axs[1].legend(loc="lower right")
-    fig.suptitle(f"baseline ladder: {int(t.n_clips.iloc[0])} clips, {C} classes, {int(t.folds.iloc[0])}-fold grouped CV "
-                 "(out-of-fold)", fontsize=11)
+    axs[0].set_yticks(y, [m + (" (random weights)" if r else "") for m, r in zip(t.model, rw)])
+    axs[0].set_ylim(-0.6, len(t) - 0.4)
+    axs[1].legend(loc="lower right")
+    fig.suptitle(
+        f"baseline ladder: {int(t.n_clips.iloc[0])} clips, {C} classes, {int(t.folds.iloc[0])}-fold grouped CV "
+        "(out-of-fold)",
+        fontsize=11,
+    )
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=120, bbox_inches="tight"); plt.close(fig)
     return fig

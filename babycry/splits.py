@@ -23,14 +23,18 @@ def _check_groups(df, fractions):
     few = gpc[gpc < need]
     if len(few):
         what = "; ".join(f"'{c}' has {int((df.label == c).sum())} clips from {n} group(s)" for c, n in few.items())
-        raise ValueError(f"Too few recording sources (groups) for a {need}-way split {tuple(fractions)}: {what}, but every "
-                         f"class needs at least {need} groups (one per split). Options: drop the class (remove its folder "
-                         f"or relabel its files), merge it into another class, or change the split (`-p data.split 0.8,0.2,0` for babycry-run, or split=(0.8, 0.2, 0.0)).")
+        raise ValueError(
+            f"Too few recording sources (groups) for a {need}-way split {tuple(fractions)}: {what}, but every class"
+            f" needs at least {need} groups (one per split). Options: drop the class (remove its folder or relabel its"
+            " files), merge it into another class, or change the split (`-p data.split 0.8,0.2,0` for babycry-run, or"
+            " split=(0.8, 0.2, 0.0))."
+        )
 
 def split_groups(df: pd.DataFrame, fractions, seed: int) -> pd.Series:
     "Assign each row's group to train/valid/test: whole groups, stratified by class, every class in every split."
     fr = np.asarray(fractions, float)
-    if len(fr) != 3 or fr.min() < 0 or not np.isclose(fr.sum(), 1): raise ValueError(f"split must be three fractions summing to 1, not {fractions}")
+    if len(fr) != 3 or fr.min() < 0 or not np.isclose(fr.sum(), 1):
+        raise ValueError(f"split must be three fractions summing to 1, not {fractions}")
     _check_groups(df, fr)
     classes = sorted(df.label.unique())
     counts = pd.crosstab(df.group, df.label).reindex(columns=classes, fill_value=0)      # groups x classes
@@ -38,7 +42,10 @@ def split_groups(df: pd.DataFrame, fractions, seed: int) -> pd.Series:
     ngroups = (counts > 0).sum()
     rng = np.random.default_rng(seed)
     order = counts.index[rng.permutation(len(counts))]
-    key = pd.DataFrame({"rare": [ngroups[counts.loc[g] > 0].min() for g in order], "size": [-counts.loc[g].sum() for g in order]}, index=order)
+    key = pd.DataFrame(
+        {"rare": [ngroups[counts.loc[g] > 0].min() for g in order], "size": [-counts.loc[g].sum() for g in order]},
+        index=order,
+    )
     order = key.sort_values(["rare", "size"], kind="stable").index
     cur, left = np.zeros_like(target), (counts > 0).sum().values.astype(float)
     live = np.flatnonzero(fr > 0)
@@ -97,7 +104,10 @@ def fold_split(df, fold: int, fractions, seed: int) -> pd.Series:
     test, (tr, va) = df.fold.to_numpy() == fold, fractions[:2]
     out = pd.Series("test", index=df.index, name="split")
     try: out[~test] = split_groups(df[~test], (tr / (tr + va), va / (tr + va), 0.0), seed)
-    except ValueError as e: raise ValueError(f"fold {fold}: its training folds cannot be split into train and valid. {e} Or use fewer folds.") from None
+    except ValueError as e:
+        raise ValueError(
+            f"fold {fold}: its training folds cannot be split into train and valid. {e} Or use fewer folds."
+        ) from None
     return out
 
 # %% ../nbs/01d_splits.ipynb #c221744b
