@@ -130,9 +130,8 @@ PROTOCOLS = ("grouped", "clip", "augment-first")   # the leak-free one first; th
 
 def _protocols_ok(v):
     bad = [p for p in v if p not in PROTOCOLS]
-    if bad or "grouped" not in v:
-        return (f"a comma-separated list of the evaluation protocols {', '.join(PROTOCOLS)} that holds grouped (the "
-                f"leak-free one; not {', '.join(bad) or 'without grouped'})")
+    if bad: return f"a comma-separated list of the evaluation protocols {', '.join(PROTOCOLS)} (not {', '.join(bad)})"
+    if "grouped" not in v: return "a list that holds grouped, the leak-free protocol the leaky ones are compared with"
 
 @dataclass
 class LadderConfig:
