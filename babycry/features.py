@@ -101,7 +101,7 @@ def file_features(path, hz: float | None = None) -> np.ndarray:
 
 # %% ../nbs/13a_features.ipynb #d9ce7911
 def features_for(run_dir, rows, workers=None, s=FEATURE_SETTINGS) -> np.ndarray:
-    "Feature matrix of `rows` (columns `path`, `md5`), in order, read through the run's band limit; cached in `cv/features.npz`."
+    "Feature matrix of `rows` (columns `path`, `md5`), in order, through the run's band limit; in `cv/features.npz`."
     hz = run_band_limit(run_dir)
     f, key = RunPaths(run_dir).cv/"features.npz", params_hash(dict(md5=list(rows.md5), settings=s, band_hz=hz))
     if f.exists():
