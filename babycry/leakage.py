@@ -4,14 +4,22 @@
 
 # %% ../nbs/13d_leakage.ipynb #leak0002
 from __future__ import annotations
-import time
+import contextlib, dataclasses, io, shutil, time
 from functools import partial
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 
-from .core import atomic_write, parallel_map, save_json
-from .config import DataConfig, PROTOCOLS, ScratchCNNConfig, config_record, make_config
-from .rundir import RunPaths, params_hash, slug
+from .core import atomic_write, load_json, parallel_map, save_json
+from .config import (ClassRemovalConfig, DataConfig, PROTOCOLS, Phase1Config, Phase2Config, ScratchCNNConfig,
+                            config_record, make_config, migrate_params)
+from .rundir import RunPaths, mark_done, params_hash, slug
+from .data import build_split, save_split
+from .splits import split_groups
+from .phase1 import run_phase1
+from .class_removal import run_class_removal
+from .phase2 import run_phase2
+from .metrics import predictions_frame
+from .evaluate import clip_predictions, predict_split, restrict_probs, split_rows
 from .audio import band_limit, load_audio
 from .augment import augment, item_rng
 from .splits import assign_folds
@@ -21,15 +29,15 @@ from .ladder import TUNED, ladder_row, load_ladder, oof_frame, oof_predictions, 
 
 # %% auto #0
 __all__ = ['LEAKY_RUNGS', 'NOT_LEAKY', 'LEAKAGE_COLUMNS', 'protocol_pool', 'pool_wave', 'pool_features', 'leaky_oof',
-           'leakage_table', 'plot_leakage', 'run_leakage']
+           'leaky_fold_data', 'leaky_recipe_fold', 'leaky_recipe_oofs', 'leakage_table', 'plot_leakage', 'run_leakage']
 
 # %% ../nbs/13d_leakage.ipynb #leak0007
-LEAKY_RUNGS = ("majority", "stratified", "features+logreg", "features+lgbm", "cnn-scratch")
+LEAKY_RUNGS = ("majority", "stratified", "features+logreg", "features+lgbm", "cnn-scratch", "phase1", "phase2")
 NOT_LEAKY = {   # the rungs the leaky protocols do not train, and why
     "embeddings+logreg": "the augmented copies' embeddings are not computed; the feature rungs show the same leak",
     "embeddings+lgbm": "the augmented copies' embeddings are not computed; the feature rungs show the same leak",
-    **{r: "the recipe trains in the stage notebooks on the data stage's grouped folds only; a leaky data stage per "
-          "protocol and fold is not built" for r in ("phase1", "phase2", "phase1-adapter", "phase1-stats")}}
+    **{r: "a variant of phase 1: phase1 itself runs under the leaky protocols"
+       for r in ("phase1-adapter", "phase1-stats")}}
 
 def protocol_pool(df, protocol: str, folds: int, seed: int, copies: int) -> pd.DataFrame:
     "The rows `protocol` draws folds over (the ladder's clips `df`, plus copies for augment-first), each with its fold."
@@ -95,6 +103,72 @@ def leaky_oof(run_dir, rung, protocol, pool, classes, X, cfg, cnn=None, audio=No
     return oof
 
 # %% ../nbs/13d_leakage.ipynb #leak0020
+def leaky_fold_data(run_dir, protocol: str, k: int, pool, audio, seed: int, workers=None) -> RunPaths:
+    "Fold `k` of `protocol`'s `pool` as the data stage of the run folder `<run>/leaky/<protocol>/folds/<k>/`."
+    rp = RunPaths(run_dir); fp = RunPaths(rp.leaky_protocol(protocol)/"folds"/str(int(k)))
+    params = dict(protocol=protocol, fold=int(k), seed=seed, rows=params_hash(list(zip(pool.key, pool.fold))))
+    if fp.done("data").get("params") == params: return fp
+    rows = pool.assign(group=pool.fit_group, path=pool.key).reset_index(drop=True)
+    test, rest = rows[(rows.fold == k) & rows.scored], rows[rows.fold != k]
+    tr, va = DataConfig().split[:2]
+    s = split_groups(rest, (tr / (tr + va), va / (tr + va), 0.0), seed)
+    parts = dict(train=rest[s == "train"], valid=rest[s == "valid"], test=test)
+    fp.cache.mkdir(parents=True, exist_ok=True); shutil.copyfile(rp.labels, fp.labels)
+    audit = load_json(rp.audit) if rp.audit.exists() else dict(band_limit=dict(hz=None, applied=False))
+    save_json(dict(audit, leaky_protocol=protocol, fold=int(k)), fp.audit)          # the band limit phase 1 records
+    cfg, hz = DataConfig(seed=seed + int(k)), run_band_limit(run_dir)
+    for name, d in parts.items(): save_split(fp.cache, name, *build_split(d, audio, name, cfg, workers, band_hz=hz))
+    mark_done(fp.data, params, summary={n: len(d) for n, d in parts.items()})
+    return fp
+
+# %% ../nbs/13d_leakage.ipynb #leak0021
+def _settings(run_dir, stage: str, cls) -> dict:
+    "The settings (of config `cls`) that the grouped folds' `stage` ran with: fold 0's record."
+    fp = RunPaths(run_dir).fold(0); p = fp.done(stage).get("params")
+    if p is None: raise FileNotFoundError(f"{fp.stage(stage)} has no finished {stage}: the leaky recipe rungs take the "
+                                          "grouped folds' settings (run babycry-run --folds K first)")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {a: v for a, v in migrate_params(p).items() if a in names and a != "nproc"}
+
+def leaky_recipe_fold(run_dir, fp: RunPaths, rungs) -> dict:
+    "Phase 1 (with `phase2` in `rungs`: class removal and phase 2 too) in the leaky fold `fp`; their test predictions."
+    out = {}
+    with contextlib.redirect_stdout(io.StringIO()):         # one line per epoch: kept in each stage's history.json
+        run_phase1(fp.root, **_settings(run_dir, "phase1", Phase1Config))
+        y, p, cls = predict_split(fp.model("phase1"), fp.root, "test")
+        out["phase1"] = clip_predictions(predictions_frame(split_rows(fp.root, "phase1"), y, p, cls, "phase1"))
+        if "phase2" in rungs:
+            run_class_removal(fp.root, **_settings(run_dir, "class_removal", ClassRemovalConfig))
+            run_phase2(fp.root, **_settings(run_dir, "phase2", Phase2Config))
+            rows = split_rows(fp.root, "phase2")
+            y, p, cls = predict_split(fp.model("phase2"), fp.root, "test", rows=rows)
+            out["phase2"] = clip_predictions(predictions_frame(rows, y, p, cls, "phase2"))
+    plt.close("all")
+    return out
+
+# %% ../nbs/13d_leakage.ipynb #leak0022
+def leaky_recipe_oofs(run_dir, protocol: str, df, classes, cfg, workers=None) -> dict:
+    "Out-of-fold frames of the recipe's `phase1` (and `phase2`) of `cfg.rungs` under `protocol`, on the ladder's `df`."
+    rp, rungs = RunPaths(run_dir), [r for r in ("phase1", "phase2") if r in cfg.rungs]
+    man = pd.read_csv(rp.manifest, keep_default_na=False)
+    every = man[(man.status == "ok") & man.label.isin(load_json(rp.labels)["classes"])].reset_index(drop=True)
+    pool = protocol_pool(every.assign(fold=every.fold.astype(int)), protocol, rp.folds, cfg.seed, cfg.copies)
+    audio = dict(zip(pool.key, parallel_map(partial(pool_wave, hz=None, seed=cfg.seed), list(pool.key), workers)))
+    parts, seconds = {r: [] for r in rungs}, {r: 0.0 for r in rungs}
+    for k in range(rp.folds):
+        t = time.time(); fp = leaky_fold_data(run_dir, protocol, k, pool, audio, cfg.seed, workers)
+        got = leaky_recipe_fold(run_dir, fp, rungs)
+        for r in rungs: parts[r].append(got[r]); seconds[r] += (time.time() - t) / len(rungs)
+    fold = pool[pool.scored].set_index("path").fold
+    out = {}
+    for r in rungs:
+        pred = pd.concat(parts[r], ignore_index=True).set_index("path").loc[df.path]
+        own = [c[2:] for c in pred if c.startswith("p_")]
+        P = restrict_probs(pred[[f"p_{c}" for c in own]].to_numpy(float), own, classes)
+        out[r] = (oof_frame(df.assign(fold=fold.loc[df.path].to_numpy()), P, classes, r), seconds[r])
+    return out
+
+# %% ../nbs/13d_leakage.ipynb #leak0025
 LEAKAGE_COLUMNS = ["protocol", "leaky", "model", "n_clips", "n_classes", "accuracy", "accuracy_low", "accuracy_high",
                    "balanced_accuracy",
                    "balanced_accuracy_low", "balanced_accuracy_high", "macro_f1", "macro_f1_low", "macro_f1_high",
@@ -106,7 +180,7 @@ def leakage_table(ladder: pd.DataFrame, rows: list, rungs) -> pd.DataFrame:
     t = pd.concat([g, pd.DataFrame(rows).assign(leaky=True)] if rows else [g], ignore_index=True)
     return t.reindex(columns=LEAKAGE_COLUMNS)
 
-# %% ../nbs/13d_leakage.ipynb #leak0023
+# %% ../nbs/13d_leakage.ipynb #leak0028
 _COLORS = {"grouped": "tab:blue", "clip": "tab:red", "augment-first": "tab:purple"}
 
 def plot_leakage(table: pd.DataFrame, majority_share: float, path=None):
@@ -143,13 +217,16 @@ def plot_leakage(table: pd.DataFrame, majority_share: float, path=None):
     if path is not None: fig.savefig(path, dpi=110, bbox_inches="tight"); plt.close(fig)
     return fig
 
-# %% ../nbs/13d_leakage.ipynb #leak0026
+# %% ../nbs/13d_leakage.ipynb #leak0031
 def run_leakage(run_dir, df, classes, cfg, cnn=None, workers=None) -> pd.DataFrame:
     "The ladder's rungs under each leaky protocol of `cfg.protocols` on its clips `df`: `cv/leakage.csv`, `.png`."
     rp, t0 = RunPaths(run_dir), time.time()
     leaky = [p for p in cfg.protocols if p != "grouped"]
-    rungs = [r for r in cfg.rungs if r in LEAKY_RUNGS]
+    rungs = [r for r in cfg.rungs if r in LEAKY_RUNGS and r not in ("phase1", "phase2")]
     skipped = {r: NOT_LEAKY[r] for r in cfg.rungs if r not in LEAKY_RUNGS}
+    recipe = [r for r in ("phase1", "phase2") if r in cfg.rungs]
+    if recipe and not rp.is_cv:
+        skipped.update({r: "not a cross-validated run (babycry-run --folds K)" for r in recipe}); recipe = []
     rows, seconds, K = [], {}, int(df.fold.nunique())
     for p in leaky:
         pool, t = protocol_pool(df, p, K, cfg.seed, cfg.copies), time.time()
@@ -167,6 +244,15 @@ def run_leakage(run_dir, df, classes, cfg, cnn=None, workers=None) -> pd.DataFra
             rows.append(row); seconds[f"{p} {r}"] = round(row["seconds"], 1)
             print(f"  {r} under {p} (leaky): balanced accuracy {row['balanced_accuracy']:.3f}, "
                   f"ROC-AUC {row['roc_auc']:.3f}")
+        if recipe:
+            backbone = str(_settings(run_dir, "phase1", Phase1Config).get("backbone"))
+            for r, (oof, sec) in leaky_recipe_oofs(run_dir, p, df, classes, cfg, workers).items():
+                oof.to_csv(rp.leaky_protocol(p)/f"oof_{slug(r)}.csv", index=False)
+                row = dict(ladder_row(oof, sec, backbone == "tiny", n_bootstrap=cfg.n_bootstrap, seed=cfg.seed),
+                           protocol=p)
+                rows.append(row); seconds[f"{p} {r}"] = round(sec, 1)
+                print(f"  {r} under {p} (leaky): balanced accuracy {row['balanced_accuracy']:.3f}, "
+                      f"ROC-AUC {row['roc_auc']:.3f}")
     table = leakage_table(load_ladder(run_dir), rows, cfg.rungs)
     with atomic_write(rp.leakage_csv, "w", newline="") as f: table.to_csv(f, index=False)
     plot_leakage(table, float(df.label.value_counts(normalize=True).max()), rp.leakage_png)
