@@ -156,9 +156,10 @@ def leaky_recipe_oofs(run_dir, protocol: str, df, classes, cfg, workers=None) ->
     audio = dict(zip(pool.key, parallel_map(partial(pool_wave, hz=None, seed=cfg.seed), list(pool.key), workers)))
     parts, seconds = {r: [] for r in rungs}, {r: 0.0 for r in rungs}
     for k in range(rp.folds):
-        t = time.time(); fp = leaky_fold_data(run_dir, protocol, k, pool, audio, cfg.seed, workers)
+        fp = leaky_fold_data(run_dir, protocol, k, pool, audio, cfg.seed, workers)
         got = leaky_recipe_fold(run_dir, fp, rungs)
-        for r in rungs: parts[r].append(got[r]); seconds[r] += (time.time() - t) / len(rungs)
+        sec = lambda s: float(fp.done(s).get("result", {}).get("seconds") or 0)     # training, as the ladder counts it
+        for r in rungs: parts[r].append(got[r]); seconds[r] += sec("phase1") + (sec("phase2") if r == "phase2" else 0)
     fold = pool[pool.scored].set_index("path").fold
     out = {}
     for r in rungs:
@@ -256,7 +257,8 @@ def run_leakage(run_dir, df, classes, cfg, cnn=None, workers=None) -> pd.DataFra
     table = leakage_table(load_ladder(run_dir), rows, cfg.rungs)
     with atomic_write(rp.leakage_csv, "w", newline="") as f: table.to_csv(f, index=False)
     plot_leakage(table, float(df.label.value_counts(normalize=True).max()), rp.leakage_png)
-    save_json(dict(config_record(cfg), classes=list(classes), n_clips=len(df), leaky_protocols=leaky, rungs=rungs,
+    save_json(dict(config_record(cfg), classes=list(classes), n_clips=len(df), leaky_protocols=leaky,
+                   rungs=rungs + recipe,
                    not_run_under_leaky_protocols=skipped, seconds=seconds, total_seconds=round(time.time() - t0, 1),
                    note="leaky protocols are diagnostics: their runs are in leaky/, never exported, never in the "
                         "card's metadata"),
