@@ -215,13 +215,15 @@ def _leakage_section(leakage: pd.DataFrame | None) -> str:
                          "model": t.model, "accuracy": t.accuracy.astype(float),
                          "balanced accuracy [95% CI]": [ci(r, "balanced_accuracy") for _, r in t.iterrows()],
                          "ROC-AUC [95% CI]": [ci(r, "roc_auc") for _, r in t.iterrows()]})
+    sot = ("; `select-on-test` (the recipe's rungs) lets the test fold choose the checkpoint and stop training"
+           if "select-on-test" in set(t.protocol) else "")
     return ("### What a leaky protocol would have reported on this data\n\nThe ladder's rungs on the same "
             f"{int(t.n_clips.max())} clips under the literature's leaky protocols (13d_leakage): `clip` draws the "
             "folds over clips, so clips of one recording source sit on both sides; `augment-first` makes augmented "
-            "copies of every clip before drawing the folds, so copies of a test clip train the model (scored on the original "
-            "clips only). Only `grouped` is leak-free: the leaky rows are **not** this model's performance, they are "
-            "not in this card's metadata, and no leaky model is exported. ROC-AUC chance is 0.5.\n\n"
-            f"{_table(rows)}\n\n")
+            "copies of every clip before drawing the folds, so copies of a test clip train the model (scored on the "
+            f"original clips only){sot}. Only `grouped` is leak-free: the leaky rows are **not** this model's "
+            "performance, they are not in this card's metadata, and no leaky model is exported. ROC-AUC chance is "
+            f"0.5.\n\n{_table(rows)}\n\n")
 
 def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None, ladder: pd.DataFrame | None = None,
                      leakage: pd.DataFrame | None = None) -> Path:

@@ -126,7 +126,7 @@ def _rungs_ok(v):
     bad = [r for r in v if r not in LADDER_RUNGS]
     if bad or not v: return f"a comma-separated list of the ladder's rungs {', '.join(LADDER_RUNGS)} (not {', '.join(bad) or 'none'})"
 
-PROTOCOLS = ("grouped", "clip", "augment-first")   # the leak-free one first; the others are leaky diagnostics
+PROTOCOLS = ("grouped", "clip", "augment-first", "select-on-test")   # the leak-free one first; the others: leaky
 
 def _protocols_ok(v):
     bad = [p for p in v if p not in PROTOCOLS]
@@ -146,8 +146,9 @@ class LadderConfig:
     seed: int = setting(42, "seed of the folds, the searches and the models", ge=0)
     protocols: tuple = setting(("grouped",), "evaluation protocols: grouped (leak-free folds over recording "
                                              "sources) and the leaky diagnostics clip (folds over clips) and "
-                                             "augment-first (augmented copies made before the folds), whose runs go "
-                                             "to <run>/leaky/", check=_protocols_ok)
+                                             "augment-first (augmented copies made before the folds), and for the "
+                                             "recipe's rungs select-on-test (the test fold chooses the checkpoint); "
+                                             "their runs go to <run>/leaky/", check=_protocols_ok)
     copies: int = setting(4, "augmented copies of every clip that augment-first makes before drawing its folds", ge=1)
 
 # %% ../nbs/00a_config.ipynb #d42bef80

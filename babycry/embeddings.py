@@ -26,7 +26,7 @@ __all__ = ['EMBED_SETTINGS', 'clip_window', 'frozen_backbone', 'pooled_hidden_st
 EMBED_SETTINGS = dict(window=CLIP_SAMPLES, crop="center", pooling=("mean", "std"), version=1)
 
 def clip_window(path, n: int = CLIP_SAMPLES, hz: float | None = None) -> np.ndarray:
-    "The centre `n` samples (zero-padded when shorter) of the audio file at `path`, 16 kHz, through the band limit `hz`."
+    "The centre `n` samples (zero-padded when shorter) of the audio file at `path`, 16 kHz, through band limit `hz`."
     return fix_length(band_limited_audio(path, hz), n, "center")
 
 # %% ../nbs/13b_embeddings.ipynb #b8442a6c

@@ -28,11 +28,13 @@ from .cnn import cnn_fold
 from .ladder import TUNED, ladder_row, load_ladder, oof_frame, oof_predictions, stack_folds
 
 # %% auto #0
-__all__ = ['LEAKY_RUNGS', 'NOT_LEAKY', 'LEAKAGE_COLUMNS', 'protocol_pool', 'pool_wave', 'pool_features', 'leaky_oof',
-           'leaky_fold_data', 'leaky_recipe_fold', 'leaky_recipe_oofs', 'leakage_table', 'plot_leakage', 'run_leakage']
+__all__ = ['LEAKY_RUNGS', 'RECIPE_ONLY', 'NOT_LEAKY', 'LEAKAGE_COLUMNS', 'protocol_pool', 'pool_wave', 'pool_features',
+           'leaky_oof', 'leaky_fold_data', 'leaky_recipe_fold', 'leaky_recipe_oofs', 'leakage_table', 'plot_leakage',
+           'run_leakage']
 
 # %% ../nbs/13d_leakage.ipynb #leak0007
 LEAKY_RUNGS = ("majority", "stratified", "features+logreg", "features+lgbm", "cnn-scratch", "phase1", "phase2")
+RECIPE_ONLY = ("select-on-test",)   # protocols of the recipe's rungs only: what they leak is the checkpoint choice
 NOT_LEAKY = {   # the rungs the leaky protocols do not train, and why
     "embeddings+logreg": "the augmented copies' embeddings are not computed; the feature rungs show the same leak",
     "embeddings+lgbm": "the augmented copies' embeddings are not computed; the feature rungs show the same leak",
@@ -43,7 +45,8 @@ def protocol_pool(df, protocol: str, folds: int, seed: int, copies: int) -> pd.D
     "The rows `protocol` draws folds over (the ladder's clips `df`, plus copies for augment-first), each with its fold."
     if protocol not in PROTOCOLS: raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
     base = df[["path", "label", "group", "md5"]].assign(key=df.path.astype(str), aug=0)
-    if protocol == "grouped": return base.assign(fit_group=df.group.astype(str), fold=df.fold.to_numpy(), scored=True)
+    if protocol in ("grouped", "select-on-test"):          # the grouped folds (select-on-test leaks by its validation)
+        return base.assign(fit_group=df.group.astype(str), fold=df.fold.to_numpy(), scored=True)
     if protocol == "augment-first":
         base = pd.concat([base, *[base.assign(key=base.key + f"#aug{j}", aug=j) for j in range(1, copies + 1)]],
                          ignore_index=True)
@@ -111,8 +114,10 @@ def leaky_fold_data(run_dir, protocol: str, k: int, pool, audio, seed: int, work
     rows = pool.assign(group=pool.fit_group, path=pool.key).reset_index(drop=True)
     test, rest = rows[(rows.fold == k) & rows.scored], rows[rows.fold != k]
     tr, va = DataConfig().split[:2]
-    s = split_groups(rest, (tr / (tr + va), va / (tr + va), 0.0), seed)
-    parts = dict(train=rest[s == "train"], valid=rest[s == "valid"], test=test)
+    if protocol == "select-on-test": parts = dict(train=rest, valid=test, test=test)    # the test fold selects
+    else:
+        s = split_groups(rest, (tr / (tr + va), va / (tr + va), 0.0), seed)
+        parts = dict(train=rest[s == "train"], valid=rest[s == "valid"], test=test)
     fp.cache.mkdir(parents=True, exist_ok=True); shutil.copyfile(rp.labels, fp.labels)
     audit = load_json(rp.audit) if rp.audit.exists() else dict(band_limit=dict(hz=None, applied=False))
     save_json(dict(audit, leaky_protocol=protocol, fold=int(k)), fp.audit)          # the band limit phase 1 records
@@ -182,7 +187,7 @@ def leakage_table(ladder: pd.DataFrame, rows: list, rungs) -> pd.DataFrame:
     return t.reindex(columns=LEAKAGE_COLUMNS)
 
 # %% ../nbs/13d_leakage.ipynb #leak0028
-_COLORS = {"grouped": "tab:blue", "clip": "tab:red", "augment-first": "tab:purple"}
+_COLORS = {"grouped": "tab:blue", "clip": "tab:red", "augment-first": "tab:purple", "select-on-test": "tab:orange"}
 
 def plot_leakage(table: pd.DataFrame, majority_share: float, path=None):
     "Accuracy, balanced accuracy and ROC-AUC of each rung under each protocol, with chance lines; saved to `path`."
@@ -230,15 +235,18 @@ def run_leakage(run_dir, df, classes, cfg, cnn=None, workers=None) -> pd.DataFra
         skipped.update({r: "not a cross-validated run (babycry-run --folds K)" for r in recipe}); recipe = []
     rows, seconds, K = [], {}, int(df.fold.nunique())
     for p in leaky:
+        plain = [] if p in RECIPE_ONLY else rungs
+        skipped.update({f"{r} under {p}": f"{p} is a protocol of the recipe's rungs only (their checkpoint choice)"
+                        for r in rungs if p in RECIPE_ONLY})
         pool, t = protocol_pool(df, p, K, cfg.seed, cfg.copies), time.time()
-        X = pool_features(run_dir, pool, df, cfg.seed, workers) if any(r in TUNED for r in rungs) else None
+        X = pool_features(run_dir, pool, df, cfg.seed, workers) if any(r in TUNED for r in plain) else None
         hz = run_band_limit(run_dir)
         audio = None
-        if "cnn-scratch" in rungs:
+        if "cnn-scratch" in plain:
             audio = dict(zip(pool.key, parallel_map(partial(pool_wave, hz=hz, seed=cfg.seed), list(pool.key), workers)))
         seconds[f"{p} inputs"] = round(time.time() - t, 1)
         print(f"{p} (leaky): {len(pool)} rows in {K} folds, {int(pool.scored.sum())} clips scored")
-        for r in rungs:
+        for r in plain:
             t = time.time()
             oof = leaky_oof(run_dir, r, p, pool, classes, X if r in TUNED else None, cfg, cnn, audio, workers)
             row = dict(ladder_row(oof, time.time() - t, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed), protocol=p)

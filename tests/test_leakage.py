@@ -79,3 +79,9 @@ def test_leakage_table_on_a_toy_run(tmp_path):
     assert t[t.model == "majority"].roc_auc.tolist() == pytest.approx([0.5] * 3)
     assert pd.read_csv(rp.ladder_csv).model.tolist() == ["majority", "features+logreg"]   # no leaky row in the ladder
     assert (rp.leaky_protocol("augment-first")/"oof_features_logreg.csv").exists()
+
+
+def test_select_on_test_keeps_the_grouped_folds():
+    df = windowed()
+    pool = protocol_pool(df, "select-on-test", 4, 0, 2)
+    assert pool.fold.tolist() == df.fold.tolist() and sources_on_both_sides(pool) == 0 and pool.scored.all()
