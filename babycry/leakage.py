@@ -193,7 +193,7 @@ def plot_leakage(table: pd.DataFrame, majority_share: float, path=None):
     "Accuracy, balanced accuracy and ROC-AUC of each rung under each protocol, with chance lines; saved to `path`."
     t = table.reset_index(drop=True); rungs = list(dict.fromkeys(t.model)); C = int(t.n_classes.max())
     protos = [p for p in PROTOCOLS if p in set(t.protocol)]
-    fig, axs = plt.subplots(1, 3, figsize=(15, 1.6 + 0.75 * len(rungs)), sharey=True)
+    fig, axs = plt.subplots(1, 3, figsize=(15, 1.6 + (0.5 + 0.2 * len(protos)) * len(rungs)), sharey=True)
     chance = dict(accuracy=(majority_share, f"always the majority class ({majority_share:.2f})"),
                   balanced_accuracy=(1 / C, f"chance and majority (1/{C})"), roc_auc=(0.5, "chance (0.5)"))
     names = dict(accuracy="accuracy", balanced_accuracy="balanced accuracy", roc_auc="ROC-AUC (macro, one-vs-rest)")
@@ -202,13 +202,13 @@ def plot_leakage(table: pd.DataFrame, majority_share: float, path=None):
             d = t[t.protocol == p].set_index("model")
             for i, r in enumerate(rungs):
                 if r not in d.index or pd.isna(d.loc[r, k]): continue
-                y, v = len(rungs) - 1 - i + 0.25 * (1 - j), float(d.loc[r, k])
+                y, v = len(rungs) - 1 - i + 0.3 - 0.6 * j / max(len(protos) - 1, 1), float(d.loc[r, k])
                 lo, hi = (d.loc[r].get(f"{k}_low"), d.loc[r].get(f"{k}_high"))
                 err = [[v - lo], [hi - v]] if pd.notna(lo) and pd.notna(hi) else None
                 leaky, c = p != "grouped", _COLORS.get(p, "grey")
                 ax.errorbar(v, y, xerr=err, fmt="o", capsize=3, color=c, mfc="white" if leaky else c,
                             label=f"{p} (leaky)" if leaky else f"{p} (leak-free)")
-                ax.text(min(v + 0.02, 1.02), y + 0.08, f"{v:.2f}", fontsize=8, color=_COLORS.get(p, "grey"))
+                ax.text(min(v + 0.02, 1.02), y + 0.04, f"{v:.2f}", fontsize=7, color=_COLORS.get(p, "grey"))
         ax.axvline(chance[k][0], ls="--", color="grey", label=chance[k][1])
         ax.set(xlim=(0, 1.1), xlabel=f"{names[k]} (95% CI, sources resampled)", title=names[k])
         ax.grid(axis="x", alpha=0.3)
