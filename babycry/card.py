@@ -14,7 +14,8 @@ from .metrics import load_metrics
 
 # %% auto #0
 __all__ = ['DONATE_A_CRY_HUB_ID', 'LOCAL_DATASET_TYPE', 'METRIC_TYPES', 'EVALUATE_IDS', 'is_hub_id', 'corpus_hub_id',
-           'hub_metadata', 'set_card_dataset', 'write_model_card', 'card_metadata', 'ladder_table', 'write_cv_card']
+           'hub_metadata', 'set_card_dataset', 'write_model_card', 'card_metadata', 'ladder_table', 'leakage_rows',
+           'write_cv_card']
 
 # %% ../nbs/07b_card.ipynb #5767f2c6
 def _fmt_ci(ci: dict) -> str:
@@ -196,12 +197,36 @@ def _ladder_section(ladder: pd.DataFrame | None) -> str:
                          "macro-F1 [95% CI]": [ci(r, "macro_f1") for _, r in t.iterrows()],
                          "balanced accuracy [95% CI]": [ci(r, "balanced_accuracy") for _, r in t.iterrows()],
                          "accuracy": t.accuracy.astype(float), "seconds": [f"{v:.1f}" for v in t.seconds.astype(float)]})
+    if "roc_auc" in t and t.roc_auc.notna().any():                     # ladders written since ROC-AUC was added
+        rows.insert(3, "ROC-AUC [95% CI]", [ci(r, "roc_auc") if pd.notna(r["roc_auc"]) else ""
+                                            for _, r in t.iterrows()])
     return (f"### Against the baseline ladder\n\nEvery rung was scored out of fold on the same {int(t.n_clips.iloc[0])} clips, "
             f"{int(t.n_classes.max())} classes and grouped folds (13_ladder; intervals resample recording sources). Chance is "
             f"{1 / int(t.n_classes.max()):.3f} balanced accuracy. " + ("Rows marked *random weights* used a randomly initialised "
             "backbone: they measure the plumbing, not skill. " if rw.any() else "") + f"\n\n{_table(rows)}\n\n")
 
-def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None, ladder: pd.DataFrame | None = None) -> Path:
+def _leakage_section(leakage: pd.DataFrame | None) -> str:
+    "The card's 'what a leaky protocol would have reported on this data' (13d's `cv/leakage.csv`; not in metadata)."
+    if leakage is None or not len(leakage): return ""
+    t = leakage.reset_index(drop=True)
+    ci = lambda r, k: f"{r[k]:.3f} [{r[k + '_low']:.3f}, {r[k + '_high']:.3f}]" if pd.notna(r[k]) else ""
+    leaky = t.leaky.astype(str).str.lower().eq("true")
+    rows = pd.DataFrame({"protocol": [p + (" (leaky)" if lk else " (leak-free)") for p, lk in zip(t.protocol, leaky)],
+                         "model": t.model, "accuracy": t.accuracy.astype(float),
+                         "balanced accuracy [95% CI]": [ci(r, "balanced_accuracy") for _, r in t.iterrows()],
+                         "ROC-AUC [95% CI]": [ci(r, "roc_auc") for _, r in t.iterrows()]})
+    sot = ("; `select-on-test` (the recipe's rungs) lets the test fold choose the checkpoint and stop training"
+           if "select-on-test" in set(t.protocol) else "")
+    return ("### What a leaky protocol would have reported on this data\n\nThe ladder's rungs on the same "
+            f"{int(t.n_clips.max())} clips under the literature's leaky protocols (13d_leakage): `clip` draws the "
+            "folds over clips, so clips of one recording source sit on both sides; `augment-first` makes augmented "
+            "copies of every clip before drawing the folds, so copies of a test clip train the model (scored on the "
+            f"original clips only){sot}. Only `grouped` is leak-free: the leaky rows are **not** this model's "
+            "performance, they are not in this card's metadata, and no leaky model is exported. ROC-AUC chance is "
+            f"0.5.\n\n{_table(rows)}\n\n")
+
+def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None, ladder: pd.DataFrame | None = None,
+                     leakage: pd.DataFrame | None = None) -> Path:
     "Write `README.md` (a Hugging Face model card) into `model_dir`: the template `babycry/model_card.md`, filled from the run (and `cv`'s out-of-fold results, the `ladder`)."
     from importlib.resources import files
     rp, stage = RunPaths(run_dir), metrics["model"]
@@ -209,7 +234,8 @@ def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None, 
     metrics.setdefault("dataset", facts["dataset"])
     audit = _audit_lines(load_json(rp.audit)) if rp.audit.exists() else []
     fields = dict(facts, **_result_fields(metrics), stage=stage, audit="\n".join(audit or ["- (no audit found)"]),
-                  kind="a fine-tuned" if stage == "phase2" else "an MLP head on a frozen", protocol=_protocol(rp), cv_results=_cv_section(cv) + _ladder_section(ladder))
+                  kind="a fine-tuned" if stage == "phase2" else "an MLP head on a frozen", protocol=_protocol(rp),
+                  cv_results=_cv_section(cv) + _ladder_section(ladder) + _leakage_section(leakage))
     text = (_yaml_front_matter(metrics, hub_metadata(rp, model_dir, metrics), cv) + "\n"
             + (files("babycry")/"model_card.md").read_text(encoding="utf-8").format(**fields))
     with atomic_write(Path(model_dir)/"README.md", encoding="utf-8") as f: f.write(text)
@@ -231,10 +257,16 @@ def ladder_table(run_dir) -> pd.DataFrame | None:
     f = RunPaths(run_dir).ladder_csv
     return pd.read_csv(f) if f.exists() else None
 
+def leakage_rows(run_dir) -> pd.DataFrame | None:
+    "The leakage ladder of a run (`cv/leakage.csv`, written by 13d_leakage: leaky protocols, diagnostics), or None."
+    f = RunPaths(run_dir).leakage_csv
+    return pd.read_csv(f) if f.exists() else None
+
 
 # %% ../nbs/07b_card.ipynb #5ea53c11
 def write_cv_card(run_dir, m: dict) -> Path:
     "The exported fold model's card, with the out-of-fold results `m` (a `cv/metrics.json`) and the baseline ladder, if any."
     fp = RunPaths(run_dir).fold(m["exported"]["fold"])
-    return write_model_card(fp.model(m["model"]), load_metrics(fp.metrics), fp.root, cv=m, ladder=ladder_table(run_dir))
+    return write_model_card(fp.model(m["model"]), load_metrics(fp.metrics), fp.root, cv=m, ladder=ladder_table(run_dir),
+                            leakage=leakage_rows(run_dir))
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field, asdict
 from .core import DEFAULT_BACKBONE
 
 # %% auto #0
-__all__ = ['SPEEDS', 'RECIPE_RUNGS', 'LADDER_RUNGS', 'RENAMED', 'RENAMED_VALUES', 'STAGE_SETTINGS', 'COMMON_PARAMETERS',
-           'setting', 'DataConfig', 'TrainingConfig', 'Phase1Config', 'ClassRemovalConfig', 'Phase2Config',
-           'EvalConfig', 'LadderConfig', 'ScratchCNNConfig', 'cnn_settings', 'check_setting', 'migrate_params',
-           'make_config', 'config_record', 'stage_settings', 'settings_table', 'stage_fields', 'parameters_cell']
+__all__ = ['SPEEDS', 'RECIPE_RUNGS', 'LADDER_RUNGS', 'PROTOCOLS', 'RENAMED', 'RENAMED_VALUES', 'STAGE_SETTINGS',
+           'COMMON_PARAMETERS', 'setting', 'DataConfig', 'TrainingConfig', 'Phase1Config', 'ClassRemovalConfig',
+           'Phase2Config', 'EvalConfig', 'LadderConfig', 'ScratchCNNConfig', 'cnn_settings', 'check_setting',
+           'migrate_params', 'make_config', 'config_record', 'stage_settings', 'settings_table', 'stage_fields',
+           'parameters_cell']
 
 # %% ../nbs/00a_config.ipynb #90389026
 def setting(default, help: str = "", *, choices=None, ge=None, gt=None, le=None, lt=None, check=None):
@@ -132,6 +133,13 @@ def _rungs_ok(v):
     bad = [r for r in v if r not in LADDER_RUNGS]
     if bad or not v: return f"a comma-separated list of the ladder's rungs {', '.join(LADDER_RUNGS)} (not {', '.join(bad) or 'none'})"
 
+PROTOCOLS = ("grouped", "clip", "augment-first", "select-on-test")   # the leak-free one first; the others: leaky
+
+def _protocols_ok(v):
+    bad = [p for p in v if p not in PROTOCOLS]
+    if bad: return f"a comma-separated list of the evaluation protocols {', '.join(PROTOCOLS)} (not {', '.join(bad)})"
+    if "grouped" not in v: return "a list that holds grouped, the leak-free protocol the leaky ones are compared with"
+
 @dataclass
 class LadderConfig:
     "13_ladder: the baseline ladder, every rung on the same grouped folds and clips."
@@ -143,6 +151,12 @@ class LadderConfig:
     backbone: str = setting(DEFAULT_BACKBONE, "the frozen backbone of the embedding rungs: a hub name, a local folder, or 'tiny' (random weights)")
     n_bootstrap: int = setting(1000, "bootstrap resamples (over recording sources) for each rung's intervals", ge=10)
     seed: int = setting(42, "seed of the folds, the searches and the models", ge=0)
+    protocols: tuple = setting(("grouped",), "evaluation protocols: grouped (leak-free folds over recording "
+                                             "sources) and the leaky diagnostics clip (folds over clips) and "
+                                             "augment-first (augmented copies made before the folds), and for the "
+                                             "recipe's rungs select-on-test (the test fold chooses the checkpoint); "
+                                             "their runs go to <run>/leaky/", check=_protocols_ok)
+    copies: int = setting(4, "augmented copies of every clip that augment-first makes before drawing its folds", ge=1)
 
 # %% ../nbs/00a_config.ipynb #d42bef80
 @dataclass

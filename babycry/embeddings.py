@@ -12,7 +12,9 @@ from tqdm.auto import tqdm
 
 from .core import CLIP_SAMPLES, INFERENCE_BATCH, atomic_write, get_device, parallel_map
 from .rundir import RunPaths, params_hash
-from .audio import fix_length, load_audio
+from functools import partial
+from .audio import fix_length
+from .features import band_limited_audio, run_band_limit
 from .dataset import normalize_waveforms
 from .model import BabyCryForAudioClassification
 
@@ -23,9 +25,9 @@ __all__ = ['EMBED_SETTINGS', 'clip_window', 'frozen_backbone', 'pooled_hidden_st
 # %% ../nbs/13b_embeddings.ipynb #53b4f902
 EMBED_SETTINGS = dict(window=CLIP_SAMPLES, crop="center", pooling=("mean", "std"), version=1)
 
-def clip_window(path, n: int = CLIP_SAMPLES) -> np.ndarray:
-    "The centre `n` samples (zero-padded when shorter) of the audio file at `path`, read at 16 kHz by `load_audio`."
-    return fix_length(load_audio(path), n, "center")
+def clip_window(path, n: int = CLIP_SAMPLES, hz: float | None = None) -> np.ndarray:
+    "The centre `n` samples (zero-padded when shorter) of the audio file at `path`, 16 kHz, through band limit `hz`."
+    return fix_length(band_limited_audio(path, hz), n, "center")
 
 # %% ../nbs/13b_embeddings.ipynb #b8442a6c
 def frozen_backbone(backbone, seed: int) -> tuple:
@@ -43,11 +45,12 @@ def pooled_hidden_states(backbone, x, normalize: bool = True) -> torch.Tensor:
     return torch.cat([h.mean(2), h.std(2)], -1).float().cpu()
 
 # %% ../nbs/13b_embeddings.ipynb #0c7e00b1
-def clip_embeddings(paths, backbone, seed: int, batch_size: int = INFERENCE_BATCH, workers=None, device=None) -> np.ndarray:
+def clip_embeddings(paths, backbone, seed: int, batch_size: int = INFERENCE_BATCH, workers=None, device=None,
+                    hz: float | None = None) -> np.ndarray:
     "Pooled hidden states [N, L+1, 2H] of the centre windows of the files `paths`, in order (one backbone pass per clip)."
     net, norm = frozen_backbone(backbone, seed)
     net.to(torch.device(device) if device is not None else get_device())
-    W = np.stack(parallel_map(clip_window, list(paths), workers, desc="windows"))
+    W = np.stack(parallel_map(partial(clip_window, hz=hz), list(paths), workers, desc="windows"))
     return torch.cat([pooled_hidden_states(net, torch.from_numpy(W[i:i + batch_size]), norm)
                       for i in tqdm(range(0, len(W), batch_size), desc="embeddings", leave=False)]).numpy()
 
@@ -59,13 +62,13 @@ def embeddings_path(run_dir, backbone) -> Path:
 # %% ../nbs/13b_embeddings.ipynb #e7e2e035
 def embeddings_for(run_dir, rows, backbone, seed: int, workers=None, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
     "Embeddings [N, L+1, 2H] of `rows` (columns `path`, `md5`), in order, cached in `embeddings_path(run_dir, backbone)`."
-    f = embeddings_path(run_dir, backbone)
+    f, hz = embeddings_path(run_dir, backbone), run_band_limit(run_dir)          # the recipe's cache's band limit
     key = params_hash(dict(md5=list(rows.md5), backbone=str(backbone), seed=seed if str(backbone) == "tiny" else None,
-                           settings=EMBED_SETTINGS))
+                           settings=EMBED_SETTINGS, band_hz=hz))
     if f.exists():
         with np.load(f) as z:
             if str(z["key"]) == key: return z["E"]
-    E = clip_embeddings(rows.path, backbone, seed, batch_size, workers)
+    E = clip_embeddings(rows.path, backbone, seed, batch_size, workers, hz=hz)
     with atomic_write(f, "wb") as fh: np.savez(fh, E=E, key=np.array(key), backbone=np.array(str(backbone)))
     return E
 

@@ -22,7 +22,7 @@ from .card import write_model_card, write_cv_card
 # %% auto #0
 __all__ = ['CV_METRICS', 'predict_split', 'split_rows', 'restrict_probs', 'progression_row', 'misclassified', 'log_test_read',
            'test_intervals', 'progression', 'run_evaluation', 'clip_predictions', 'fold_predictions', 'gather_oof',
-           'check_oof', 'cv_metrics', 'chosen_fold', 'run_cv_evaluation']
+           'check_oof', 'cv_metrics', 'cv_coverage', 'chosen_fold', 'run_cv_evaluation']
 
 # %% ../nbs/07_evaluation.ipynb #5b7d895a
 def predict_split(model_dir, run_dir, split: str = "test", rows: pd.DataFrame | None = None, batch_size: int = INFERENCE_BATCH,
@@ -227,6 +227,23 @@ def cv_metrics(oof: pd.DataFrame, cfg: EvalConfig = EvalConfig()) -> dict:
     return dict(pooled=pooled, ci=ci, per_fold=per_fold, fold_mean={m: float(pf[m].mean()) for m in CV_METRICS},
                 fold_std={m: float(pf[m].std()) for m in CV_METRICS})
 
+# %% ../nbs/07_evaluation.ipynb #b4825067
+def cv_coverage(oof: pd.DataFrame, run_dir) -> dict:
+    "Which usable clips the out-of-fold frame `oof` predicts: its clips, its classes, the removed classes' clips."
+    rp = RunPaths(run_dir); man = pd.read_csv(rp.manifest, keep_default_na=False)
+    classes = [c[2:] for c in oof if c.startswith("p_")]
+    ok = man[man.status == "ok"]
+    every = load_json(rp.labels)["classes"] if rp.labels.exists() else sorted(set(ok.label))
+    removed = [c for c in every if c not in classes]
+    usable, left = ok[ok.label.isin(every)], ok[ok.label.isin(removed)]
+    said = (f"every usable clip ({len(oof)}) is predicted once" if not removed else
+            f"every usable clip of the classes {', '.join(classes)} ({len(oof)} of {len(usable)}) is predicted once; "
+            f"the {len(left)} clips of the removed classes {', '.join(removed)} are not (phase 2 does not predict "
+            "them)")
+    return dict(clips=len(oof), usable_clips=len(usable), classes=classes, removed_classes=removed,
+                clips_not_predicted=len(left), covered=said)
+
+
 # %% ../nbs/07_evaluation.ipynb #92ddd1b5
 def chosen_fold(run_dir, folds: int, stage: str) -> int:
     "The fold whose `stage` model has the best validation macro-F1 (the lowest fold on ties)."
@@ -251,7 +268,8 @@ def run_cv_evaluation(run_dir, overwrite: bool = False, **settings) -> dict:
     model = str(oof.model.iloc[0]); k = chosen_fold(run_dir, K, model)
     with atomic_write(rp.oof) as f: oof.to_csv(f, index=False)
     m = dict(protocol=f"{K}-fold grouped cross-validation over recording sources (out-of-fold predictions)", model=model, folds=K,
-             n_clips=len(oof), n_groups=int(oof.group.nunique()), **cv_metrics(oof, cfg),
+             n_clips=len(oof), n_groups=int(oof.group.nunique()), coverage=cv_coverage(oof, run_dir),
+             **cv_metrics(oof, cfg),
              exported=dict(fold=k, model_dir=str(rp.fold(k).model(model)), why="the best validation macro-F1 of the folds' models"),
              evaluated=datetime.datetime.now().isoformat(timespec="seconds"))
     _write_cv_plots(rp.cv, m, model)

@@ -8,12 +8,13 @@ import numpy as np
 import librosa
 
 from .core import SAMPLE_RATE, atomic_write, parallel_map
-from .rundir import RunPaths, params_hash
-from .audio import load_audio
+from functools import partial
+from .rundir import RunPaths, data_band_limit, params_hash
+from .audio import band_limit, load_audio
 
 # %% auto #0
 __all__ = ['FEATURE_SETTINGS', 'spectral_features', 'dynamics_features', 'voicing', 'pitch_features', 'clip_features',
-           'feature_names', 'file_features', 'features_for']
+           'feature_names', 'run_band_limit', 'band_limited_audio', 'file_features', 'features_for']
 
 # %% ../nbs/13a_features.ipynb #bb4563ee
 FEATURE_SETTINGS = dict(sr=SAMPLE_RATE, n_fft=512, hop=160, n_mfcc=20, n_mels=32, fmax=4000, f0_sr=8000, f0_frame=512,
@@ -86,18 +87,27 @@ def feature_names(s=FEATURE_SETTINGS) -> list:
     return list(clip_features(np.zeros(s["sr"] // 4, np.float32), s))
 
 # %% ../nbs/13a_features.ipynb #810e7c73
-def file_features(path) -> np.ndarray:
-    "The feature vector (float32) of the audio file at `path`."
-    return np.array(list(clip_features(load_audio(path)).values()), dtype=np.float32)
+def run_band_limit(run_dir) -> float | None:
+    "The low-pass (Hz) the data stage of `run_dir` put on the recipe's cache (None: none, or no audit recorded yet)."
+    return data_band_limit(run_dir) if RunPaths(run_dir).audit.exists() else None
+
+def band_limited_audio(path, hz: float | None = None) -> np.ndarray:
+    "The audio file at `path` at 16 kHz (`load_audio`), low-passed at `hz` as the recipe's cache is (`band_limit`)."
+    return band_limit(load_audio(path), hz)
+
+def file_features(path, hz: float | None = None) -> np.ndarray:
+    "The feature vector (float32) of the audio file at `path`, read through the band limit `hz`."
+    return np.array(list(clip_features(band_limited_audio(path, hz)).values()), dtype=np.float32)
 
 # %% ../nbs/13a_features.ipynb #d9ce7911
 def features_for(run_dir, rows, workers=None, s=FEATURE_SETTINGS) -> np.ndarray:
-    "Feature matrix of `rows` (columns `path`, `md5`), in order, cached in `<run>/cv/features.npz`."
-    f, key = RunPaths(run_dir).cv/"features.npz", params_hash(dict(md5=list(rows.md5), settings=s))
+    "Feature matrix of `rows` (columns `path`, `md5`), in order, through the run's band limit; in `cv/features.npz`."
+    hz = run_band_limit(run_dir)
+    f, key = RunPaths(run_dir).cv/"features.npz", params_hash(dict(md5=list(rows.md5), settings=s, band_hz=hz))
     if f.exists():
         with np.load(f) as z:
             if str(z["key"]) == key: return z["X"]
     clip_features(np.zeros(SAMPLE_RATE, np.float32), s=s)   # compile librosa's numba kernels here, once, not in every worker at once
-    X = np.stack(parallel_map(file_features, list(rows.path), workers, desc="features"))
+    X = np.stack(parallel_map(partial(file_features, hz=hz), list(rows.path), workers, desc="features"))
     with atomic_write(f, "wb") as fh: np.savez(fh, X=X, key=np.array(key), names=np.array(feature_names(s)))
     return X

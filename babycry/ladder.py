@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_ladder.ipynb #da4fd7ac
 from __future__ import annotations
-import contextlib, dataclasses, io, time, warnings
+import contextlib, dataclasses, functools, io, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 import optuna
@@ -21,11 +21,10 @@ from threadpoolctl import threadpool_limits
 from .core import atomic_write, load_json, n_workers, parallel_map, save_json
 from .config import LadderConfig, Phase1Config, RECIPE_RUNGS, ScratchCNNConfig, cnn_settings, config_record, make_config
 from .rundir import RunPaths, done_record, is_done, params_hash, slug
-from .audio import load_audio
 from .splits import assign_folds, inner_splits
-from .metrics import bootstrap_ci, macro_f1
+from .metrics import bootstrap_ci, macro_f1, roc_auc_ovr
 from .plots import plot_ladder
-from .features import features_for
+from .features import band_limited_audio, features_for, run_band_limit
 from .embeddings import LayerSelect, embeddings_for
 from .cnn import cnn_fold
 from .phase1 import run_phase1
@@ -139,7 +138,8 @@ def stack_folds(res, n_rows: int, n_classes: int) -> np.ndarray:
 
 # %% ../nbs/13_ladder.ipynb #c7927ab2
 LADDER_COLUMNS = ["model", "n_clips", "n_classes", "macro_f1", "macro_f1_low", "macro_f1_high", "balanced_accuracy",
-                  "balanced_accuracy_low", "balanced_accuracy_high", "accuracy", "seconds", "random_weights"]
+                  "balanced_accuracy_low", "balanced_accuracy_high", "roc_auc", "roc_auc_low", "roc_auc_high",
+                  "accuracy", "accuracy_low", "accuracy_high", "seconds", "random_weights"]
 
 def _quiet(metric):
     def f(y, p):
@@ -173,10 +173,13 @@ def ladder_row(oof, seconds=float("nan"), random_weights=False, *, n_bootstrap: 
     y, p = oof.label.map(idx).to_numpy(), oof.pred.map(idx).to_numpy()
     if np.isnan(y.astype(float)).any() or np.isnan(p.astype(float)).any(): raise ValueError("labels or predictions outside the p_ columns' classes")
     row = dict(model=str(oof.model.iloc[0]), n_clips=len(oof), n_classes=len(classes))
-    for k in ("macro_f1", "balanced_accuracy"):
-        ci = bootstrap_ci(y, p, METRICS[k], n_bootstrap, seed, groups=oof.group.to_numpy())
+    P = oof[[f"p_{c}" for c in classes]].to_numpy(float)
+    auc = lambda a, b: roc_auc_ovr(a, b, classes)["roc_auc_ovr_macro"]     # macro one-vs-rest, from the probabilities
+    for k, (m, pred) in dict(macro_f1=(METRICS["macro_f1"], p), balanced_accuracy=(METRICS["balanced_accuracy"], p),
+                             roc_auc=(auc, P), accuracy=(METRICS["accuracy"], p)).items():
+        ci = bootstrap_ci(y, pred, m, n_bootstrap, seed, groups=oof.group.to_numpy())
         row.update({k: ci["point"], f"{k}_low": ci["low"], f"{k}_high": ci["high"]})
-    row.update(accuracy=METRICS["accuracy"](y, p), seconds=float(seconds), random_weights=bool(random_weights))
+    row.update(seconds=float(seconds), random_weights=bool(random_weights))
     fm = fold_metrics(oof)
     for k in ("macro_f1", "balanced_accuracy"): row.update({f"{k}_fold_mean": fm[k].mean(), f"{k}_fold_std": fm[k].std()})
     return dict(row, folds=int(oof.fold.nunique()), n_groups=int(oof.group.nunique()), classes=" ".join(classes),
@@ -383,6 +386,9 @@ def run_ladder(run_dir, workers=None, overwrite: bool = False, cnn: dict | None 
     plot_ladder(table, rp.ladder_png)
     save_json(dict(config_record(cfg), cnn=cnn, classes=classes, n_clips=len(df), skipped=skipped, seconds=timing,
                    total_seconds=round(time.time() - t0, 1)), rp.ladder_run)
+    if len(cfg.protocols) > 1:                       # the leaky diagnostics, on the same clips (13d_leakage)
+        from babycry.leakage import run_leakage
+        run_leakage(run_dir, df, classes, cfg, cnn, workers)
     if rp.is_cv and rp.cv_metrics.exists(): write_cv_card(run_dir, load_metrics(rp.cv_metrics))   # the card shows the ladder
     return table
 
@@ -390,7 +396,8 @@ def run_ladder(run_dir, workers=None, overwrite: bool = False, cnn: dict | None 
 def cnn_oof_predictions(run_dir, df, classes, workers=None, **settings) -> tuple:
     "Out-of-fold predictions of `cnn-scratch` (`ScratchCNNConfig` with `settings`) for every row of `df`, and facts per fold."
     cfg = make_config(ScratchCNNConfig, "cnn-scratch", **settings)
-    audio = dict(zip(df.path, parallel_map(load_audio, list(df.path), workers, desc="audio")))
+    loader = functools.partial(band_limited_audio, hz=run_band_limit(run_dir))     # as the recipe's cache reads them
+    audio = dict(zip(df.path, parallel_map(loader, list(df.path), workers, desc="audio")))
     res = [cnn_fold(df, audio, f, classes, cfg, RunPaths(run_dir).cv/"cnn-scratch"/f"fold{f}", workers)
            for f in sorted(df.fold.unique())]
     return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, "cnn-scratch"), [dict(fold=r["fold"], **r["params"]) for r in res]

@@ -74,6 +74,9 @@ def _parser():
     ap.add_argument("--folds", type=int, default=None, metavar="K",
                     help="K-fold cross-validation over recording sources (the same as -p folds K; default: one split)")
     ap.add_argument("--ladder", action="store_true", help="after a --folds K run, the baseline ladder on its folds (stage 13_ladder)")
+    ap.add_argument("--protocols", default=None, metavar="LIST",
+                    help="with --ladder: evaluation protocols, e.g. grouped,clip,augment-first (the same as -p "
+                         "ladder.protocols LIST; the leaky ones are diagnostics, kept in <run>/leaky/)")
     ap.add_argument("--stages", default=None, help="comma-separated subset, e.g. 01,04 or data,phase1 (default: all)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the console")
@@ -192,7 +195,8 @@ def forget_failed(run_dir, given: dict, before: dict | None, new: list, row) -> 
 def resolve_settings(a) -> tuple[Path, dict, dict]:
     "Run directory, notebook parameters and the settings to record, from parsed arguments (a resumed run's are the base)."
     given = dict(demo=a.demo, data_dir=a.data_dir and str(Path(a.data_dir).expanduser().resolve()),
-                 parameters=[list(p) for p in a.parameter] + ([["folds", str(a.folds)]] if a.folds is not None else []))
+                 parameters=[list(p) for p in a.parameter] + ([["folds", str(a.folds)]] if a.folds is not None else [])
+                 + ([["ladder.protocols", a.protocols]] if getattr(a, "protocols", None) else []))
     if getattr(a, "ladder", False): given["ladder"] = True
     if a.run_dir:
         run_dir = Path(a.run_dir)

@@ -61,6 +61,12 @@ class RunPaths:
     ladder_png = property(lambda self: self.cv/"ladder.png")
     ladder_folds = property(lambda self: self.cv/"ladder_folds.csv")
     ladder_run = property(lambda self: self.cv/"ladder_run.json")
+    # the leakage ladder: what leaky protocols would report (13d_leakage); their runs stay in leaky/, never exported
+    leakage_csv = property(lambda self: self.cv/"leakage.csv")
+    leakage_png = property(lambda self: self.cv/"leakage.png")
+    leakage_run = property(lambda self: self.cv/"leakage_run.json")
+    leaky = property(lambda self: self.root/"leaky")
+    def leaky_protocol(self, protocol): return self.leaky/slug(protocol)
     def oof_of(self, model): return self.cv/f"oof_{slug(model)}.csv"
     def embeddings(self, backbone): return self.cv/f"embeddings-{slug(backbone)}.npz"
     # what the records say
@@ -101,7 +107,8 @@ def file_digest(path, block: int = 1 << 16, blocks: int = 16) -> str:
 
 # %% ../nbs/00b_rundir.ipynb #5d7c3a12
 # files another stage writes into a stage's folder after its record (13_ladder into cv/): not that stage's to vouch for
-OTHER_WRITERS = {"cv": ("ladder*", "folds.csv", "oof_*", "params_*", "features.npz", "embeddings-*", "cnn-scratch")}
+OTHER_WRITERS = {"cv": ("ladder*", "leakage*", "folds.csv", "oof_*", "params_*", "features.npz", "embeddings-*",
+                        "cnn-scratch")}
 
 def _aside(name: str) -> bool:
     "Does a stage's record leave out a folder of this name in it: checkpoints, a copy set aside, a partial write?"

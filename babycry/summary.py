@@ -10,7 +10,7 @@ from .rundir import RunPaths
 from .metrics import load_metrics
 
 # %% auto #0
-__all__ = ['stale_evaluation', 'cv_summary', 'ladder_summary', 'summary']
+__all__ = ['stale_evaluation', 'cv_summary', 'ladder_summary', 'leakage_summary', 'summary']
 
 # %% ../nbs/09c_summary.ipynb #d92e15ba
 def stale_evaluation(run_dir, metrics: dict) -> bool:
@@ -47,13 +47,28 @@ def ladder_summary(run_dir) -> list:
             + [f"  {r.model:<18} {r.macro_f1:.3f} [{r.macro_f1_low:.3f}, {r.macro_f1_high:.3f}]   {r.balanced_accuracy:.3f}{rw(r)}"
                for r in t.itertuples()] + [f"ladder:       {f} (plot: {f.with_suffix('.png')})"])
 
+# %% ../nbs/09c_summary.ipynb #cd86604a
+def leakage_summary(run_dir) -> list:
+    "Lines on the leakage ladder of a run (`cv/leakage.csv`, 13d_leakage): what leaky protocols would have reported."
+    import pandas as pd
+    f = RunPaths(run_dir).leakage_csv
+    if not f.exists(): return []
+    t = pd.read_csv(f)
+    tag = lambda r: "leaky" if str(r.leaky).lower() == "true" else "leak-free"
+    return ([f"leakage ladder (the same {int(t.n_clips.max())} clips; only grouped is leak-free, the leaky rows are "
+             "diagnostics: balanced accuracy, ROC-AUC [95% CI], chance 0.5):"]
+            + [f"  {r.protocol + ' (' + tag(r) + ')':<27} {r.model:<16} {r.balanced_accuracy:.3f}   "
+               f"{r.roc_auc:.3f} [{r.roc_auc_low:.3f}, {r.roc_auc_high:.3f}]" for r in t.itertuples()]
+            + [f"leakage:      {f} (plot: {f.with_suffix('.png')})"])
+
+
 # %% ../nbs/09c_summary.ipynb #01977b78
 def summary(run_dir) -> str:
     "Headline test metrics (from eval/metrics.json, or cv/metrics.json of a cross-validated run) and the run's important paths, as text."
     rp = RunPaths(Path(run_dir).resolve())                                   # every path where the run is now
     lines = [f"run directory: {rp.root}"]
     m = load_metrics(rp.metrics) if rp.metrics.exists() else None
-    if rp.is_cv: lines += cv_summary(run_dir) + ladder_summary(run_dir)
+    if rp.is_cv: lines += cv_summary(run_dir) + ladder_summary(run_dir) + leakage_summary(run_dir)
     elif m is not None and stale_evaluation(run_dir, m) and not rp.done(m["model"]):
         lines.append(f"the evaluation in {rp.eval} is of a {m['model']} model whose stage has no valid record now "
                      f"({m['model']}/done.json is missing or damaged): babycry-run --run-dir {rp.root} runs that stage "
