@@ -43,12 +43,16 @@ def _yaml_front_matter(metrics: dict, hub: dict, cv: dict | None = None) -> str:
     return "---\n" + card.to_yaml() + "\n---\n"
 
 def _audit_lines(audit: dict) -> list:
-    "Markdown bullet lines summarising data/audit.json (lists as counts, shortcut checks as Cramér's V, flat dicts inline)."
+    """Markdown bullet lines summarising data/audit.json (lists as counts, shortcut checks as Cramér's V, flat dicts
+    inline)."""
     flat = lambda d: ", ".join(f"{a}: {b}" for a, b in d.items())
     out = []
     for k, v in audit.items():
         name = k.replace("_", " ")
-        if k == "band_limit" and isinstance(v, dict): out.append(f"- band limit: {v.get('reason')}" + (" (babycry.predict and pipeline('audio-classification') apply the same low-pass to their input, from `band_limit_hz` in config.json; the model's forward alone does not)" if v.get("applied") else "")); continue
+        if k == "band_limit" and isinstance(v, dict):
+            same = (" (babycry.predict and pipeline('audio-classification') apply the same low-pass to their input, "
+                    "from `band_limit_hz` in config.json; the model's forward alone does not)")
+            out.append(f"- band limit: {v.get('reason')}" + (same if v.get("applied") else "")); continue
         if isinstance(v, (int, float, str, bool)) or v is None: out.append(f"- {name}: {v}")
         elif isinstance(v, list): out.append(f"- {name}: {len(v)}" + (" (listed in `data/audit.json`)" if v else ""))
         elif isinstance(v, dict) and v and all(isinstance(x, dict) and "cramers_v" in x for x in v.values()):
@@ -56,7 +60,8 @@ def _audit_lines(audit: dict) -> list:
             out.append(f"- {name} (association of a recording property with the class, Cramér's V): "
                        + ", ".join(f"{a} {x['cramers_v']:.2f}" for a, x in v.items())
                        + f"; flagged as a possible shortcut: {', '.join(flagged) if flagged else 'none'}")
-        elif isinstance(v, dict) and all(not isinstance(x, (dict, list)) for x in v.values()): out.append(f"- {name}: {flat(v) or 'none'}")
+        elif isinstance(v, dict) and all(not isinstance(x, (dict, list)) for x in v.values()):
+            out.append(f"- {name}: {flat(v) or 'none'}")
         elif isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()) and len(v) <= 4:
             out.append(f"- {name}: " + "; ".join(f"**{a}** {flat(x)}" for a, x in v.items()))
         else: out.append(f"- {name}: {len(v)} (listed in `data/audit.json`)")
@@ -74,7 +79,10 @@ def _table(df: pd.DataFrame) -> str:
 
 def _reads_text(reads: list) -> str:
     if len(reads) <= 1: return "once" + (f" ({reads[0]['time']})." if reads else ".")
-    return f"**{len(reads)} times** ({', '.join(r['time'] for r in reads)}): the later numbers are no longer a clean estimate."
+    return (
+        f"**{len(reads)} times** ({', '.join(r['time'] for r in reads)}): the later numbers are no longer a clean"
+        " estimate."
+    )
 
 # %% ../nbs/07b_card.ipynb #b4e8d019
 DONATE_A_CRY_HUB_ID = "Nooon/Donate_a_cry"   # the cleaned Donate-a-Cry corpus on the Hub (class folders, names)
@@ -141,69 +149,123 @@ def set_card_dataset(text: str, dataset_id: str | None) -> str:
 def _run_facts(rp, stage: str) -> dict:
     "What the card says of how the model was made: backbone, pooling, data, removed classes, settings, hardware."
     p1 = rp.done("phase1").get("params", {})
-    data_dir, removed = rp.done("data").get("params", {}).get("data_dir"), rp.done("class_removal").get("params", {}).get("removed")
+    data_dir, removed = rp.done("data").get("params", {}).get("data_dir"), rp.done("class_removal").get(
+        "params", {}
+    ).get("removed")
     settings = "\n".join(f"- {s}: " + ", ".join(f"`{k}={v}`" for k, v in rp.done(s)["params"].items())
                          for s in ("phase1", "phase2") if rp.done(s).get("params"))
     hw = [f"- {s}: {r.get('device', '?')}, precision {r.get('precision', '?')}, {r.get('seconds', '?')} s of training, "
           f"{r.get('epochs_run', '?')} epochs (best {r.get('best_epoch', '?')})"
           for s in ("phase1", "phase2") for r in [rp.done(s).get("result")] if r]
-    return dict(base=p1.get("backbone"), pooling=p1.get("pooling", "mean"), settings=settings or "- (not recorded)",
-                dataset="babycry synthetic demo corpus" if data_dir and Path(data_dir).name == "demo_corpus"
-                        else Path(data_dir).name if data_dir else "infant cry recordings",
-                removed=f"The class(es) {', '.join(f'`{c}`' for c in removed)} were removed before phase 2 (class removal)."
-                        if removed and stage == "phase2" else "", hardware="\n".join(hw) or "- (not recorded)")
+    return dict(
+        base=p1.get("backbone"),
+        pooling=p1.get("pooling", "mean"),
+        settings=settings or "- (not recorded)",
+        dataset=(
+            "babycry synthetic demo corpus"
+            if data_dir and Path(data_dir).name == "demo_corpus"
+            else Path(data_dir).name if data_dir else "infant cry recordings"
+        ),
+        removed=(
+            f"The class(es) {', '.join(f'`{c}`' for c in removed)} were removed before phase 2 (class removal)."
+            if removed and stage == "phase2"
+            else ""
+        ),
+        hardware="\n".join(hw) or "- (not recorded)",
+    )
 
 def _result_fields(metrics: dict) -> dict:
     "The card's numbers, from the evaluation's metrics."
     t, ci = metrics["test"], metrics["ci"]
-    per = pd.DataFrame([{"class": c, "precision": t["per_class"][c]["precision"], "recall": t["per_class"][c]["recall"],
-                         "f1": t["per_class"][c]["f1-score"], "test clips": int(t["per_class"][c]["support"])} for c in t["classes"]])
+    per = pd.DataFrame(
+        [
+            {
+                "class": c,
+                "precision": t["per_class"][c]["precision"],
+                "recall": t["per_class"][c]["recall"],
+                "f1": t["per_class"][c]["f1-score"],
+                "test clips": int(t["per_class"][c]["support"]),
+            }
+            for c in t["classes"]
+        ]
+    )
     absent = t["classes_absent_from_test"]
-    return dict(n_test=t["n"], n_groups=metrics["n_groups"], level=int(ci["level"] * 100), n_bootstrap=ci["n_bootstrap"],
-                resample="recording sources (groups)" if ci["resample"] == "group" else "clips",
-                accuracy=_fmt_ci(ci["accuracy"]), macro_f1=_fmt_ci(ci["macro_f1"]), balanced_accuracy=t["balanced_accuracy"],
-                weighted_f1=t["weighted_f1"], roc_auc=t["roc_auc_ovr_macro"], ece=t["ece"], per_class=_table(per),
-                progression=_table(pd.DataFrame(metrics["progression"])), reads=_reads_text(metrics.get("test_reads", [])),
-                absent=f"Classes without a test clip (no recall measured): {', '.join(absent)}." if absent else "",
-                classes=", ".join(f"`{c}`" for c in t["classes"]), n_classes=len(t["classes"]),
-                device=metrics.get("device", "?"), platform=metrics.get("platform", ""), evaluated=metrics.get("evaluated", ""))
+    return dict(
+        n_test=t["n"],
+        n_groups=metrics["n_groups"],
+        level=int(ci["level"] * 100),
+        n_bootstrap=ci["n_bootstrap"],
+        resample="recording sources (groups)" if ci["resample"] == "group" else "clips",
+        accuracy=_fmt_ci(ci["accuracy"]),
+        macro_f1=_fmt_ci(ci["macro_f1"]),
+        balanced_accuracy=t["balanced_accuracy"],
+        weighted_f1=t["weighted_f1"],
+        roc_auc=t["roc_auc_ovr_macro"],
+        ece=t["ece"],
+        per_class=_table(per),
+        progression=_table(pd.DataFrame(metrics["progression"])),
+        reads=_reads_text(metrics.get("test_reads", [])),
+        absent=f"Classes without a test clip (no recall measured): {', '.join(absent)}." if absent else "",
+        classes=", ".join(f"`{c}`" for c in t["classes"]),
+        n_classes=len(t["classes"]),
+        device=metrics.get("device", "?"),
+        platform=metrics.get("platform", ""),
+        evaluated=metrics.get("evaluated", ""),
+    )
 
 def _protocol(rp) -> str:
     "The card's sentence on the evaluation protocol, from the data stage's record (one split, or fold k of K)."
     p = rp.done("data").get("params", {})
     if p.get("fold") is None: return "one grouped train/validation/test split (not cross-validation)."
-    return (f"fold {p['fold']} of a {p['folds']}-fold grouped cross-validation: the test split below is fold {p['fold']}, and "
-            "training and validation are a grouped split of the other folds.")
+    return (
+        f"fold {p['fold']} of a {p['folds']}-fold grouped cross-validation: the test split below is fold {p['fold']},"
+        " and training and validation are a grouped split of the other folds."
+    )
 
 def _cv_section(cv: dict | None) -> str:
     "The card's out-of-fold results of a cross-validated run (empty without one)."
     if not cv: return ""
     f = lambda k: _fmt_ci(dict(cv["ci"][k], point=cv["pooled"][k]))
     folds = pd.DataFrame(cv["per_fold"])[["fold", "n", "accuracy", "balanced_accuracy", "macro_f1", "ece"]]
-    return (f"### Cross-validated (out-of-fold) results\n\n{cv['folds']}-fold grouped cross-validation over recording sources: "
-            f"each of the {cv['n_clips']} clips ({cv['n_groups']} sources) was predicted once, by the fold model that never saw its "
-            f"source. Pooled, with {int(cv['ci']['level'] * 100)}% bootstrap intervals over {cv['ci']['resample']}s:\n\n"
-            f"| metric | value |\n|---|---|\n| accuracy | {f('accuracy')} |\n| balanced accuracy | {f('balanced_accuracy')} |\n"
-            f"| macro-F1 | {f('macro_f1')} |\n| expected calibration error | {f('ece')} |\n\nPer fold:\n\n{_table(folds)}\n\n"
-            f"**This model is fold {cv['exported']['fold']}'s** ({cv['exported']['why']}); the test-split numbers below are of "
-            f"its own test fold only.\n\n")
+    return (
+        f"### Cross-validated (out-of-fold) results\n\n{cv['folds']}-fold grouped cross-validation over recording"
+        f" sources: each of the {cv['n_clips']} clips ({cv['n_groups']} sources) was predicted once, by the fold model"
+        f" that never saw its source. Pooled, with {int(cv['ci']['level'] * 100)}% bootstrap intervals over"
+        f" {cv['ci']['resample']}s:\n\n| metric | value |\n|---|---|\n| accuracy | {f('accuracy')} |\n| balanced"
+        f" accuracy | {f('balanced_accuracy')} |\n| macro-F1 | {f('macro_f1')} |\n| expected calibration error |"
+        f" {f('ece')} |\n\nPer fold:\n\n{_table(folds)}\n\n**This model is fold {cv['exported']['fold']}'s**"
+        f" ({cv['exported']['why']}); the test-split numbers below are of its own test fold only.\n\n"
+    )
 
 def _ladder_section(ladder: pd.DataFrame | None) -> str:
-    "The card's baseline ladder (13_ladder's `cv/ladder.csv`): each rung's out-of-fold macro-F1 and balanced accuracy (empty without one)."
+    """The card's baseline ladder (13_ladder's `cv/ladder.csv`): each rung's out-of-fold macro-F1 and balanced accuracy
+    (empty without one)."""
     if ladder is None or not len(ladder): return ""
     t, ci = ladder.reset_index(drop=True), lambda r, k: f"{r[k]:.3f} [{r[k + '_low']:.3f}, {r[k + '_high']:.3f}]"
     rw = t.random_weights.astype(str).str.lower().eq("true")
-    rows = pd.DataFrame({"model": [m + (" (random weights)" if w else "") for m, w in zip(t.model, rw)],
-                         "macro-F1 [95% CI]": [ci(r, "macro_f1") for _, r in t.iterrows()],
-                         "balanced accuracy [95% CI]": [ci(r, "balanced_accuracy") for _, r in t.iterrows()],
-                         "accuracy": t.accuracy.astype(float), "seconds": [f"{v:.1f}" for v in t.seconds.astype(float)]})
+    rows = pd.DataFrame(
+        {
+            "model": [m + (" (random weights)" if w else "") for m, w in zip(t.model, rw)],
+            "macro-F1 [95% CI]": [ci(r, "macro_f1") for _, r in t.iterrows()],
+            "balanced accuracy [95% CI]": [ci(r, "balanced_accuracy") for _, r in t.iterrows()],
+            "accuracy": t.accuracy.astype(float),
+            "seconds": [f"{v:.1f}" for v in t.seconds.astype(float)],
+        }
+    )
     if "roc_auc" in t and t.roc_auc.notna().any():                     # ladders written since ROC-AUC was added
         rows.insert(3, "ROC-AUC [95% CI]", [ci(r, "roc_auc") if pd.notna(r["roc_auc"]) else ""
                                             for _, r in t.iterrows()])
-    return (f"### Against the baseline ladder\n\nEvery rung was scored out of fold on the same {int(t.n_clips.iloc[0])} clips, "
-            f"{int(t.n_classes.max())} classes and grouped folds (13_ladder; intervals resample recording sources). Chance is "
-            f"{1 / int(t.n_classes.max()):.3f} balanced accuracy. " + ("Rows marked *random weights* used a randomly initialised "
-            "backbone: they measure the plumbing, not skill. " if rw.any() else "") + f"\n\n{_table(rows)}\n\n")
+    return (
+        f"### Against the baseline ladder\n\nEvery rung was scored out of fold on the same {int(t.n_clips.iloc[0])}"
+        f" clips, {int(t.n_classes.max())} classes and grouped folds (13_ladder; intervals resample recording sources)."
+        f" Chance is {1 / int(t.n_classes.max()):.3f} balanced accuracy. "
+        + (
+            "Rows marked *random weights* used a randomly initialised backbone: they measure the plumbing, not skill. "
+            if rw.any()
+            else ""
+        )
+        + f"\n\n{_table(rows)}\n\n"
+    )
 
 def _leakage_section(leakage: pd.DataFrame | None) -> str:
     "The card's 'what a leaky protocol would have reported on this data' (13d's `cv/leakage.csv`; not in metadata)."
@@ -227,7 +289,8 @@ def _leakage_section(leakage: pd.DataFrame | None) -> str:
 
 def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None, ladder: pd.DataFrame | None = None,
                      leakage: pd.DataFrame | None = None) -> Path:
-    "Write `README.md` (a Hugging Face model card) into `model_dir`: the template `babycry/model_card.md`, filled from the run (and `cv`'s out-of-fold results, the `ladder`)."
+    """Write `README.md` (a Hugging Face model card) into `model_dir`: the template `babycry/model_card.md`, filled from
+    the run (and `cv`'s out-of-fold results, the `ladder`)."""
     from importlib.resources import files
     rp, stage = RunPaths(run_dir), metrics["model"]
     facts = _run_facts(rp, stage)
@@ -265,7 +328,8 @@ def leakage_rows(run_dir) -> pd.DataFrame | None:
 
 # %% ../nbs/07b_card.ipynb #5ea53c11
 def write_cv_card(run_dir, m: dict) -> Path:
-    "The exported fold model's card, with the out-of-fold results `m` (a `cv/metrics.json`) and the baseline ladder, if any."
+    """The exported fold model's card, with the out-of-fold results `m` (a `cv/metrics.json`) and the baseline ladder,
+    if any."""
     fp = RunPaths(run_dir).fold(m["exported"]["fold"])
     return write_model_card(fp.model(m["model"]), load_metrics(fp.metrics), fp.root, cv=m, ladder=ladder_table(run_dir),
                             leakage=leakage_rows(run_dir))

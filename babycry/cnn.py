@@ -30,12 +30,17 @@ class LogMelCNN(nn.Module):
         super().__init__()
         channels, n_mels, dropout, hop = cfg.channels, cfg.n_mels, cfg.dropout, cfg.hop
         self.n_fft, self.hop = n_fft, hop
-        self.config = PretrainedConfig(num_labels=n_classes, channels=list(channels), n_mels=n_mels, dropout=dropout, hop=hop)   # Trainer reads it
+        self.config = PretrainedConfig(
+            num_labels=n_classes, channels=list(channels), n_mels=n_mels, dropout=dropout, hop=hop
+        )  # Trainer reads it
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        self.register_buffer("mel", torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)).float(), persistent=False)
+        self.register_buffer(
+            "mel", torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)).float(), persistent=False
+        )
         blocks, c = [], 1
         for co in channels:
-            blocks += [nn.Conv2d(c, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU(), nn.MaxPool2d(2)]; c = co
+            blocks += [nn.Conv2d(c, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU(), nn.MaxPool2d(2)]
+            c = co
         self.blocks, self.drop, self.out = nn.Sequential(*blocks), nn.Dropout(dropout), nn.Linear(2 * c, n_classes)
 
     def logmel(self, x):
@@ -59,21 +64,33 @@ class Windows(torch.utils.data.Dataset):
 
 # %% ../nbs/13c_cnn.ipynb #7c2c1c68
 def _train_cnn(train, valid, classes, cfg, out_dir):
-    "Fit a fresh `LogMelCNN` with the recipe's Trainer engine (early stopping on `valid`); the trainer, best model loaded."
+    """Fit a fresh `LogMelCNN` with the recipe's Trainer engine (early stopping on `valid`); the trainer, best model
+    loaded."""
     set_seed(cfg.seed); model = LogMelCNN(len(classes), cfg)
     with contextlib.redirect_stdout(io.StringIO()):                      # one line per epoch: kept in history.json
-        return fit(model, train, valid, out_dir, training_args(out_dir/"checkpoints", cfg), collate_clips, list(classes),
-                   "cnn-scratch", cfg.patience, optimizer_factory=phase1_optimizer_factory(cfg),
-                   scheduler_factory=phase1_scheduler_factory(cfg))
+        return fit(
+            model,
+            train,
+            valid,
+            out_dir,
+            training_args(out_dir / "checkpoints", cfg),
+            collate_clips,
+            list(classes),
+            "cnn-scratch",
+            cfg.patience,
+            optimizer_factory=phase1_optimizer_factory(cfg),
+            scheduler_factory=phase1_scheduler_factory(cfg),
+        )
 
 def cnn_fold(df, audio, fold, classes, cfg, out_dir, workers=None) -> dict:
-    "Train `LogMelCNN` on the training folds of `df` (augmented, balanced; early stopping on an inner split), predict `fold`."
+    """Train `LogMelCNN` on the training folds of `df` (augmented, balanced; early stopping on an inner split), predict
+    `fold`."""
     fold, folds, out_dir, idx = int(fold), df.fold.to_numpy(), Path(out_dir), {c: i for i, c in enumerate(classes)}
     tr, te = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     fit_idx, va = inner_splits(df, tr, cfg.valid_folds, cfg.seed + fold)[0]
     Xtr, mtr = build_split(df.iloc[fit_idx], audio, "train", DataConfig(seed=cfg.seed + fold), workers=workers)
     Xva, mva = build_split(df.iloc[va], audio, "valid", DataConfig())
-    shutil.rmtree(out_dir, ignore_errors=True)                            # a fresh model: never resume another run's fold
+    shutil.rmtree(out_dir, ignore_errors=True)  # a fresh model: never resume another run's fold
     trainer = _train_cnn(Windows(Xtr, mtr.label.map(idx)), Windows(Xva, mva.label.map(idx)), classes,
                          dataclasses.replace(cfg, seed=cfg.seed + fold), out_dir)
     Xte = np.stack([fix_length(audio[p], CLIP_SAMPLES, "center") for p in df.path.iloc[te]])

@@ -23,7 +23,8 @@ def setting(default, help: str = "", *, choices=None, ge=None, gt=None, le=None,
 
 # %% ../nbs/00a_config.ipynb #831ea38e
 def _split_ok(v):
-    if len(v) != 3 or min(v) < 0 or abs(sum(v) - 1) > 1e-6 or v[0] <= 0 or v[1] <= 0: return "three fractions train, valid, test >= 0 that sum to 1 (train and valid > 0)"
+    if len(v) != 3 or min(v) < 0 or abs(sum(v) - 1) > 1e-6 or v[0] <= 0 or v[1] <= 0:
+        return "three fractions train, valid, test >= 0 that sum to 1 (train and valid > 0)"
 
 def _range_ok(v):
     if len(v) != 2 or v[0] > v[1]: return "two numbers, low <= high"
@@ -33,8 +34,13 @@ class DataConfig:
     "01_data: audit, split and augmentation of the clips."
     seed: int = setting(42, "seed of the split and of the augmentation", ge=0)
     split: tuple = setting((0.70, 0.15, 0.15), "train, valid, test fractions, by recording source", check=_split_ok)
-    folds: int = setting(0, "0: the one split above; K (2 or more): K-fold cross-validation over recording sources (the "
-                            "test split is one fold, the validation split a grouped share of the others)", ge=0, check=lambda v: "0 or at least 2" if v == 1 else None)
+    folds: int = setting(
+        0,
+        "0: the one split above; K (2 or more): K-fold cross-validation over recording sources (the "
+        "test split is one fold, the validation split a grouped share of the others)",
+        ge=0,
+        check=lambda v: "0 or at least 2" if v == 1 else None,
+    )
     drop_duplicates: bool = setting(True, "keep one copy of identical audio")
     drop_augmented_copies: bool = setting(True, "drop `generated_...` files and near-identical (gain/noise) copies")
     windows_per_clip: int = setting(1, "3 s windows taken from each long clip", ge=1)
@@ -49,37 +55,62 @@ class DataConfig:
                               choices=("auto", "given"))
     drop_classes: tuple = setting((), "labels of the corpus left out before the split (e.g. a class with too few "
                                       "recording sources); their files are listed in skipped.csv")
-    equalize_bandwidth: str = setting("auto", "low-pass every cached clip to the lowest native Nyquist frequency: 'auto' when the audit flags the sample rate as a shortcut", choices=("auto", "always", "never"))
+    equalize_bandwidth: str = setting(
+        "auto",
+        "low-pass every cached clip to the lowest native Nyquist frequency: 'auto' when the audit flags the sample rate"
+        " as a shortcut",
+        choices=("auto", "always", "never"),
+    )
 
 # %% ../nbs/00a_config.ipynb #4e0b3cea
 @dataclass
 class TrainingConfig:
-    "What both training phases set the same way: AdamW's decay and betas, label smoothing, selection, precision, seed, processes."
+    """What both training phases set the same way: AdamW's decay and betas, label smoothing, selection, precision, seed,
+    processes."""
     weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms)", ge=0)
-    betas: tuple = setting((0.9, 0.999), "AdamW betas", check=lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v) else "two numbers in [0, 1)")
+    betas: tuple = setting(
+        (0.9, 0.999),
+        "AdamW betas",
+        check=lambda v: None if len(v) == 2 and all(0 <= b < 1 for b in v) else "two numbers in [0, 1)",
+    )
     label_smoothing: float = setting(0.05, "cross-entropy label smoothing", ge=0, lt=1)
-    select_metric: str = setting("macro_f1", "validation metric for checkpoint choice and early stopping", choices=("macro_f1", "accuracy", "loss"))
+    select_metric: str = setting(
+        "macro_f1",
+        "validation metric for checkpoint choice and early stopping",
+        choices=("macro_f1", "accuracy", "loss"),
+    )
     precision: str = setting(None, "None: chosen from the hardware", choices=(None, "bf16", "fp16", "fp32"))
     seed: int = setting(42, "seed of the initialisation and the data order", ge=0)
-    nproc: int = setting(None, "training processes, one per GPU, data-parallel (DDP); None: every visible GPU (1 without one)", ge=1)
+    nproc: int = setting(
+        None, "training processes, one per GPU, data-parallel (DDP); None: every visible GPU (1 without one)", ge=1
+    )
 
 # %% ../nbs/00a_config.ipynb #c14d8688
 @dataclass
 class Phase1Config(TrainingConfig):
-    "04_phase1: an MLP head on a frozen backbone, every class of the corpus (of a cry-reason corpus, the recipe's seven it holds)."
+    """04_phase1: an MLP head on a frozen backbone, every class of the corpus (of a cry-reason corpus, the recipe's
+    seven it holds)."""
     backbone: str = setting(DEFAULT_BACKBONE, "a hub name, a local folder, or 'tiny' (random weights, for tests)")
-    pooling: str = setting("mean", "pooling over time (stats: mean and standard deviation)", choices=("mean", "max", "attention", "stats"))
-    head: str = setting("simple", "the head: an MLP, or a bottleneck adapter", choices=("simple", "improved", "adapter"))
+    pooling: str = setting(
+        "mean", "pooling over time (stats: mean and standard deviation)", choices=("mean", "max", "attention", "stats")
+    )
+    head: str = setting(
+        "simple", "the head: an MLP, or a bottleneck adapter", choices=("simple", "improved", "adapter")
+    )
     epochs: int = setting(60, "maximum epochs", ge=1)
     batch_size: int = setting(8, "clips per optimizer step, split evenly over the nproc processes", ge=1)
     lr: float = setting(1e-4, "peak learning rate (AdamW)", gt=0)
     warmup_ratio: float = setting(0.1, "share of the steps with a linear warm-up", ge=0, lt=1)
     max_grad_norm: float = setting(1.0, "gradient clipping norm", gt=0)
     patience: int = setting(15, "epochs without a better validation score before stopping", ge=1)
-    weighted_layers: bool = setting(False, "pool a learnable softmax-weighted sum of every layer's output (SUPERB-style) "
-                                           "instead of the last layer's; phase 2 keeps phase 1's choice")
-    cache_backbone: bool = setting(True, "train the head on backbone outputs computed once per clip (False: the backbone "
-                                         "runs every step)")
+    weighted_layers: bool = setting(
+        False,
+        "pool a learnable softmax-weighted sum of every layer's output (SUPERB-style) "
+        "instead of the last layer's; phase 2 keeps phase 1's choice",
+    )
+    cache_backbone: bool = setting(
+        True, "train the head on backbone outputs computed once per clip (False: the backbone " "runs every step)"
+    )
 
 # %% ../nbs/00a_config.ipynb #4978812a
 @dataclass
@@ -96,8 +127,12 @@ SPEEDS = dict(recipe=dict(batch_size=8, warmup_epochs=0), large_batch=dict(batch
 class Phase2Config(TrainingConfig):
     "06_phase2: top six layers unfrozen with layer-wise LR decay and cosine warm restarts."
     epochs: int = setting(30, "maximum epochs (a later run with more epochs continues from the best checkpoint)", ge=1)
-    batch_size: int = setting(None, "clips per optimizer step, split evenly over the nproc processes; None: the speed's "
-                                    "(" + ", ".join(f"{k}: {v['batch_size']}" for k, v in SPEEDS.items()) + ")", ge=1)
+    batch_size: int = setting(
+        None,
+        "clips per optimizer step, split evenly over the nproc processes; None: the speed's "
+        "(" + ", ".join(f"{k}: {v['batch_size']}" for k, v in SPEEDS.items()) + ")",
+        ge=1,
+    )
     head_lr: float = setting(5e-5, "learning rate of the head", gt=0)
     top_layer_lr: float = setting(2e-5, "learning rate of the top encoder layer; each lower one x layer_decay", gt=0)
     layer_decay: float = setting(0.95, "layer-wise learning-rate decay", gt=0, le=1)
@@ -112,8 +147,12 @@ class Phase2Config(TrainingConfig):
     first_trainable_layer: int = setting(6, "encoder layers from this one up train", ge=0)
     head: str = setting("improved", "the head of phase 2", choices=("simple", "improved", "adapter"))
     cache_encoder: bool = setting(True, "train from the frozen conv encoder's output, computed once per clip")
-    speed: str = setting("recipe", "'large_batch': a large GPU's batch, learning rates scaled by the square root of the "
-                                   "batch ratio, and a warm-up (see SPEEDS)", choices=tuple(SPEEDS))
+    speed: str = setting(
+        "recipe",
+        "'large_batch': a large GPU's batch, learning rates scaled by the square root of the "
+        "batch ratio, and a warm-up (see SPEEDS)",
+        choices=tuple(SPEEDS),
+    )
     per_class_every: int = setting(5, "print per-class validation recall every N epochs (0: never)", ge=0)
 
 # %% ../nbs/00a_config.ipynb #b331c540
@@ -121,7 +160,9 @@ class Phase2Config(TrainingConfig):
 class EvalConfig:
     "07_evaluation: the test split, read once, with bootstrap intervals."
     n_bootstrap: int = setting(1000, "bootstrap resamples for the intervals", ge=10)
-    bootstrap_by: str = setting("group", "resample recording sources ('group') or clips ('clip')", choices=("group", "clip"))
+    bootstrap_by: str = setting(
+        "group", "resample recording sources ('group') or clips ('clip')", choices=("group", "clip")
+    )
     seed: int = setting(42, "seed of the bootstrap", ge=0)
 
 # %% ../nbs/00a_config.ipynb #d1fbb780
@@ -131,7 +172,10 @@ LADDER_RUNGS = ("majority", "stratified", "features+logreg", "features+lgbm", "e
 
 def _rungs_ok(v):
     bad = [r for r in v if r not in LADDER_RUNGS]
-    if bad or not v: return f"a comma-separated list of the ladder's rungs {', '.join(LADDER_RUNGS)} (not {', '.join(bad) or 'none'})"
+    if bad or not v:
+        return (
+            f"a comma-separated list of the ladder's rungs {', '.join(LADDER_RUNGS)} (not {', '.join(bad) or 'none'})"
+        )
 
 PROTOCOLS = ("grouped", "clip", "augment-first", "select-on-test")   # the leak-free one first; the others: leaky
 
@@ -143,12 +187,25 @@ def _protocols_ok(v):
 @dataclass
 class LadderConfig:
     "13_ladder: the baseline ladder, every rung on the same grouped folds and clips."
-    rungs: tuple = setting(LADDER_RUNGS, "the rungs to run (the recipe's need a cross-validated run: babycry-run --folds K)", check=_rungs_ok)
-    folds: int = setting(5, "outer grouped folds, when the data stage made none (a cross-validated run's own folds win)", ge=2)
+    rungs: tuple = setting(
+        LADDER_RUNGS,
+        "the rungs to run (the recipe's need a cross-validated run: babycry-run --folds K)",
+        check=_rungs_ok,
+    )
+    folds: int = setting(
+        5, "outer grouped folds, when the data stage made none (a cross-validated run's own folds win)", ge=2
+    )
     n_trials: int = setting(50, "Optuna trials per tuned rung and outer fold", ge=1)
     inner_folds: int = setting(3, "grouped inner folds (of the training folds) that score each trial", ge=2)
-    remove_classes: tuple = setting(None, "classes left out of every rung; None: those the recipe's class removal dropped (a cross-validated run), else none")
-    backbone: str = setting(DEFAULT_BACKBONE, "the frozen backbone of the embedding rungs: a hub name, a local folder, or 'tiny' (random weights)")
+    remove_classes: tuple = setting(
+        None,
+        "classes left out of every rung; None: those the recipe's class removal dropped (a cross-validated run), else"
+        " none",
+    )
+    backbone: str = setting(
+        DEFAULT_BACKBONE,
+        "the frozen backbone of the embedding rungs: a hub name, a local folder, or 'tiny' (random weights)",
+    )
     n_bootstrap: int = setting(1000, "bootstrap resamples (over recording sources) for each rung's intervals", ge=10)
     seed: int = setting(42, "seed of the folds, the searches and the models", ge=0)
     protocols: tuple = setting(("grouped",), "evaluation protocols: grouped (leak-free folds over recording "
@@ -176,10 +233,14 @@ class ScratchCNNConfig(TrainingConfig):
 
 # %% ../nbs/00a_config.ipynb #693c8c6a
 def cnn_settings(cnn) -> dict:
-    "`ScratchCNNConfig` overrides from a dict or its YAML text (`-p ladder.cnn \"{epochs: 10}\"`), checked before anything runs."
+    """`ScratchCNNConfig` overrides from a dict or its YAML text (`-p ladder.cnn \"{epochs: 10}\"`), checked before
+    anything runs."""
     import yaml
     d = yaml.safe_load(cnn) if isinstance(cnn, str) else dict(cnn or {})
-    if not isinstance(d, dict): raise ValueError(f"cnn={cnn!r} is not allowed: give ScratchCNNConfig settings as a mapping, e.g. {{epochs: 10}}")
+    if not isinstance(d, dict):
+        raise ValueError(
+            f"cnn={cnn!r} is not allowed: give ScratchCNNConfig settings as a mapping, e.g. {{epochs: 10}}"
+        )
     make_config(ScratchCNNConfig, "13_ladder.cnn", **d)
     return d
 
@@ -193,7 +254,11 @@ def _coerce(value, kind, default):
         if str(value).lower() in ("true", "false"): return str(value).lower() == "true"
         raise ValueError("True or False")
     if kind is tuple:
-        items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+        items = (
+            [s.strip() for s in value.split(",") if s.strip()]
+            if isinstance(value, str)
+            else list(value) if isinstance(value, (list, tuple)) else [value]
+        )
         inner = type(default[0]) if default else str
         return tuple(str(v) if inner is str else _coerce(v, inner, None) for v in items)
     if kind in (int, float):
@@ -213,23 +278,31 @@ def _plain(v):
 
 def _limits(meta, v) -> str | None:
     "What is wrong with `v` under a setting's choices, bounds and check (None if nothing)."
-    if meta["choices"] is not None: return None if v in meta["choices"] else "one of " + ", ".join(map(repr, meta["choices"]))
+    if meta["choices"] is not None:
+        return None if v in meta["choices"] else "one of " + ", ".join(map(repr, meta["choices"]))
     bounds = [(meta[k], op) for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if meta[k] is not None]
     ok = {">=": lambda a: v >= a, ">": lambda a: v > a, "<=": lambda a: v <= a, "<": lambda a: v < a}
     if not all(ok[op](a) for a, op in bounds): return "a value " + " and ".join(f"{op} {a}" for a, op in bounds)
     return meta["check"](v) if meta["check"] else None
 
 def check_setting(cls, name: str, value, where: str = ""):
-    "`value` checked and converted for setting `name` of `cls`; the ValueError names the setting, the value and what is allowed."
+    """`value` checked and converted for setting `name` of `cls`; the ValueError names the setting, the value and what
+    is allowed."""
     fields, at = {f.name: f for f in dataclasses.fields(cls)}, f"{where}." if where else ""
-    if name not in fields: raise ValueError(f"{at}{name} is not a setting of {where or cls.__name__}; its settings are: {', '.join(fields)}")
+    if name not in fields:
+        raise ValueError(
+            f"{at}{name} is not a setting of {where or cls.__name__}; its settings are: {', '.join(fields)}"
+        )
     f = fields[name]
     if value is None: return f.default
     try:
         v = _coerce(value, _KINDS[f.type if isinstance(f.type, str) else f.type.__name__], f.default)
         why = _limits(f.metadata, v)
     except ValueError as e: why = str(e)
-    if why: raise ValueError(f"{at}{name}={_plain(value)!r} is not allowed: it must be {why} (the recipe's value is {f.default!r}).")
+    if why:
+        raise ValueError(
+            f"{at}{name}={_plain(value)!r} is not allowed: it must be {why} (the recipe's value is {f.default!r})."
+        )
     return v
 
 # %% ../nbs/00a_config.ipynb #fb418c1b
@@ -237,7 +310,8 @@ RENAMED = {"fast_path": "cache_backbone"}                 # old setting name -> 
 RENAMED_VALUES = {"speed": {"fast": "large_batch"}}      # setting -> {old value: new}
 
 def migrate_params(params: dict) -> dict:
-    "A recorded parameter dict (a `done.json`'s `params`, `pipeline.json`'s `-p` names) with renamed settings and values under their current names."
+    """A recorded parameter dict (a `done.json`'s `params`, `pipeline.json`'s `-p` names) with renamed settings and
+    values under their current names."""
     out = {}
     for k, v in (params or {}).items():
         k = RENAMED.get(k, k)
@@ -246,7 +320,8 @@ def migrate_params(params: dict) -> dict:
 
 # %% ../nbs/00a_config.ipynb #fffa5d61
 def make_config(cls, where: str = "", recorded: dict | None = None, **settings):
-    "Config `cls` from `settings`, each checked; a setting given as None (or not given) takes its `recorded` value (what this run used), else the recipe's."
+    """Config `cls` from `settings`, each checked; a setting given as None (or not given) takes its `recorded` value
+    (what this run used), else the recipe's."""
     fields = {f.name for f in dataclasses.fields(cls)}
     rec = {k: v for k, v in migrate_params(recorded).items() if k in fields}
     values = {k: settings[k] if settings.get(k) is not None else rec.get(k) for k in {*settings, *rec}}
@@ -270,18 +345,35 @@ def settings_table(cls):
                         columns=["setting", "recipe", "meaning"]).set_index("setting")
 
 # %% ../nbs/00a_config.ipynb #b8c67c40
-STAGE_SETTINGS = {   # stage notebook: (its config, the fields it takes (None: all), its other parameters: name -> (value, meaning))
-    "01_data": (DataConfig, None, dict(data_dir=(None, "the corpus folder; None: the synthetic demo corpus, made once in <run_dir>/demo_corpus/"),
-                                       workers=(None, "processes for decoding and augmentation (None: all cores); does not change the result"))),
-    "02_dataset": (Phase1Config, ("backbone", "seed"), {}),
-    "03_model": (Phase1Config, ("backbone", "seed"), {}),
-    "04_phase1": (Phase1Config, None, {}),
-    "05_class_removal": (ClassRemovalConfig, None, {}),
-    "06_phase2": (Phase2Config, None, {}),
-    "07_evaluation": (EvalConfig, None, {}),
-    "13_ladder": (LadderConfig, None, dict(cnn=(None, "ScratchCNNConfig settings of cnn-scratch as YAML, e.g. \"{epochs: 10}\""),
-                                           workers=(None, "processes for features and outer folds (None: all cores)"))),
-}
+STAGE_SETTINGS = (
+    {  # stage notebook: (its config, the fields it takes (None: all), its other parameters: name -> (value, meaning))
+        "01_data": (
+            DataConfig,
+            None,
+            dict(
+                data_dir=(
+                    None,
+                    "the corpus folder; None: the synthetic demo corpus, made once in <run_dir>/demo_corpus/",
+                ),
+                workers=(None, "processes for decoding and augmentation (None: all cores); does not change the result"),
+            ),
+        ),
+        "02_dataset": (Phase1Config, ("backbone", "seed"), {}),
+        "03_model": (Phase1Config, ("backbone", "seed"), {}),
+        "04_phase1": (Phase1Config, None, {}),
+        "05_class_removal": (ClassRemovalConfig, None, {}),
+        "06_phase2": (Phase2Config, None, {}),
+        "07_evaluation": (EvalConfig, None, {}),
+        "13_ladder": (
+            LadderConfig,
+            None,
+            dict(
+                cnn=(None, 'ScratchCNNConfig settings of cnn-scratch as YAML, e.g. "{epochs: 10}"'),
+                workers=(None, "processes for features and outer folds (None: all cores)"),
+            ),
+        ),
+    }
+)
 COMMON_PARAMETERS = dict(run_dir=(None, "the run folder; None: the latest run (runs/latest, which babycry-run keeps)"),
                          overwrite=(False, "True: keep the finished stage as <stage>.old-<time> and run it again"))
 
@@ -292,13 +384,17 @@ def stage_fields(nb: str) -> list:
 
 # %% ../nbs/00a_config.ipynb #d443cb71
 def parameters_cell(nb: str) -> str:
-    "The text of stage notebook `nb`'s `parameters` cell: the run folder, `overwrite`, its other parameters and every setting it takes, each = None with its meaning."
+    """The text of stage notebook `nb`'s `parameters` cell: the run folder, `overwrite`, its other parameters and every
+    setting it takes, each = None with its meaning."""
     cls, _, extra = STAGE_SETTINGS[nb]
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
     common = {k: v for k, v in COMMON_PARAMETERS.items() if k != "overwrite" or nb not in ("02_dataset", "03_model")}
     rows = [(k, v, h) for k, (v, h) in {**common, **extra}.items()] + [(k, None, helps[k]) for k in stage_fields(nb)]
     bad = [k for k, _, h in rows if "=" in h]
-    if bad: raise ValueError(f"the meaning of {bad} holds '=', which papermill cannot parse in a parameters cell: reword it")
+    if bad:
+        raise ValueError(
+            f"the meaning of {bad} holds '=', which papermill cannot parse in a parameters cell: reword it"
+        )
     w = max(len(f"{k} = {v!r}") for k, v, _ in rows) + 2
     out = []
     for k, v, h in rows:

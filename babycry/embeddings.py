@@ -31,7 +31,8 @@ def clip_window(path, n: int = CLIP_SAMPLES, hz: float | None = None) -> np.ndar
 
 # %% ../nbs/13b_embeddings.ipynb #b8442a6c
 def frozen_backbone(backbone, seed: int) -> tuple:
-    "The backbone of `from_backbone(backbone)` in eval mode ('tiny': random weights drawn with `seed`), and whether its inputs are normalised."
+    """The backbone of `from_backbone(backbone)` in eval mode ('tiny': random weights drawn with `seed`), and whether
+    its inputs are normalised."""
     torch.manual_seed(seed)
     model = BabyCryForAudioClassification.from_backbone(backbone, ["a", "b"])
     return model.backbone.eval(), bool(model.config.feature_extractor.get("do_normalize", True))
@@ -39,7 +40,8 @@ def frozen_backbone(backbone, seed: int) -> tuple:
 # %% ../nbs/13b_embeddings.ipynb #71d7cdbb
 @torch.inference_mode()
 def pooled_hidden_states(backbone, x, normalize: bool = True) -> torch.Tensor:
-    "Mean and std over time of every hidden state of `backbone` for waveforms `x` [B, T]: float32 [B, L+1, 2H] on the CPU."
+    """Mean and std over time of every hidden state of `backbone` for waveforms `x` [B, T]: float32 [B, L+1, 2H] on the
+    CPU."""
     x = torch.as_tensor(x, dtype=torch.float32).to(next(backbone.parameters()).device)
     h = torch.stack(backbone(normalize_waveforms(x) if normalize else x, output_hidden_states=True).hidden_states, 1)
     return torch.cat([h.mean(2), h.std(2)], -1).float().cpu()
@@ -47,7 +49,8 @@ def pooled_hidden_states(backbone, x, normalize: bool = True) -> torch.Tensor:
 # %% ../nbs/13b_embeddings.ipynb #0c7e00b1
 def clip_embeddings(paths, backbone, seed: int, batch_size: int = INFERENCE_BATCH, workers=None, device=None,
                     hz: float | None = None) -> np.ndarray:
-    "Pooled hidden states [N, L+1, 2H] of the centre windows of the files `paths`, in order (one backbone pass per clip)."
+    """Pooled hidden states [N, L+1, 2H] of the centre windows of the files `paths`, in order (one backbone pass per
+    clip)."""
     net, norm = frozen_backbone(backbone, seed)
     net.to(torch.device(device) if device is not None else get_device())
     W = np.stack(parallel_map(partial(clip_window, hz=hz), list(paths), workers, desc="windows"))
@@ -61,7 +64,8 @@ def embeddings_path(run_dir, backbone) -> Path:
 
 # %% ../nbs/13b_embeddings.ipynb #e7e2e035
 def embeddings_for(run_dir, rows, backbone, seed: int, workers=None, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
-    "Embeddings [N, L+1, 2H] of `rows` (columns `path`, `md5`), in order, cached in `embeddings_path(run_dir, backbone)`."
+    """Embeddings [N, L+1, 2H] of `rows` (columns `path`, `md5`), in order, cached in `embeddings_path(run_dir,
+    backbone)`."""
     f, hz = embeddings_path(run_dir, backbone), run_band_limit(run_dir)          # the recipe's cache's band limit
     key = params_hash(dict(md5=list(rows.md5), backbone=str(backbone), seed=seed if str(backbone) == "tiny" else None,
                            settings=EMBED_SETTINGS, band_hz=hz))
@@ -79,5 +83,6 @@ class LayerSelect(BaseEstimator, TransformerMixin):
     def fit(self, X, y=None): return self
     def transform(self, X):
         X = np.asarray(X)
-        if X.ndim != 3: raise ValueError(f"LayerSelect needs embeddings [clips, layers, dims], not an array of shape {X.shape}")
+        if X.ndim != 3:
+            raise ValueError(f"LayerSelect needs embeddings [clips, layers, dims], not an array of shape {X.shape}")
         return X.mean(1) if self.layer == "average" else X[:, int(self.layer)]

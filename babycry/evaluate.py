@@ -25,9 +25,16 @@ __all__ = ['CV_METRICS', 'predict_split', 'split_rows', 'restrict_probs', 'progr
            'check_oof', 'cv_metrics', 'cv_coverage', 'chosen_fold', 'run_cv_evaluation']
 
 # %% ../nbs/07_evaluation.ipynb #5b7d895a
-def predict_split(model_dir, run_dir, split: str = "test", rows: pd.DataFrame | None = None, batch_size: int = INFERENCE_BATCH,
-                  device=None):
-    "Labels `[N]`, probabilities `[N, C]` and class names of a saved model over a cached split (optionally `rows` of it)."
+def predict_split(
+    model_dir,
+    run_dir,
+    split: str = "test",
+    rows: pd.DataFrame | None = None,
+    batch_size: int = INFERENCE_BATCH,
+    device=None,
+):
+    """Labels `[N]`, probabilities `[N, C]` and class names of a saved model over a cached split (optionally `rows` of
+    it)."""
     from babycry.dataset import LabelEncoder, CachedClips, make_loader
     from babycry.model import class_probs, load_classifier
     model = load_classifier(model_dir, get_device(device))
@@ -55,10 +62,18 @@ def restrict_probs(probs, classes, keep) -> np.ndarray:
 def progression_row(name: str, metrics: dict, done: dict | None = None) -> dict:
     "One row of the phase-progression table: test metrics plus validation score and training facts from done.json."
     res = (done or {}).get("result", {})
-    return {"model": name, "classes": len(metrics["classes"]), "test clips": metrics["n"],
-            "test accuracy": metrics["accuracy"], "test balanced acc.": metrics["balanced_accuracy"],
-            "test macro-F1": metrics["macro_f1"], "valid macro-F1": res.get("valid", {}).get("macro_f1"),
-            "epochs run": res.get("epochs_run"), "best epoch": res.get("best_epoch"), "train seconds": res.get("seconds")}
+    return {
+        "model": name,
+        "classes": len(metrics["classes"]),
+        "test clips": metrics["n"],
+        "test accuracy": metrics["accuracy"],
+        "test balanced acc.": metrics["balanced_accuracy"],
+        "test macro-F1": metrics["macro_f1"],
+        "valid macro-F1": res.get("valid", {}).get("macro_f1"),
+        "epochs run": res.get("epochs_run"),
+        "best epoch": res.get("best_epoch"),
+        "train seconds": res.get("seconds"),
+    }
 
 # %% ../nbs/07_evaluation.ipynb #2b5b712e
 def misclassified(rows: pd.DataFrame, y_true, probs, classes) -> pd.DataFrame:
@@ -75,7 +90,9 @@ def log_test_read(run_dir, model: str, model_finished) -> list:
     "Append this read of the test split to `<run_dir>/test_reads.json`; return every read so far."
     path = RunPaths(run_dir).test_reads
     reads = load_json(path) if path.exists() else []
-    reads.append(dict(time=datetime.datetime.now().isoformat(timespec="seconds"), model=model, model_finished=model_finished))
+    reads.append(
+        dict(time=datetime.datetime.now().isoformat(timespec="seconds"), model=model, model_finished=model_finished)
+    )
     save_json(reads, path)
     return reads
 
@@ -88,7 +105,8 @@ def _eval_model(run_dir, stage, batch_size, device):
     return rows, y, p, classes
 
 def test_intervals(y, p, groups, cfg) -> dict:
-    "Bootstrap intervals of accuracy and macro-F1, by clip and (with `groups`) by group; the one `cfg.bootstrap_by` asks for."
+    """Bootstrap intervals of accuracy and macro-F1, by clip and (with `groups`) by group; the one `cfg.bootstrap_by`
+    asks for."""
     yp, labels = p.argmax(1), present_labels(y)
     f1 = lambda a, b: macro_f1(a, b, labels)
     ci_all = {by: {"accuracy": bootstrap_ci(y, yp, accuracy_score, cfg.n_bootstrap, cfg.seed, g),
@@ -96,8 +114,15 @@ def test_intervals(y, p, groups, cfg) -> dict:
               for by, g in [("clip", None), ("group", groups)] if by == "clip" or groups is not None}
     n_groups = len(set(groups)) if groups is not None else len(y)
     used = cfg.bootstrap_by if cfg.bootstrap_by in ci_all and n_groups >= 5 else "clip"
-    ci = dict(ci_all[used], resample=used, level=0.95, n_bootstrap=int(cfg.n_bootstrap),
-              note=None if used == cfg.bootstrap_by else f"asked for {cfg.bootstrap_by!r}, used 'clip': only {n_groups} groups")
+    ci = dict(
+        ci_all[used],
+        resample=used,
+        level=0.95,
+        n_bootstrap=int(cfg.n_bootstrap),
+        note=(
+            None if used == cfg.bootstrap_by else f"asked for {cfg.bootstrap_by!r}, used 'clip': only {n_groups} groups"
+        ),
+    )
     return dict(ci=ci, ci_by=ci_all, n_groups=int(n_groups), bootstrap_by=used)
 
 # %% ../nbs/07_evaluation.ipynb #0d6ea1c0
@@ -118,7 +143,15 @@ def progression(rp, scored: dict, final: str, t: dict) -> list:
 def _write_eval_plots(stage_dir, final, rows, y, p, classes, t, prog):
     stage_dir.mkdir(parents=True, exist_ok=True)
     for norm, name in [(False, "confusion_counts.png"), (True, "confusion_normalized.png")]:
-        plt.close(plot_confusion(t["confusion"], classes, norm, f"{final}, test: " + ("recall per class" if norm else "counts"), stage_dir/name))
+        plt.close(
+            plot_confusion(
+                t["confusion"],
+                classes,
+                norm,
+                f"{final}, test: " + ("recall per class" if norm else "counts"),
+                stage_dir / name,
+            )
+        )
     plt.close(plot_reliability(y, p, title=f"{final}, test", path=stage_dir/"reliability.png"))
     plt.close(plot_roc(y, p, classes, title=f"{final}, test: one-vs-rest ROC", path=stage_dir/"roc.png"))
     with atomic_write(stage_dir/"misclassified.csv") as f: misclassified(rows, y, p, classes).to_csv(f, index=False)
@@ -126,28 +159,47 @@ def _write_eval_plots(stage_dir, final, rows, y, p, classes, t, prog):
 
 
 # %% ../nbs/07_evaluation.ipynb #a96e5c33
-def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = INFERENCE_BATCH, device=None, **settings) -> dict:
-    "The evaluation stage with `EvalConfig` (any of its `settings` overridden): test metrics with CIs, plots, model card."
+def run_evaluation(
+    run_dir, overwrite: bool = False, batch_size: int = INFERENCE_BATCH, device=None, **settings
+) -> dict:
+    """The evaluation stage with `EvalConfig` (any of its `settings` overridden): test metrics with CIs, plots, model
+    card."""
     rp = RunPaths(run_dir)
     cfg = make_config(EvalConfig, "07_evaluation", recorded=rp.done("eval").get("params"), **settings)
     final = "phase2" if is_done(rp.phase2) else "phase1" if is_done(rp.phase1) else None
-    if final is None: raise FileNotFoundError(f"{rp.root} has no finished phase1 or phase2: run the training stages first.")
+    if final is None:
+        raise FileNotFoundError(f"{rp.root} has no finished phase1 or phase2: run the training stages first.")
     params = config_record(cfg, model=final, model_finished=done_record(rp.stage(final)).get("finished"))
     if prepare_stage(rp.eval, params, overwrite) == "skip":
-        print(f"{rp.eval} is already finished for this model: the test split is not read again."); return load_metrics(rp.metrics)
+        print(f"{rp.eval} is already finished for this model: the test split is not read again.")
+        return load_metrics(rp.metrics)
     set_seed(cfg.seed)
     reads = log_test_read(run_dir, final, params["model_finished"])
     scored = {s: _eval_model(run_dir, s, batch_size, device) for s in ("phase1", "phase2") if is_done(rp.stage(s))}
     rows, y, p, classes = scored[final]
     t = metrics_from_probs(y, p, classes)
     prog = progression(rp, scored, final, t)
-    metrics = dict(model=final, model_dir=str(rp.model(final)), model_finished=params["model_finished"], test_reads=reads,
-                   test=t, **test_intervals(y, p, rows["group"].astype(str).to_numpy() if "group" in rows else None, cfg),
-                   progression=prog, device=str(get_device(device)), evaluated=datetime.datetime.now().isoformat(timespec="seconds"),
-                   platform=f"{platform.platform()}, {platform.processor() or platform.machine()}")
+    metrics = dict(
+        model=final,
+        model_dir=str(rp.model(final)),
+        model_finished=params["model_finished"],
+        test_reads=reads,
+        test=t,
+        **test_intervals(y, p, rows["group"].astype(str).to_numpy() if "group" in rows else None, cfg),
+        progression=prog,
+        device=str(get_device(device)),
+        evaluated=datetime.datetime.now().isoformat(timespec="seconds"),
+        platform=f"{platform.platform()}, {platform.processor() or platform.machine()}",
+    )
     _write_eval_plots(rp.eval, final, rows, y, p, classes, t, prog)
-    for s, (r, ys, ps, cs) in scored.items():             # every scored model's, for the ladder; predictions.csv: the final model's
-        with atomic_write(rp.eval/f"predictions_{s}.csv") as f: predictions_frame(r, ys, ps, cs, s).to_csv(f, index=False)
+    for s, (
+        r,
+        ys,
+        ps,
+        cs,
+    ) in scored.items():  # every scored model's, for the ladder; predictions.csv: the final model's
+        with atomic_write(rp.eval/f"predictions_{s}.csv") as f:
+            predictions_frame(r, ys, ps, cs, s).to_csv(f, index=False)
     shutil.copyfile(rp.eval/f"predictions_{final}.csv", rp.eval/"predictions.csv")
     metrics["model_card"] = str(write_model_card(rp.model(final), metrics, run_dir))
     save_json(relative_paths(metrics, rp.root), rp.metrics)               # paths relative to the run: true if it moves
@@ -156,73 +208,117 @@ def run_evaluation(run_dir, overwrite: bool = False, batch_size: int = INFERENCE
 
 # %% ../nbs/07_evaluation.ipynb #ff5bbc36
 def clip_predictions(pred: pd.DataFrame) -> pd.DataFrame:
-    "One row per clip (`path`) of a predictions frame: its windows' probabilities averaged, the prediction their argmax."
+    """One row per clip (`path`) of a predictions frame: its windows' probabilities averaged, the prediction their
+    argmax."""
     pc = [c for c in pred.columns if c.startswith("p_")]
-    out = pred.groupby("path", sort=True).agg({"group": "first", "label": "first", "model": "first", **{c: "mean" for c in pc}})
+    out = pred.groupby("path", sort=True).agg(
+        {"group": "first", "label": "first", "model": "first", **{c: "mean" for c in pc}}
+    )
     out["pred"] = np.asarray([c[2:] for c in pc])[out[pc].to_numpy().argmax(1)]
     return out.reset_index()
 
 # %% ../nbs/07_evaluation.ipynb #acd37684
 def fold_predictions(run_dir, k: int, model: str | None = None) -> pd.DataFrame:
-    "Fold `k`'s test predictions of `model` (None: the final model its evaluation scored), one row per clip, with its fold."
+    """Fold `k`'s test predictions of `model` (None: the final model its evaluation scored), one row per clip, with its
+    fold."""
     e = RunPaths(run_dir).fold(k).eval
-    if not is_done(e): raise FileNotFoundError(f"fold {k} has no finished evaluation in {e}: run its stages (babycry-run --run-dir {run_dir} does).")
+    if not is_done(e):
+        raise FileNotFoundError(
+            f"fold {k} has no finished evaluation in {e}: run its stages (babycry-run --run-dir {run_dir} does)."
+        )
     f = e/("predictions.csv" if model is None else f"predictions_{model}.csv")
-    if not f.exists(): raise FileNotFoundError(f"{f} is missing: fold {k}'s evaluation did not score {model} (evaluate it again: -p evaluation.overwrite True)")
+    if not f.exists():
+        raise FileNotFoundError(
+            f"{f} is missing: fold {k}'s evaluation did not score {model} (evaluate it again: -p evaluation.overwrite"
+            " True)"
+        )
     return clip_predictions(pd.read_csv(f, keep_default_na=False)).assign(fold=int(k))
 
 # %% ../nbs/07_evaluation.ipynb #42bae367
 def gather_oof(run_dir, model: str | None = None) -> pd.DataFrame:
-    "The out-of-fold frame of a cross-validated run: each fold's test predictions (of `model`, None: the final one), one row per clip, with its fold."
+    """The out-of-fold frame of a cross-validated run: each fold's test predictions (of `model`, None: the final one),
+    one row per clip, with its fold."""
     rp = RunPaths(run_dir)
     oof = pd.concat([fold_predictions(run_dir, k, model) for k in range(rp.folds)], ignore_index=True)
     if oof.model.nunique() != 1 or oof.filter(like="p_").isna().any().any():
-        raise ValueError(f"the folds' final models differ ({sorted(oof.model.unique())}) or have other classes: run every fold to the same stage")
+        raise ValueError(
+            f"the folds' final models differ ({sorted(oof.model.unique())}) or have other classes: run every fold to"
+            " the same stage"
+        )
     return oof[["path", "group", "fold", "label", "pred"] + [c for c in oof if c.startswith("p_")] + ["model"]]
 
 # %% ../nbs/07_evaluation.ipynb #77795ebe
 def check_oof(oof: pd.DataFrame, run_dir) -> pd.DataFrame:
-    "`oof`, after checking: every usable clip of its classes exactly once, in its own fold, its source unseen by that fold's training."
+    """`oof`, after checking: every usable clip of its classes exactly once, in its own fold, its source unseen by that
+    fold's training."""
     rp = RunPaths(run_dir); man = pd.read_csv(rp.manifest, keep_default_na=False)
     usable = man[(man.status == "ok") & man.label.isin([c[2:] for c in oof if c.startswith("p_")])]
-    dup, missing, extra = oof.path[oof.path.duplicated()], set(usable.path) - set(oof.path), set(oof.path) - set(usable.path)
+    dup, missing, extra = (
+        oof.path[oof.path.duplicated()],
+        set(usable.path) - set(oof.path),
+        set(oof.path) - set(usable.path),
+    )
     if len(dup) or missing or extra:
-        raise AssertionError(f"out-of-fold predictions must cover every usable clip once: {len(dup)} predicted twice, {len(missing)} "
-                             f"never, {len(extra)} not usable clips (e.g. {(list(dup) + sorted(missing) + sorted(extra))[:3]})")
+        raise AssertionError(
+            f"out-of-fold predictions must cover every usable clip once: {len(dup)} predicted twice, {len(missing)} "
+            f"never, {len(extra)} not usable clips (e.g. {(list(dup) + sorted(missing) + sorted(extra))[:3]})"
+        )
     wrong = oof.fold.to_numpy() != oof.path.map(usable.set_index("path").fold.astype(int)).to_numpy()
-    if wrong.any(): raise AssertionError(f"{int(wrong.sum())} clips predicted by another fold than the manifest's, e.g. {oof.path[wrong].iloc[0]}")
+    if wrong.any():
+        raise AssertionError(
+            f"{int(wrong.sum())} clips predicted by another fold than the manifest's, e.g. {oof.path[wrong].iloc[0]}"
+        )
     for k, d in oof.groupby("fold"):
         fm, fp = pd.read_csv(rp.fold(k).manifest, keep_default_na=False), rp.fold(k)
-        seen = set(fm.group[fm.split.isin(["train", "valid"])]) | set(pd.read_csv(fp.cache/"train.csv", keep_default_na=False).group)
-        if set(d.group) & seen: raise AssertionError(f"fold {k}: sources of its test clips were in its training side: {sorted(set(d.group) & seen)[:5]}")
+        seen = set(fm.group[fm.split.isin(["train", "valid"])]) | set(
+            pd.read_csv(fp.cache / "train.csv", keep_default_na=False).group
+        )
+        if set(d.group) & seen:
+            raise AssertionError(
+                f"fold {k}: sources of its test clips were in its training side: {sorted(set(d.group) & seen)[:5]}"
+            )
     return oof
 
 # %% ../nbs/07_evaluation.ipynb #e5f9149f
 CV_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
 
 def _ci_metrics(y, P, classes) -> dict:
-    "Metric functions of an index array into (`y`, `P`), for `bootstrap_ci`: the CV metrics and the recall of each class."
+    """Metric functions of an index array into (`y`, `P`), for `bootstrap_ci`: the CV metrics and the recall of each
+    class."""
     yp, labels = P.argmax(1), present_labels(y)
     def recall(j): return lambda a, _: float(np.mean(yp[a][y[a] == j] == j)) if (y[a] == j).any() else np.nan
     def quiet(f):
         def g(a, _):
             with warnings.catch_warnings(): warnings.simplefilter("ignore"); return f(a)
         return g
-    return dict(accuracy=quiet(lambda a: accuracy_score(y[a], yp[a])), balanced_accuracy=quiet(lambda a: balanced_accuracy_score(y[a], yp[a])),
-                macro_f1=quiet(lambda a: macro_f1(y[a], yp[a], labels)), ece=quiet(lambda a: expected_calibration_error(y[a], P[a])),
-                **{f"recall_{c}": recall(j) for j, c in enumerate(classes) if j in labels})
+    return dict(
+        accuracy=quiet(lambda a: accuracy_score(y[a], yp[a])),
+        balanced_accuracy=quiet(lambda a: balanced_accuracy_score(y[a], yp[a])),
+        macro_f1=quiet(lambda a: macro_f1(y[a], yp[a], labels)),
+        ece=quiet(lambda a: expected_calibration_error(y[a], P[a])),
+        **{f"recall_{c}": recall(j) for j, c in enumerate(classes) if j in labels},
+    )
 
 def cv_metrics(oof: pd.DataFrame, cfg: EvalConfig = EvalConfig()) -> dict:
-    "Pooled out-of-fold metrics with bootstrap intervals (over sources by default), and each fold's, with their mean and std."
+    """Pooled out-of-fold metrics with bootstrap intervals (over sources by default), and each fold's, with their mean
+    and std."""
     pc = [c for c in oof if c.startswith("p_")]; classes = [c[2:] for c in pc]
     y, P = oof.label.map({c: i for i, c in enumerate(classes)}).to_numpy(), oof[pc].to_numpy(float)
     pooled = metrics_from_probs(y, P, classes)
     pooled.update({f"recall_{c}": pooled["per_class"][c]["recall"] for c in classes})
     idx, groups = np.arange(len(y)), oof.group.astype(str).to_numpy() if cfg.bootstrap_by == "group" else None
-    ci = {k: bootstrap_ci(idx, idx, f, cfg.n_bootstrap, cfg.seed, groups) for k, f in _ci_metrics(y, P, classes).items()}
+    ci = {
+        k: bootstrap_ci(idx, idx, f, cfg.n_bootstrap, cfg.seed, groups) for k, f in _ci_metrics(y, P, classes).items()
+    }
     ci.update(level=0.95, n_bootstrap=int(cfg.n_bootstrap), resample=cfg.bootstrap_by)
-    per_fold = [dict(fold=int(k), n=int(len(d)), **{m: metrics_from_probs(y[d.index], P[d.index], classes)[m] for m in CV_METRICS})
-                for k, d in oof.groupby("fold")]
+    per_fold = [
+        dict(
+            fold=int(k),
+            n=int(len(d)),
+            **{m: metrics_from_probs(y[d.index], P[d.index], classes)[m] for m in CV_METRICS}
+        )
+        for k, d in oof.groupby("fold")
+    ]
     pf = pd.DataFrame(per_fold)
     return dict(pooled=pooled, ci=ci, per_fold=per_fold, fold_mean={m: float(pf[m].mean()) for m in CV_METRICS},
                 fold_std={m: float(pf[m].std()) for m in CV_METRICS})
@@ -258,7 +354,8 @@ def _write_cv_plots(cv_dir, m: dict, model: str):
                                  f"{model}, out-of-fold: " + ("recall per class" if norm else "counts"), cv_dir/name))
 
 def run_cv_evaluation(run_dir, overwrite: bool = False, **settings) -> dict:
-    "Gather a cross-validated run's folds: `cv/oof.csv`, `cv/metrics.json` (pooled with intervals, per fold), plots, the exported model's card."
+    """Gather a cross-validated run's folds: `cv/oof.csv`, `cv/metrics.json` (pooled with intervals, per fold), plots,
+    the exported model's card."""
     rp = RunPaths(run_dir)
     cfg = make_config(EvalConfig, "07_evaluation", recorded=rp.done("cv").get("params"), **settings)
     K = rp.folds; oof = check_oof(gather_oof(run_dir), run_dir)
@@ -267,11 +364,19 @@ def run_cv_evaluation(run_dir, overwrite: bool = False, **settings) -> dict:
         print(f"{rp.cv} is already finished for these folds' evaluations."); return load_metrics(rp.cv_metrics)
     model = str(oof.model.iloc[0]); k = chosen_fold(run_dir, K, model)
     with atomic_write(rp.oof) as f: oof.to_csv(f, index=False)
-    m = dict(protocol=f"{K}-fold grouped cross-validation over recording sources (out-of-fold predictions)", model=model, folds=K,
-             n_clips=len(oof), n_groups=int(oof.group.nunique()), coverage=cv_coverage(oof, run_dir),
-             **cv_metrics(oof, cfg),
-             exported=dict(fold=k, model_dir=str(rp.fold(k).model(model)), why="the best validation macro-F1 of the folds' models"),
-             evaluated=datetime.datetime.now().isoformat(timespec="seconds"))
+    m = dict(
+        protocol=f"{K}-fold grouped cross-validation over recording sources (out-of-fold predictions)",
+        model=model,
+        folds=K,
+        n_clips=len(oof),
+        n_groups=int(oof.group.nunique()),
+        coverage=cv_coverage(oof, run_dir),
+        **cv_metrics(oof, cfg),
+        exported=dict(
+            fold=k, model_dir=str(rp.fold(k).model(model)), why="the best validation macro-F1 of the folds' models"
+        ),
+        evaluated=datetime.datetime.now().isoformat(timespec="seconds"),
+    )
     _write_cv_plots(rp.cv, m, model)
     m["model_card"] = str(write_cv_card(run_dir, m))
     save_json(relative_paths(m, rp.root), rp.cv_metrics)

@@ -33,7 +33,7 @@ def _mean_std(prefix, m) -> dict:
 def spectral_features(x, s=FEATURE_SETTINGS) -> dict:
     "MFCC and delta, log-mel band, spectral shape and zero-crossing statistics of the 16 kHz clip `x`."
     S = np.abs(librosa.stft(x, n_fft=s["n_fft"], hop_length=s["hop"]))
-    logmel = librosa.power_to_db(librosa.feature.melspectrogram(S=S ** 2, sr=s["sr"], n_mels=s["n_mels"], fmax=s["fmax"]))
+    logmel = librosa.power_to_db(librosa.feature.melspectrogram(S=S**2, sr=s["sr"], n_mels=s["n_mels"], fmax=s["fmax"]))
     mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=s["n_mfcc"])
     out = {**_mean_std("mfcc", mfcc), **_mean_std("dmfcc", librosa.feature.delta(mfcc, mode="nearest")),
            **_mean_std("mel", logmel)}
@@ -67,7 +67,9 @@ def voicing(y, f0, s=FEATURE_SETTINGS) -> np.ndarray:
 def pitch_features(x, s=FEATURE_SETTINGS) -> dict:
     "f0 statistics over voiced frames and the voiced fraction: `librosa.yin` at 8 kHz, voiced where `voicing` > 0.6."
     y = librosa.resample(x, orig_sr=s["sr"], target_sr=s["f0_sr"], res_type="soxr_hq")
-    f0 = librosa.yin(y, fmin=s["f0_min"], fmax=s["f0_max"], sr=s["f0_sr"], frame_length=s["f0_frame"], hop_length=s["f0_hop"])
+    f0 = librosa.yin(
+        y, fmin=s["f0_min"], fmax=s["f0_max"], sr=s["f0_sr"], frame_length=s["f0_frame"], hop_length=s["f0_hop"]
+    )
     voiced = voicing(y, f0, s) > s["voiced_r"]
     v = f0[voiced]
     q = np.percentile(v, [10, 50, 90]) if len(v) else np.zeros(3)
@@ -107,7 +109,9 @@ def features_for(run_dir, rows, workers=None, s=FEATURE_SETTINGS) -> np.ndarray:
     if f.exists():
         with np.load(f) as z:
             if str(z["key"]) == key: return z["X"]
-    clip_features(np.zeros(SAMPLE_RATE, np.float32), s=s)   # compile librosa's numba kernels here, once, not in every worker at once
+    clip_features(
+        np.zeros(SAMPLE_RATE, np.float32), s=s
+    )  # compile librosa's numba kernels here, once, not in every worker at once
     X = np.stack(parallel_map(partial(file_features, hz=hz), list(rows.path), workers, desc="features"))
     with atomic_write(f, "wb") as fh: np.savez(fh, X=X, key=np.array(key), names=np.array(feature_names(s)))
     return X

@@ -19,7 +19,15 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from .core import atomic_write, load_json, n_workers, parallel_map, save_json
-from .config import LadderConfig, Phase1Config, RECIPE_RUNGS, ScratchCNNConfig, cnn_settings, config_record, make_config
+from babycry.config import (
+    LadderConfig,
+    Phase1Config,
+    RECIPE_RUNGS,
+    ScratchCNNConfig,
+    cnn_settings,
+    config_record,
+    make_config,
+)
 from .rundir import RunPaths, done_record, is_done, params_hash, slug
 from .splits import assign_folds, inner_splits
 from .metrics import bootstrap_ci, macro_f1, roc_auc_ovr
@@ -29,7 +37,14 @@ from .embeddings import LayerSelect, embeddings_for
 from .cnn import cnn_fold
 from .phase1 import run_phase1
 from .metrics import load_metrics, predictions_frame
-from .evaluate import fold_predictions, restrict_probs, predict_split, split_rows, clip_predictions, log_test_read
+from babycry.evaluate import (
+    fold_predictions,
+    restrict_probs,
+    predict_split,
+    split_rows,
+    clip_predictions,
+    log_test_read,
+)
 from .card import write_cv_card
 from .class_removal import parse_classes
 
@@ -65,12 +80,14 @@ EMBEDDING = ("embeddings+logreg", "embeddings+lgbm")
 TUNED = ("features+logreg", "features+lgbm", *EMBEDDING)
 
 def make_model(rung: str, trial, seed: int, n_layers: int | None = None) -> Pipeline:
-    "The rung's classifier behind a StandardScaler (embedding rungs: after `LayerSelect`), hyper-parameters and layer from `trial`."
+    """The rung's classifier behind a StandardScaler (embedding rungs: after `LayerSelect`), hyper-parameters and layer
+    from `trial`."""
     if rung not in RUNGS: raise ValueError(f"unknown rung {rung!r}: use one of {list(RUNGS)}")
     if rung in EMBEDDING and not n_layers:
         raise ValueError(f"{rung} needs embeddings [N, L+1, D] and their number of hidden states n_layers=L+1")
     steps = [("scale", StandardScaler()), ("clf", RUNGS[rung](trial, seed))]
-    if rung in EMBEDDING: steps.insert(0, ("layer", LayerSelect(trial.suggest_categorical("layer", ["average", *range(n_layers)]))))
+    if rung in EMBEDDING:
+        steps.insert(0, ("layer", LayerSelect(trial.suggest_categorical("layer", ["average", *range(n_layers)]))))
     return Pipeline(steps)
 
 # %% ../nbs/13_ladder.ipynb #c0335470
@@ -110,30 +127,39 @@ def fit_fold(rung, X, y, df, fold, n_classes, n_trials: int, seed: int, inner_k:
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning)
         params = {}
-        if rung in TUNED: params, _ = tune(rung, X, y, inner_splits(df, tr, inner_k, seed + fold), n_trials, seed + fold)
+        if rung in TUNED:
+            params, _ = tune(rung, X, y, inner_splits(df, tr, inner_k, seed + fold), n_trials, seed + fold)
         m = make_model(rung, optuna.trial.FixedTrial(params), seed + fold, layer_count(X)).fit(X[tr], y[tr])
         return dict(fold=int(fold), index=te, proba=proba_columns(m, X[te], n_classes), params=params)
 
 # %% ../nbs/13_ladder.ipynb #96be41c0
 def oof_frame(df, probs, classes, model: str) -> pd.DataFrame:
-    "The out-of-fold table of any model: path, group, fold, label, pred, `p_<class>` per class, model (`predictions_frame`)."
-    return predictions_frame(df[["path", "group", "fold"]], df.label.map({c: i for i, c in enumerate(classes)}), probs, classes, model)
+    """The out-of-fold table of any model: path, group, fold, label, pred, `p_<class>` per class, model
+    (`predictions_frame`)."""
+    return predictions_frame(
+        df[["path", "group", "fold"]], df.label.map({c: i for i, c in enumerate(classes)}), probs, classes, model
+    )
 
 # %% ../nbs/13_ladder.ipynb #2277b6fa
 def oof_predictions(rung, X, df, classes, n_trials: int, seed: int, inner_k: int, workers=None) -> tuple:
-    "Out-of-fold predictions of `rung` for every row of `df` (with a `fold` column), and the chosen parameters per fold."
+    """Out-of-fold predictions of `rung` for every row of `df` (with a `fold` column), and the chosen parameters per
+    fold."""
     y = df.label.map({c: i for i, c in enumerate(classes)}).to_numpy()
     fs = sorted(df.fold.unique())
     res = Parallel(n_jobs=min(n_workers(workers), len(fs)))(
         delayed(fit_fold)(rung, X, y, df, f, len(classes), n_trials, seed, inner_k) for f in fs)
-    return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, rung), [dict(fold=r["fold"], **r["params"]) for r in res]
+    return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, rung), [
+        dict(fold=r["fold"], **r["params"]) for r in res
+    ]
 
 # %% ../nbs/13_ladder.ipynb #af61163f
 def stack_folds(res, n_rows: int, n_classes: int) -> np.ndarray:
-    "The [n_rows, n_classes] out-of-fold probabilities from per-fold results (`index`, `proba`), each row predicted exactly once."
+    """The [n_rows, n_classes] out-of-fold probabilities from per-fold results (`index`, `proba`), each row predicted
+    exactly once."""
     P, seen = np.zeros((n_rows, n_classes)), np.zeros(n_rows, int)
     for r in res: P[r["index"]] = r["proba"]; np.add.at(seen, r["index"], 1)
-    if (seen != 1).any(): raise ValueError(f"{(seen == 0).sum()} clips got no out-of-fold prediction, {(seen > 1).sum()} more than one")
+    if (seen != 1).any():
+        raise ValueError(f"{(seen == 0).sum()} clips got no out-of-fold prediction, {(seen > 1).sum()} more than one")
     return P
 
 # %% ../nbs/13_ladder.ipynb #c7927ab2
@@ -147,7 +173,11 @@ def _quiet(metric):
             warnings.simplefilter("ignore"); return float(metric(y, p))
     return f
 
-METRICS = dict(macro_f1=_quiet(macro_f1), balanced_accuracy=_quiet(balanced_accuracy_score), accuracy=lambda a, b: float(accuracy_score(a, b)))
+METRICS = dict(
+    macro_f1=_quiet(macro_f1),
+    balanced_accuracy=_quiet(balanced_accuracy_score),
+    accuracy=lambda a, b: float(accuracy_score(a, b)),
+)
 
 def oof_classes(oof) -> list:
     "The classes of an out-of-fold frame, from its `p_<class>` columns."
@@ -157,9 +187,17 @@ def oof_classes(oof) -> list:
 def fold_metrics(oof) -> pd.DataFrame:
     "Accuracy, balanced accuracy and macro-F1 of each fold of an out-of-fold frame."
     idx = {c: i for i, c in enumerate(oof_classes(oof))}
-    return pd.DataFrame([dict(model=oof.model.iloc[0], fold=int(f), n_clips=len(d),
-                              **{k: m(d.label.map(idx).to_numpy(), d.pred.map(idx).to_numpy()) for k, m in METRICS.items()})
-                         for f, d in oof.groupby("fold")])
+    return pd.DataFrame(
+        [
+            dict(
+                model=oof.model.iloc[0],
+                fold=int(f),
+                n_clips=len(d),
+                **{k: m(d.label.map(idx).to_numpy(), d.pred.map(idx).to_numpy()) for k, m in METRICS.items()}
+            )
+            for f, d in oof.groupby("fold")
+        ]
+    )
 
 # %% ../nbs/13_ladder.ipynb #48a5b718
 def clip_set(oof) -> str:
@@ -171,7 +209,8 @@ def ladder_row(oof, seconds=float("nan"), random_weights=False, *, n_bootstrap: 
     "One ladder row from any out-of-fold frame: pooled metrics, 95% group-bootstrap intervals, per-fold mean and std."
     classes = oof_classes(oof); idx = {c: i for i, c in enumerate(classes)}
     y, p = oof.label.map(idx).to_numpy(), oof.pred.map(idx).to_numpy()
-    if np.isnan(y.astype(float)).any() or np.isnan(p.astype(float)).any(): raise ValueError("labels or predictions outside the p_ columns' classes")
+    if np.isnan(y.astype(float)).any() or np.isnan(p.astype(float)).any():
+        raise ValueError("labels or predictions outside the p_ columns' classes")
     row = dict(model=str(oof.model.iloc[0]), n_clips=len(oof), n_classes=len(classes))
     P = oof[[f"p_{c}" for c in classes]].to_numpy(float)
     auc = lambda a, b: roc_auc_ovr(a, b, classes)["roc_auc_ovr_macro"]     # macro one-vs-rest, from the probabilities
@@ -181,7 +220,8 @@ def ladder_row(oof, seconds=float("nan"), random_weights=False, *, n_bootstrap: 
         row.update({k: ci["point"], f"{k}_low": ci["low"], f"{k}_high": ci["high"]})
     row.update(seconds=float(seconds), random_weights=bool(random_weights))
     fm = fold_metrics(oof)
-    for k in ("macro_f1", "balanced_accuracy"): row.update({f"{k}_fold_mean": fm[k].mean(), f"{k}_fold_std": fm[k].std()})
+    for k in ("macro_f1", "balanced_accuracy"):
+        row.update({f"{k}_fold_mean": fm[k].mean(), f"{k}_fold_std": fm[k].std()})
     return dict(row, folds=int(oof.fold.nunique()), n_groups=int(oof.group.nunique()), classes=" ".join(classes),
                 clip_set=clip_set(oof))
 
@@ -213,9 +253,11 @@ def update_ladder(run_dir, row: dict, folds: pd.DataFrame | None = None) -> pd.D
         t = load_ladder(run_dir)
         other = t[t.model != row["model"]]
         if len(other) and "clip_set" in other and (other.clip_set != row["clip_set"]).any():
-            raise ValueError(f"{row['model']!r} was scored on other clips, classes or folds than the rows "
-                             f"{other.model.tolist()} of {rp.ladder_csv}: use the same folds (ladder_clips with the "
-                             "same folds, seed and remove_classes), or start a new table (run_ladder(..., overwrite=True)).")
+            raise ValueError(
+                f"{row['model']!r} was scored on other clips, classes or folds than the rows "
+                f"{other.model.tolist()} of {rp.ladder_csv}: use the same folds (ladder_clips with the "
+                "same folds, seed and remove_classes), or start a new table (run_ladder(..., overwrite=True))."
+            )
         new = pd.DataFrame([row])
         t = (pd.concat([t.iloc[:i], new, t.iloc[i + 1:]]) if (i := _pos(t, row["model"])) is not None
              else pd.concat([t, new] if len(t) else [new]))
@@ -231,22 +273,29 @@ def _pos(t, model):
 
 # %% ../nbs/13_ladder.ipynb #8ada3d06
 def ladder_clips(run_dir, folds: int, seed: int, remove_classes=None) -> tuple:
-    "The usable clips of the data stage (minus `remove_classes`), each with its grouped fold (the manifest's, if it has one), and the classes."
+    """The usable clips of the data stage (minus `remove_classes`), each with its grouped fold (the manifest's, if it
+    has one), and the classes."""
     rp = RunPaths(run_dir)
-    if not rp.manifest.exists(): raise FileNotFoundError(f"{rp.manifest} is missing: run the data stage (01_data) with run_dir={str(run_dir)!r} first.")
+    if not rp.manifest.exists():
+        raise FileNotFoundError(
+            f"{rp.manifest} is missing: run the data stage (01_data) with run_dir={str(run_dir)!r} first."
+        )
     man, classes = pd.read_csv(rp.manifest, keep_default_na=False), load_json(rp.labels)["classes"]
     drop = parse_classes(remove_classes, classes)
     classes = [c for c in classes if c not in drop]
     df = man[(man.status == "ok") & man.label.isin(classes)].reset_index(drop=True)
-    if "fold" in df and (df.fold.astype(int) >= 0).all():                 # the data stage's folds (babycry-run --folds K)
+    if "fold" in df and (df.fold.astype(int) >= 0).all():  # the data stage's folds (babycry-run --folds K)
         df = df[["path", "label", "group", "md5", "fold"]].astype({"fold": int})
-        if df.fold.nunique() != folds: print(f"using the data stage's {df.fold.nunique()} folds from {rp.manifest}, not folds={folds}")
+        if df.fold.nunique() != folds:
+            print(f"using the data stage's {df.fold.nunique()} folds from {rp.manifest}, not folds={folds}")
     else: df = df[["path", "label", "group", "md5"]].assign(fold=assign_folds(df, folds, seed))
     t = load_ladder(run_dir)
     if len(t) and "clip_set" in t and (t.clip_set != clip_set(df)).any():
-        raise ValueError(f"{RunPaths(run_dir).ladder_csv} holds rows on other clips, classes or folds (folds={folds}, "
-                         f"seed={seed}, remove_classes={remove_classes!r} differ from its run): pass the same settings, "
-                         "or start a new table (run_ladder(..., overwrite=True)).")
+        raise ValueError(
+            f"{RunPaths(run_dir).ladder_csv} holds rows on other clips, classes or folds (folds={folds}, "
+            f"seed={seed}, remove_classes={remove_classes!r} differ from its run): pass the same settings, "
+            "or start a new table (run_ladder(..., overwrite=True))."
+        )
     _write_csv(df, RunPaths(run_dir).cv/"folds.csv")
     return df, classes
 
@@ -263,7 +312,10 @@ def finish_rung(run_dir, oof, params, seconds, random_weights=False, *, n_bootst
     save_oof(run_dir, oof); save_json(params, RunPaths(run_dir).cv/f"params_{slug(model)}.json")
     row = dict(ladder_row(oof, seconds, random_weights, n_bootstrap=n_bootstrap, seed=seed), **extra)
     update_ladder(run_dir, row, fold_metrics(oof))
-    print(f"{model}: macro-F1 {row['macro_f1']:.3f} [{row['macro_f1_low']:.3f}, {row['macro_f1_high']:.3f}] in {seconds:.1f} s")
+    print(
+        f"{model}: macro-F1 {row['macro_f1']:.3f} [{row['macro_f1_low']:.3f}, {row['macro_f1_high']:.3f}] in"
+        f" {seconds:.1f} s"
+    )
     return row
 
 # %% ../nbs/13_ladder.ipynb #5060369a
@@ -272,17 +324,24 @@ def run_rung(run_dir, rung, X, df, classes, n_trials: int, seed: int, inner_k: i
     "Out-of-fold predictions of one scikit-learn rung on inputs `X`, saved with its chosen parameters; its ladder row."
     t0 = time.time()
     oof, params = oof_predictions(rung, X, df, classes, n_trials if rung in TUNED else 0, seed, inner_k, workers)
-    return finish_rung(run_dir, oof, params, time.time() - t0, random_weights, n_bootstrap=n_bootstrap, seed=seed, **extra)
+    return finish_rung(
+        run_dir, oof, params, time.time() - t0, random_weights, n_bootstrap=n_bootstrap, seed=seed, **extra
+    )
 
 # %% ../nbs/13_ladder.ipynb #0fa431e8
 def rung_inputs(run_dir, rungs, df, backbone, seed: int, workers=None) -> tuple:
-    "The inputs of each scikit-learn rung (features, embeddings, or one dummy column), each kind computed once; seconds per kind."
+    """The inputs of each scikit-learn rung (features, embeddings, or one dummy column), each kind computed once;
+    seconds per kind."""
     kinds = {r: "embeddings" if r in EMBEDDING else "features" if r in TUNED else "none" for r in rungs if r in RUNGS}
     X, timing = dict(none=np.zeros((len(df), 1))), {}
     for k in dict.fromkeys(kinds.values()):
         if k in X: continue
         t = time.time()
-        X[k] = embeddings_for(run_dir, df, backbone, seed, workers) if k == "embeddings" else features_for(run_dir, df, workers)
+        X[k] = (
+            embeddings_for(run_dir, df, backbone, seed, workers)
+            if k == "embeddings"
+            else features_for(run_dir, df, workers)
+        )
         timing[k] = round(time.time() - t, 1)
     return {r: X[k] for r, k in kinds.items()}, timing
 
@@ -290,23 +349,33 @@ def rung_inputs(run_dir, rungs, df, backbone, seed: int, workers=None) -> tuple:
 PHASE1_VARIANTS = {"phase1-adapter": dict(head="adapter"), "phase1-stats": dict(pooling="stats")}
 
 def recipe_removed(run_dir) -> list:
-    "The classes the recipe's class removal dropped in the folds of a cross-validated run ([] for another run, or none)."
+    """The classes the recipe's class removal dropped in the folds of a cross-validated run ([] for another run, or
+    none)."""
     if not RunPaths(run_dir).is_cv: return []
     rp = RunPaths(run_dir); K = rp.folds
     removed = {tuple(rp.fold(k).done("class_removal").get("params", {}).get("removed") or ()) for k in range(K)}
-    if len(removed) > 1: raise ValueError(f"the folds of {rp.root} removed different classes {sorted(removed)}: pass remove_classes to the ladder")
+    if len(removed) > 1:
+        raise ValueError(
+            f"the folds of {rp.root} removed different classes {sorted(removed)}: pass remove_classes to the ladder"
+        )
     return list(removed.pop())
 
 # %% ../nbs/13_ladder.ipynb #19a8a084
 def recipe_oof(df, classes, parts, model: str) -> pd.DataFrame:
-    "The out-of-fold frame of `model` on the ladder's rows `df` and `classes`, from per-fold clip predictions `parts` (probabilities restricted to `classes`)."
+    """The out-of-fold frame of `model` on the ladder's rows `df` and `classes`, from per-fold clip predictions `parts`
+    (probabilities restricted to `classes`)."""
     pred = pd.concat(parts, ignore_index=True)
     own = [c[2:] for c in pred if c.startswith("p_")]
-    if set(classes) - set(own): raise ValueError(f"{model} predicts {own}, not the ladder's classes {sorted(set(classes) - set(own))}")
+    if set(classes) - set(own):
+        raise ValueError(f"{model} predicts {own}, not the ladder's classes {sorted(set(classes) - set(own))}")
     if pred.path.duplicated().any() or set(df.path) - set(pred.path):
-        raise ValueError(f"{model}: {int(pred.path.duplicated().sum())} clips predicted twice, {len(set(df.path) - set(pred.path))} of the ladder's never")
+        raise ValueError(
+            f"{model}: {int(pred.path.duplicated().sum())} clips predicted twice, {len(set(df.path) - set(pred.path))}"
+            " of the ladder's never"
+        )
     pred = pred.set_index("path").loc[df.path]
-    if (pred.fold.to_numpy() != df.fold.to_numpy()).any(): raise ValueError(f"{model}: clips predicted by another fold than the ladder's")
+    if (pred.fold.to_numpy() != df.fold.to_numpy()).any():
+        raise ValueError(f"{model}: clips predicted by another fold than the ladder's")
     return oof_frame(df, restrict_probs(pred[[f"p_{c}" for c in own]].to_numpy(float), own, classes), classes, model)
 
 # %% ../nbs/13_ladder.ipynb #89c6d796
@@ -316,20 +385,26 @@ def _fold_seconds(run_dir, folds, stages) -> float:
     return float(sum(rp.fold(k).done(s).get("result", {}).get("seconds") or 0 for k in folds for s in stages))
 
 def variant_fold(run_dir, k: int, rung: str) -> pd.DataFrame:
-    "Phase 1 of fold `k` with the settings of `rung` (`PHASE1_VARIANTS`) in `folds/<k>/<rung>/`, and its clip predictions on the fold's test split."
+    """Phase 1 of fold `k` with the settings of `rung` (`PHASE1_VARIANTS`) in `folds/<k>/<rung>/`, and its clip
+    predictions on the fold's test split."""
     fp = RunPaths(run_dir).fold(k)
     p1 = fp.done("phase1").get("params")
-    if p1 is None: raise FileNotFoundError(f"{fp.phase1} has no finished phase 1: the variant {rung} takes its settings from there (run the fold's stages first)")
+    if p1 is None:
+        raise FileNotFoundError(
+            f"{fp.phase1} has no finished phase 1: the variant {rung} takes its settings from there (run the fold's"
+            " stages first)"
+        )
     names = {f.name for f in dataclasses.fields(Phase1Config)}
     settings = {**{a: v for a, v in p1.items() if a in names}, **PHASE1_VARIANTS[rung]}
     with contextlib.redirect_stdout(io.StringIO()):     # one line per epoch: kept in the variant's history.json
         try: run_phase1(fp.root, stage=rung, **settings); stale = False
-        except FileExistsError:                         # the fold's phase 1 changed since: train the variant again, the old one kept aside
+        except FileExistsError:  # the fold's phase 1 changed since: train the variant again, the old one kept aside
             stale = True; run_phase1(fp.root, True, rung, **settings)
-    plt.close("all")                                    # its training plots are saved in folds/<k>/<rung>/, not shown here
+    plt.close("all")  # its training plots are saved in folds/<k>/<rung>/, not shown here
     if stale: print(f"fold {k}: phase 1 has other settings than {rung} was trained with: {rung} was trained again")
     f, finished = fp.stage(rung)/"test_predictions.csv", done_record(fp.stage(rung))["finished"]
-    if f.exists() and (old := pd.read_csv(f, keep_default_na=False)).finished.iloc[0] == finished: return old.drop(columns="finished")
+    if f.exists() and (old := pd.read_csv(f, keep_default_na=False)).finished.iloc[0] == finished:
+        return old.drop(columns="finished")
     log_test_read(fp.root, rung, finished)
     y, p, cls = predict_split(fp.model(rung), fp.root, "test")
     out = clip_predictions(predictions_frame(split_rows(fp.root, "phase1"), y, p, cls, rung)).assign(fold=int(k))
@@ -338,20 +413,34 @@ def variant_fold(run_dir, k: int, rung: str) -> pd.DataFrame:
 
 # %% ../nbs/13_ladder.ipynb #6cca3269
 def run_recipe_rung(run_dir, rung, df, classes, n_bootstrap: int, seed: int) -> dict:
-    "The ladder row of a recipe rung: `phase1`/`phase2` gathered from the folds' evaluations, a `PHASE1_VARIANTS` rung trained per fold."
+    """The ladder row of a recipe rung: `phase1`/`phase2` gathered from the folds' evaluations, a `PHASE1_VARIANTS` rung
+    trained per fold."""
     t0, folds = time.time(), sorted(df.fold.unique())
     if rung in PHASE1_VARIANTS: parts = [variant_fold(run_dir, k, rung) for k in folds]
     else: parts = [fold_predictions(run_dir, k, rung) for k in folds]
     oof = recipe_oof(df, classes, parts, rung)
-    seconds = time.time() - t0 if rung in PHASE1_VARIANTS else _fold_seconds(run_dir, folds, ["phase1", "phase2"][:2 if rung == "phase2" else 1])
+    seconds = (
+        time.time() - t0
+        if rung in PHASE1_VARIANTS
+        else _fold_seconds(run_dir, folds, ["phase1", "phase2"][: 2 if rung == "phase2" else 1])
+    )
     backbone = RunPaths(run_dir).fold(folds[0]).done("phase1")["params"]["backbone"]
-    return finish_rung(run_dir, oof, [dict(fold=int(k)) for k in folds], seconds, str(backbone) == "tiny", n_bootstrap=n_bootstrap, seed=seed,
-                       backbone=str(backbone))
+    return finish_rung(
+        run_dir,
+        oof,
+        [dict(fold=int(k)) for k in folds],
+        seconds,
+        str(backbone) == "tiny",
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        backbone=str(backbone),
+    )
 
 # %% ../nbs/13_ladder.ipynb #cf198ecd
 def recipe_ready(run_dir, rung) -> str | None:
     "Why `rung` (a recipe rung) cannot be scored on this run, or None when it can."
-    if not RunPaths(run_dir).is_cv: return "not a cross-validated run (babycry-run --folds K trains the recipe on the ladder's folds)"
+    if not RunPaths(run_dir).is_cv:
+        return "not a cross-validated run (babycry-run --folds K trains the recipe on the ladder's folds)"
     rp = RunPaths(run_dir); K = rp.folds
     need = "phase2" if rung == "phase2" else "phase1"
     missing = [k for k in range(K) if not is_done(rp.fold(k).stage(need)) or not is_done(rp.fold(k).eval)]
@@ -359,29 +448,49 @@ def recipe_ready(run_dir, rung) -> str | None:
 
 # %% ../nbs/13_ladder.ipynb #bfc70b87
 def _rung_row(run_dir, r, inputs, df, classes, cfg, workers=None, cnn=None, timing=None) -> dict:
-    "Run rung `r` of the ladder with `LadderConfig` `cfg` on the clips `df`; its row (`input_seconds`: computing its shared input, from `timing`)."
+    """Run rung `r` of the ladder with `LadderConfig` `cfg` on the clips `df`; its row (`input_seconds`: computing its
+    shared input, from `timing`)."""
     if r in RECIPE_RUNGS: return run_recipe_rung(run_dir, r, df, classes, cfg.n_bootstrap, cfg.seed)
-    if r == "cnn-scratch": return run_cnn_rung(run_dir, df, classes, workers, cfg.n_bootstrap, **{"seed": cfg.seed, **(cnn or {})})
+    if r == "cnn-scratch":
+        return run_cnn_rung(run_dir, df, classes, workers, cfg.n_bootstrap, **{"seed": cfg.seed, **(cnn or {})})
     emb, kind = r in EMBEDDING, "embeddings" if r in EMBEDDING else "features" if r in TUNED else None
-    return run_rung(run_dir, r, inputs[r], df, classes, cfg.n_trials, cfg.seed, cfg.inner_folds, workers, cfg.n_bootstrap,
-                    random_weights=emb and str(cfg.backbone) == "tiny", input_seconds=(timing or {}).get(kind, 0.0),
-                    **({"backbone": str(cfg.backbone)} if emb else {}))
+    return run_rung(
+        run_dir,
+        r,
+        inputs[r],
+        df,
+        classes,
+        cfg.n_trials,
+        cfg.seed,
+        cfg.inner_folds,
+        workers,
+        cfg.n_bootstrap,
+        random_weights=emb and str(cfg.backbone) == "tiny",
+        input_seconds=(timing or {}).get(kind, 0.0),
+        **({"backbone": str(cfg.backbone)} if emb else {})
+    )
 
 def run_ladder(run_dir, workers=None, overwrite: bool = False, cnn: dict | None = None, **settings) -> pd.DataFrame:
-    "The ladder with `LadderConfig` (any `settings` overridden; `cnn`: `ScratchCNNConfig` settings): `cv/ladder.csv` and `.png`, the card's ladder."
+    """The ladder with `LadderConfig` (any `settings` overridden; `cnn`: `ScratchCNNConfig` settings): `cv/ladder.csv`
+    and `.png`, the card's ladder."""
     rp = RunPaths(run_dir)
     rec = load_json(rp.ladder_run) if rp.ladder_run.exists() else {}
-    cfg, cnn = make_config(LadderConfig, "13_ladder", recorded=rec, **settings), cnn_settings(cnn if cnn is not None else rec.get("cnn"))
+    cfg, cnn = make_config(LadderConfig, "13_ladder", recorded=rec, **settings), cnn_settings(
+        cnn if cnn is not None else rec.get("cnn")
+    )
     skipped = {r: why for r in cfg.rungs if r in RECIPE_RUNGS and (why := recipe_ready(run_dir, r))}
     for r, why in skipped.items(): print(f"skipped {r}: {why}")
     rungs = [r for r in cfg.rungs if r not in skipped]
     if overwrite:
         for f in (rp.ladder_csv, rp.ladder_folds): f.unlink(missing_ok=True)
     t0 = time.time()
-    df, classes = ladder_clips(run_dir, cfg.folds, cfg.seed, recipe_removed(run_dir) if cfg.remove_classes is None else cfg.remove_classes)
+    df, classes = ladder_clips(
+        run_dir, cfg.folds, cfg.seed, recipe_removed(run_dir) if cfg.remove_classes is None else cfg.remove_classes
+    )
     inputs, timing = rung_inputs(run_dir, rungs, df, cfg.backbone, cfg.seed, workers)
     print(f"{len(df)} clips, {len(classes)} classes {classes}, {df.fold.nunique()} grouped folds; inputs {timing} s")
-    for r in rungs: timing[r] = round(_rung_row(run_dir, r, inputs, df, classes, cfg, workers, cnn, dict(timing))["seconds"], 1)
+    for r in rungs:
+        timing[r] = round(_rung_row(run_dir, r, inputs, df, classes, cfg, workers, cnn, dict(timing))["seconds"], 1)
     table = load_ladder(run_dir)
     plot_ladder(table, rp.ladder_png)
     save_json(dict(config_record(cfg), cnn=cnn, classes=classes, n_clips=len(df), skipped=skipped, seconds=timing,
@@ -389,22 +498,33 @@ def run_ladder(run_dir, workers=None, overwrite: bool = False, cnn: dict | None 
     if len(cfg.protocols) > 1:                       # the leaky diagnostics, on the same clips (13d_leakage)
         from babycry.leakage import run_leakage
         run_leakage(run_dir, df, classes, cfg, cnn, workers)
-    if rp.is_cv and rp.cv_metrics.exists(): write_cv_card(run_dir, load_metrics(rp.cv_metrics))   # the card shows the ladder
+    if rp.is_cv and rp.cv_metrics.exists():
+        write_cv_card(run_dir, load_metrics(rp.cv_metrics))   # the card shows the ladder
     return table
 
 # %% ../nbs/13_ladder.ipynb #40538cc3
 def cnn_oof_predictions(run_dir, df, classes, workers=None, **settings) -> tuple:
-    "Out-of-fold predictions of `cnn-scratch` (`ScratchCNNConfig` with `settings`) for every row of `df`, and facts per fold."
+    """Out-of-fold predictions of `cnn-scratch` (`ScratchCNNConfig` with `settings`) for every row of `df`, and facts
+    per fold."""
     cfg = make_config(ScratchCNNConfig, "cnn-scratch", **settings)
     loader = functools.partial(band_limited_audio, hz=run_band_limit(run_dir))     # as the recipe's cache reads them
     audio = dict(zip(df.path, parallel_map(loader, list(df.path), workers, desc="audio")))
     res = [cnn_fold(df, audio, f, classes, cfg, RunPaths(run_dir).cv/"cnn-scratch"/f"fold{f}", workers)
            for f in sorted(df.fold.unique())]
-    return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, "cnn-scratch"), [dict(fold=r["fold"], **r["params"]) for r in res]
+    return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, "cnn-scratch"), [
+        dict(fold=r["fold"], **r["params"]) for r in res
+    ]
 
 # %% ../nbs/13_ladder.ipynb #8f3d2790
 def run_cnn_rung(run_dir, df, classes, workers, n_bootstrap: int, **settings) -> dict:
     "Out-of-fold predictions of `cnn-scratch`, saved with its per-fold facts; its ladder row."
     t0 = time.time()
     oof, params = cnn_oof_predictions(run_dir, df, classes, workers, **settings)
-    return finish_rung(run_dir, oof, params, time.time() - t0, n_bootstrap=n_bootstrap, seed=make_config(ScratchCNNConfig, **settings).seed)
+    return finish_rung(
+        run_dir,
+        oof,
+        params,
+        time.time() - t0,
+        n_bootstrap=n_bootstrap,
+        seed=make_config(ScratchCNNConfig, **settings).seed,
+    )

@@ -20,8 +20,15 @@ __all__ = ['DEMO_PARAMS', 'FULL_PARAMS', 'run_pipeline', 'merge_settings', 'chec
            'saved_settings', 'settings_to_keep', 'forget_failed', 'resolve_settings', 'parse_args', 'main']
 
 # %% ../nbs/09_run.ipynb #77cfa03a
-DEMO_PARAMS = {"data_dir": None, "backbone": "tiny", "04_phase1.lr": 1e-3, "06_phase2.epochs": 8, "06_phase2.lr_scale": 20.0}
-# the random tiny backbone needs larger steps than pretrained HuBERT to learn in minutes; everything else is the recipe's
+DEMO_PARAMS = {
+    "data_dir": None,
+    "backbone": "tiny",
+    "04_phase1.lr": 1e-3,
+    "06_phase2.epochs": 8,
+    "06_phase2.lr_scale": 20.0,
+}
+# the random tiny backbone needs larger steps than pretrained HuBERT to learn in minutes; everything else is the
+# recipe's
 FULL_PARAMS = {"data_dir": "data", "backbone": DEFAULT_BACKBONE}
 
 # %% ../nbs/09_run.ipynb #352311df
@@ -47,7 +54,11 @@ def run_pipeline(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None, dr
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with contextlib.ExitStack() as stack:
-        kernel = stack.enter_context(StageKernel(log=RunPaths(run_dir).notebooks/"kernel.log")) if any(r["action"] == "run" for r in rows) else None   # one for the run
+        kernel = (
+            stack.enter_context(StageKernel(log=RunPaths(run_dir).notebooks / "kernel.log"))
+            if any(r["action"] == "run" for r in rows)
+            else None
+        )  # one for the run
         for i, r in enumerate(rows, 1):
             tag = f"[{i}/{len(rows)}] {_row_name(r)}"
             if r["action"] == "skip":
@@ -62,9 +73,14 @@ def run_pipeline(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None, dr
 
 # %% ../nbs/09_run.ipynb #8e0a37c3
 def _parser():
-    ap = argparse.ArgumentParser(prog="babycry-run", description="Run the babycry stage notebooks 01-07 with papermill.",
-                                 epilog="Example: babycry-run --demo;  babycry-run --data-dir data --name full -p phase2.epochs 62")
-    ap.add_argument("--demo", action="store_true", help="synthetic demo corpus and the tiny backbone (a few minutes on a CPU)")
+    ap = argparse.ArgumentParser(
+        prog="babycry-run",
+        description="Run the babycry stage notebooks 01-07 with papermill.",
+        epilog="Example: babycry-run --demo;  babycry-run --data-dir data --name full -p phase2.epochs 62",
+    )
+    ap.add_argument(
+        "--demo", action="store_true", help="synthetic demo corpus and the tiny backbone (a few minutes on a CPU)"
+    )
     ap.add_argument("--data-dir", default=None, help="the corpus folder (default: data/; ignored with --demo)")
     ap.add_argument("--name", default=None, help="name of the new run folder under runs/ (default: a timestamp)")
     ap.add_argument("--runs", default="runs", help="parent folder of new runs (default: runs)")
@@ -73,7 +89,11 @@ def _parser():
                     help="a notebook parameter for every stage, or STAGE.NAME for one stage (e.g. -p phase2.epochs 62)")
     ap.add_argument("--folds", type=int, default=None, metavar="K",
                     help="K-fold cross-validation over recording sources (the same as -p folds K; default: one split)")
-    ap.add_argument("--ladder", action="store_true", help="after a --folds K run, the baseline ladder on its folds (stage 13_ladder)")
+    ap.add_argument(
+        "--ladder",
+        action="store_true",
+        help="after a --folds K run, the baseline ladder on its folds (stage 13_ladder)",
+    )
     ap.add_argument("--protocols", default=None, metavar="LIST",
                     help="with --ladder: evaluation protocols, e.g. grouped,clip,augment-first (the same as -p "
                          "ladder.protocols LIST; the leaky ones are diagnostics, kept in <run>/leaky/)")
@@ -81,7 +101,12 @@ def _parser():
     ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the console")
     ap.add_argument("--nbs-dir", default=None, help="folder with the stage notebooks (default: found automatically)")
-    ap.add_argument("--nproc", type=int, default=None, help="processes (one per GPU) that phases 1 and 2 train in (default: every visible GPU)")
+    ap.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="processes (one per GPU) that phases 1 and 2 train in (default: every visible GPU)",
+    )
     return ap
 
 def _current_name(name: str) -> str:
@@ -90,8 +115,10 @@ def _current_name(name: str) -> str:
     return (stage + "." if stage else "") + RENAMED.get(setting, setting)
 
 def merge_settings(saved: dict, given: dict) -> dict:
-    "A resumed run's settings: the saved ones, with the parameters `given` now overriding theirs by name, the change logged."
-    if given["demo"] and not saved["demo"]: raise ValueError("this run directory holds a run on real data: use a new run for --demo")
+    """A resumed run's settings: the saved ones, with the parameters `given` now overriding theirs by name, the change
+    logged."""
+    if given["demo"] and not saved["demo"]:
+        raise ValueError("this run directory holds a run on real data: use a new run for --demo")
     if given["data_dir"] and str(Path(given["data_dir"]).resolve()) != str(Path(saved["data_dir"] or "").resolve()):
         raise ValueError(f"this run directory was made from --data-dir {saved['data_dir']}, not {given['data_dir']}: "
                          "start a new run for another corpus (its splits and cache belong to the old one)")
@@ -193,7 +220,8 @@ def forget_failed(run_dir, given: dict, before: dict | None, new: list, row) -> 
 
 # %% ../nbs/09_run.ipynb #36f5357c
 def resolve_settings(a) -> tuple[Path, dict, dict]:
-    "Run directory, notebook parameters and the settings to record, from parsed arguments (a resumed run's are the base)."
+    """Run directory, notebook parameters and the settings to record, from parsed arguments (a resumed run's are the
+    base)."""
     given = dict(demo=a.demo, data_dir=a.data_dir and str(Path(a.data_dir).expanduser().resolve()),
                  parameters=[list(p) for p in a.parameter] + ([["folds", str(a.folds)]] if a.folds is not None else [])
                  + ([["ladder.protocols", a.protocols]] if getattr(a, "protocols", None) else []))
@@ -202,7 +230,11 @@ def resolve_settings(a) -> tuple[Path, dict, dict]:
         run_dir = Path(a.run_dir)
         if RunPaths(run_dir).pipeline_json.exists():
             m = merge_settings(saved_settings(run_dir), given)
-            given = {**m, "parameters": [[_current_name(k), v] for k, v in m["parameters"]], "ladder": given.get("ladder") or m.get("ladder", False)}
+            given = {
+                **m,
+                "parameters": [[_current_name(k), v] for k, v in m["parameters"]],
+                "ladder": given.get("ladder") or m.get("ladder", False),
+            }
     else: run_dir = new_run_dir(a.runs, a.name)
     params = dict(DEMO_PARAMS if given["demo"] else FULL_PARAMS)
     if not given["demo"] and given["data_dir"]: params["data_dir"] = given["data_dir"]
@@ -215,7 +247,8 @@ def resolve_settings(a) -> tuple[Path, dict, dict]:
 
 # %% ../nbs/09_run.ipynb #174e35b9
 def _sigterm_as_interrupt():
-    "Turn SIGTERM into KeyboardInterrupt, so that papermill shuts the running kernel (and its workers) down on the way out."
+    """Turn SIGTERM into KeyboardInterrupt, so that papermill shuts the running kernel (and its workers) down on the way
+    out."""
     import signal
     def _raise(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, _raise)
@@ -223,7 +256,8 @@ def _sigterm_as_interrupt():
 _NEG = "\x00"                    # marks a -p value that starts with "-", which argparse would take for an option
 
 def parse_args(argv=None):
-    "babycry-run's arguments; a `-p NAME VALUE` whose value starts with '-' (`-p data.gain_db -6,6`) is a value, not an option."
+    """babycry-run's arguments; a `-p NAME VALUE` whose value starts with '-' (`-p data.gain_db -6,6`) is a value, not
+    an option."""
     argv, out = list(sys.argv[1:] if argv is None else argv), []
     for i, t in enumerate(argv):
         out.append(_NEG + t if i >= 2 and argv[i - 2] in ("-p", "--parameter") and t.startswith("-") else t)
@@ -243,7 +277,9 @@ def main(argv=None) -> int:
                   f"(resume the old one with --run-dir {Path(a.runs)/a.name})")
         stages = [stage_name(s) for s in (a.stages.split(",") if a.stages else STAGE_NOTEBOOKS)]
         if (a.ladder or given.get("ladder")) and LADDER_NOTEBOOK not in stages: stages.append(LADDER_NOTEBOOK)
-        rows = check_plan(plan(run_dir, params, stages, find_notebooks(a.nbs_dir, stages)))   # before anything is written or moved
+        rows = check_plan(
+            plan(run_dir, params, stages, find_notebooks(a.nbs_dir, stages))
+        )  # before anything is written or moved
         check_data(rows, run_dir)                                                     # the corpus, before any decoding
         if a.dry_run: run_pipeline(run_dir, params, stages, a.nbs_dir, True, a.log_output); return 0
         _sigterm_as_interrupt()
@@ -259,8 +295,11 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"babycry-run: interrupted; the stage's kernel was shut down. Resume with: babycry-run --run-dir {run_dir}",
-              file=sys.stderr); return 130
+        print(
+            f"babycry-run: interrupted; the stage's kernel was shut down. Resume with: babycry-run --run-dir {run_dir}",
+            file=sys.stderr,
+        )
+        return 130
     except PermissionError as e:
         print(f"babycry-run: cannot write {e.filename or run_dir}: permission denied. Choose a writable folder "
               "(--runs DIR for new runs, or --run-dir DIR).", file=sys.stderr); return 2

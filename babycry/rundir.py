@@ -21,7 +21,8 @@ __all__ = ['STAGES', 'OTHER_WRITERS', 'SET_ASIDE', 'FOLD_STAGES', 'slug', 'RunPa
 STAGES = ("data", "phase1", "class_removal", "phase2", "eval")
 
 def slug(name: str) -> str:
-    "`name` as a file-name part: anything but letters, digits, `_`, `.` and `-` becomes `_` (`features+lgbm` -> `features_lgbm`)."
+    """`name` as a file-name part: anything but letters, digits, `_`, `.` and `-` becomes `_` (`features+lgbm` ->
+    `features_lgbm`)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name))
 
 # %% ../nbs/00b_rundir.ipynb #859660fc
@@ -47,7 +48,8 @@ class RunPaths:
     # the evaluation: the test split, read once
     eval = property(lambda self: self.root/"eval")
     metrics = property(lambda self: self.eval/"metrics.json")
-    def predictions(self, model=None): return self.eval/("predictions.csv" if model is None else f"predictions_{model}.csv")
+    def predictions(self, model=None):
+        return self.eval/("predictions.csv" if model is None else f"predictions_{model}.csv")
     test_reads = property(lambda self: self.root/"test_reads.json")
     # babycry-run
     pipeline_json = property(lambda self: self.root/"pipeline.json")
@@ -85,7 +87,8 @@ class RunPaths:
 
 # %% ../nbs/00b_rundir.ipynb #0a8efebf
 def data_band_limit(run_dir) -> float | None:
-    "The low-pass (Hz) the data stage of `run_dir` applied to every cached clip (`band_limit` in data/audit.json), or None."
+    """The low-pass (Hz) the data stage of `run_dir` applied to every cached clip (`band_limit` in data/audit.json), or
+    None."""
     return (load_json(RunPaths(run_dir).audit).get("band_limit") or {}).get("hz")
 
 # %% ../nbs/00b_rundir.ipynb #c6148a5d
@@ -220,9 +223,14 @@ def verify_stage(stage_dir) -> list:
 
 # %% ../nbs/00b_rundir.ipynb #8ceffbe5
 def same_params(old: dict, new: dict, defaults: dict | None = None) -> list:
-    "The names whose values differ between a recorded `old` and a `new` parameter dict (renamed settings migrated; a setting the old record lacks reads as its `defaults` value)."
+    """The names whose values differ between a recorded `old` and a `new` parameter dict (renamed settings migrated; a
+    setting the old record lacks reads as its `defaults` value)."""
     old = {**(defaults or {}), **migrate_params(old)}; new = {**(defaults or {}), **new}
-    return sorted(k for k in set(old) | set(new) if json.dumps(old.get(k), default=_json_default) != json.dumps(new.get(k), default=_json_default))
+    return sorted(
+        k
+        for k in set(old) | set(new)
+        if json.dumps(old.get(k), default=_json_default) != json.dumps(new.get(k), default=_json_default)
+    )
 
 # %% ../nbs/00b_rundir.ipynb #d7ba2a59
 def _stamp() -> str: return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -264,8 +272,9 @@ def prepare_stage(stage_dir, params: dict, overwrite=False, defaults: dict | Non
         if not changed and not overwrite: return "skip"
         if not overwrite:
             raise FileExistsError(
-                f"{stage_dir} already holds a finished stage run with other parameters (changed: {changed}). "
-                "Use a new run_dir, or pass overwrite=True to keep the old one under a timestamped name and start again.")
+                f"{stage_dir} already holds a finished stage run with other parameters (changed: {changed}). Use a new"
+                " run_dir, or pass overwrite=True to keep the old one under a timestamped name and start again."
+            )
         aside = _free(stage_dir.with_name(f"{stage_dir.name}.old-{_stamp()}"))
         shutil.move(str(stage_dir), str(aside)); save_json(dict(set_aside=_stamp(), by="overwrite"), aside/SET_ASIDE)
         print(f"overwrite: the finished {stage_dir.name} is kept as {aside.name} (put back if this run of it fails)")
@@ -334,33 +343,47 @@ def _take_lock(path: Path, me: dict) -> bool:
 def run_lock(run_dir, what: str = "babycry-run"):
     "Hold `<run_dir>/.lock` for the block; raise `RunLocked` naming the holder if a live process has it."
     path = Path(run_dir)/".lock"; path.parent.mkdir(parents=True, exist_ok=True)
-    me = dict(pid=os.getpid(), host=socket.gethostname(), started=datetime.datetime.now().isoformat(timespec="seconds"), what=what)
+    me = dict(
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started=datetime.datetime.now().isoformat(timespec="seconds"),
+        what=what,
+    )
     while not _take_lock(path, me):
         try: old = json.loads(path.read_text())
         except (OSError, ValueError): old = {}
         if old.get("host") == me["host"] and not _alive(int(old.get("pid", 0)) or 0):
-            print(f"note: taking over a stale lock on {run_dir} (pid {old.get('pid')}, started {old.get('started')}, no longer running)")
+            print(
+                f"note: taking over a stale lock on {run_dir} (pid {old.get('pid')}, started {old.get('started')}, no"
+                " longer running)"
+            )
             path.unlink(missing_ok=True); continue
-        raise RunLocked(f"{run_dir} is in use by {old.get('what', 'another process')} (pid {old.get('pid')} on {old.get('host')}, "
-                        f"since {old.get('started')}): wait for it to finish, or use another run directory.")
+        raise RunLocked(
+            f"{run_dir} is in use by {old.get('what', 'another process')} (pid {old.get('pid')} on {old.get('host')}, "
+            f"since {old.get('started')}): wait for it to finish, or use another run directory."
+        )
     try: yield path
     finally: path.unlink(missing_ok=True)
 
 # %% ../nbs/00b_rundir.ipynb #86864c39
 def set_latest_run(run_dir) -> Path:
-    "Point `<parent of run_dir>/latest` at `run_dir` (a relative symbolic link, replaced atomically; a text file where links are not possible)."
+    """Point `<parent of run_dir>/latest` at `run_dir` (a relative symbolic link, replaced atomically; a text file where
+    links are not possible)."""
     run_dir = Path(run_dir); link = run_dir.parent/"latest"; tmp = run_dir.parent/f".latest.{os.getpid()}"
     try:
         tmp.unlink(missing_ok=True); os.symlink(run_dir.name, tmp, target_is_directory=True)
     except OSError:
         tmp.write_text(run_dir.name + "\n")
-    if link.is_dir() and not link.is_symlink(): tmp.unlink(); raise FileExistsError(f"{link} is a folder, not babycry-run's link to the latest run: rename it.")
+    if link.is_dir() and not link.is_symlink():
+        tmp.unlink()
+        raise FileExistsError(f"{link} is a folder, not babycry-run's link to the latest run: rename it.")
     os.replace(tmp, link)
     return link
 
 # %% ../nbs/00b_rundir.ipynb #7304899b
 def latest_run(start=None) -> Path | None:
-    "The run that `runs/latest` names, looked up in `start` (default: the working folder) and its parent; None if there is none."
+    """The run that `runs/latest` names, looked up in `start` (default: the working folder) and its parent; None if
+    there is none."""
     start = Path(start or Path.cwd()).resolve()
     for base in (start, start.parent):
         link = base/"runs"/"latest"
@@ -374,16 +397,21 @@ def latest_run(start=None) -> Path | None:
 FOLD_STAGES = ("02_dataset", "03_model", "04_phase1", "05_class_removal", "06_phase2")
 
 def stage_run_dir(run_dir=None, stage: str | None = None, start=None) -> Path:
-    "The run folder a stage notebook works on: `run_dir`, or (None) the latest run, with a clear error when there is none or when `stage` runs per fold."
+    """The run folder a stage notebook works on: `run_dir`, or (None) the latest run, with a clear error when there is
+    none or when `stage` runs per fold."""
     if run_dir is None:
         run_dir = latest_run(start)
         where = Path(start or Path.cwd()).resolve()
         if run_dir is None:
-            raise FileNotFoundError(f"no run_dir was given and there is no runs/latest in {where} or {where.parent}: make a run "
-                                    "first (babycry-run --demo, or babycry-run --data-dir <corpus>), or pass -p run_dir <run folder>.")
+            raise FileNotFoundError(
+                f"no run_dir was given and there is no runs/latest in {where} or {where.parent}: make a run "
+                "first (babycry-run --demo, or babycry-run --data-dir <corpus>), or pass -p run_dir <run folder>."
+            )
         print(f"run_dir: {run_dir} (the latest run)")
     rp = RunPaths(run_dir)
     if stage in FOLD_STAGES and rp.is_cv:
-        raise ValueError(f"{run_dir} is a {rp.folds}-fold cross-validated run: {stage} runs once per fold, in {rp.root/'folds'}/<k>. "
-                         f"Pass -p run_dir {rp.fold(0).root} (fold 0), or run every fold with babycry-run --run-dir {run_dir} ...")
+        raise ValueError(
+            f"{run_dir} is a {rp.folds}-fold cross-validated run: {stage} runs once per fold, in {rp.root/'folds'}/<k>."
+            f" Pass -p run_dir {rp.fold(0).root} (fold 0), or run every fold with babycry-run --run-dir {run_dir} ..."
+        )
     return Path(run_dir)

@@ -25,14 +25,23 @@ def cv_summary(run_dir) -> list:
     if not (rp.cv_metrics).exists(): return ["no cross-validated evaluation yet (cv/metrics.json is missing)"]
     m = load_metrics(rp.cv_metrics); ci = m["ci"]; e = m["exported"]
     model = rp.fold(e["fold"]).model(m["model"])                             # where the run is now (it may have moved)
-    f = lambda k: (f"{m['pooled'][k]:.3f} [{ci[k]['low']:.3f}, {ci[k]['high']:.3f}]   per fold {m['fold_mean'][k]:.3f} ± "
-                   f"{m['fold_std'][k]:.3f}")
-    return [f"out-of-fold metrics of {m['model']} ({m['folds']}-fold grouped cross-validation: {m['n_clips']} clips, {m['n_groups']} "
-            f"recording sources; 95% bootstrap CI over {ci['resample']}s; mean ± std over folds):",
-            f"  accuracy           {f('accuracy')}", f"  balanced accuracy  {f('balanced_accuracy')}",
-            f"  macro-F1           {f('macro_f1')}", f"  ECE                {f('ece')}",
-            f"exported model: {model} (fold {e['fold']}: {e['why']})", f"model card:   {model/'README.md'}",
-            f"out-of-fold:  {rp.cv/'oof.csv'}; metrics: {rp.cv/'metrics.json'} (plots: {rp.cv}/*.png)"]
+    f = lambda k: (
+        f"{m['pooled'][k]:.3f} [{ci[k]['low']:.3f}, {ci[k]['high']:.3f}]   per fold {m['fold_mean'][k]:.3f} ± "
+        f"{m['fold_std'][k]:.3f}"
+    )
+    return [
+        (
+            f"out-of-fold metrics of {m['model']} ({m['folds']}-fold grouped cross-validation: {m['n_clips']} clips,"
+            f" {m['n_groups']} recording sources; 95% bootstrap CI over {ci['resample']}s; mean ± std over folds):"
+        ),
+        f"  accuracy           {f('accuracy')}",
+        f"  balanced accuracy  {f('balanced_accuracy')}",
+        f"  macro-F1           {f('macro_f1')}",
+        f"  ECE                {f('ece')}",
+        f"exported model: {model} (fold {e['fold']}: {e['why']})",
+        f"model card:   {model/'README.md'}",
+        f"out-of-fold:  {rp.cv/'oof.csv'}; metrics: {rp.cv/'metrics.json'} (plots: {rp.cv}/*.png)",
+    ]
 
 # %% ../nbs/09c_summary.ipynb #a4c2e8b1
 def ladder_summary(run_dir) -> list:
@@ -42,10 +51,18 @@ def ladder_summary(run_dir) -> list:
     if not f.exists(): return []
     t = pd.read_csv(f); C = int(t.n_classes.max())
     rw = lambda r: "  (random weights)" if str(r.random_weights).lower() == "true" else ""
-    return ([f"baseline ladder ({int(t.n_clips.iloc[0])} clips, {C} classes, the same folds; out-of-fold macro-F1 [95% CI], "
-             f"balanced accuracy; chance {1 / C:.3f}):"]
-            + [f"  {r.model:<18} {r.macro_f1:.3f} [{r.macro_f1_low:.3f}, {r.macro_f1_high:.3f}]   {r.balanced_accuracy:.3f}{rw(r)}"
-               for r in t.itertuples()] + [f"ladder:       {f} (plot: {f.with_suffix('.png')})"])
+    return (
+        [
+            f"baseline ladder ({int(t.n_clips.iloc[0])} clips, {C} classes, the same folds; out-of-fold macro-F1 [95%"
+            f" CI], balanced accuracy; chance {1 / C:.3f}):"
+        ]
+        + [
+            f"  {r.model:<18} {r.macro_f1:.3f} [{r.macro_f1_low:.3f}, {r.macro_f1_high:.3f}]  "
+            f" {r.balanced_accuracy:.3f}{rw(r)}"
+            for r in t.itertuples()
+        ]
+        + [f"ladder:       {f} (plot: {f.with_suffix('.png')})"]
+    )
 
 # %% ../nbs/09c_summary.ipynb #cd86604a
 def leakage_summary(run_dir) -> list:
@@ -64,7 +81,8 @@ def leakage_summary(run_dir) -> list:
 
 # %% ../nbs/09c_summary.ipynb #01977b78
 def summary(run_dir) -> str:
-    "Headline test metrics (from eval/metrics.json, or cv/metrics.json of a cross-validated run) and the run's important paths, as text."
+    """Headline test metrics (from eval/metrics.json, or cv/metrics.json of a cross-validated run) and the run's
+    important paths, as text."""
     rp = RunPaths(Path(run_dir).resolve())                                   # every path where the run is now
     lines = [f"run directory: {rp.root}"]
     m = load_metrics(rp.metrics) if rp.metrics.exists() else None
@@ -74,19 +92,26 @@ def summary(run_dir) -> str:
                      f"({m['model']}/done.json is missing or damaged): babycry-run --run-dir {rp.root} runs that stage "
                      "again")
     elif m is not None and stale_evaluation(run_dir, m):
-        lines.append(f"the evaluation in {rp.eval} is of a {m['model']} model that no longer exists (trained again since): "
-                     "run 07_evaluation again (-p evaluation.overwrite True; the test split is read once more, and counted)")
+        lines.append(
+            f"the evaluation in {rp.eval} is of a {m['model']} model that no longer exists (trained again since): "
+            "run 07_evaluation again (-p evaluation.overwrite True; the test split is read once more, and counted)"
+        )
     elif m is not None:
         t, ci = m["test"], m["ci"]
         f = lambda c: f"{c['point']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
-        lines += [f"test metrics of {m['model']} ({t['n']} clips, {m['n_groups']} recording sources; 95% bootstrap CI "
-                  f"over {ci['resample']}s):",
-                  f"  accuracy           {f(ci['accuracy'])}", f"  macro-F1           {f(ci['macro_f1'])}",
-                  f"  balanced accuracy  {t['balanced_accuracy']:.3f}", f"  ROC-AUC (OvR)      {t['roc_auc_ovr_macro']:.3f}",
-                  f"  ECE                {t['ece']:.3f}",
-                  f"model:        {rp.model(m['model'])}", f"model card:   {rp.model(m['model'])/'README.md'}",
-                  f"metrics:      {rp.eval/'metrics.json'} (plots: {rp.eval}/*.png)",
-                  f"test split read {len(m.get('test_reads', [None]))} time(s)"]
+        lines += [
+            f"test metrics of {m['model']} ({t['n']} clips, {m['n_groups']} recording sources; 95% bootstrap CI "
+            f"over {ci['resample']}s):",
+            f"  accuracy           {f(ci['accuracy'])}",
+            f"  macro-F1           {f(ci['macro_f1'])}",
+            f"  balanced accuracy  {t['balanced_accuracy']:.3f}",
+            f"  ROC-AUC (OvR)      {t['roc_auc_ovr_macro']:.3f}",
+            f"  ECE                {t['ece']:.3f}",
+            f"model:        {rp.model(m['model'])}",
+            f"model card:   {rp.model(m['model'])/'README.md'}",
+            f"metrics:      {rp.eval/'metrics.json'} (plots: {rp.eval}/*.png)",
+            f"test split read {len(m.get('test_reads', [None]))} time(s)",
+        ]
     else: lines.append("no evaluation yet (eval/metrics.json is missing)")
     lines.append(f"notebooks:    {rp.notebooks}")
     return "\n".join(lines)
