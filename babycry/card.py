@@ -298,12 +298,46 @@ def write_model_card(model_dir, metrics: dict, run_dir, cv: dict | None = None, 
     audit = _audit_lines(load_json(rp.audit)) if rp.audit.exists() else []
     fields = dict(facts, **_result_fields(metrics), stage=stage, audit="\n".join(audit or ["- (no audit found)"]),
                   kind="a fine-tuned" if stage == "phase2" else "an MLP head on a frozen", protocol=_protocol(rp),
-                  cv_results=_cv_section(cv) + _ladder_section(ladder) + _leakage_section(leakage))
+                  cv_results=_cv_section(cv) + _ladder_section(ladder) + _leakage_section(leakage),
+                  limitations=_limitations(rp))
     text = (_yaml_front_matter(metrics, hub_metadata(rp, model_dir, metrics), cv) + "\n"
             + (files("babycry")/"model_card.md").read_text(encoding="utf-8").format(**fields))
     with atomic_write(Path(model_dir)/"README.md", encoding="utf-8") as f: f.write(text)
     return Path(model_dir)/"README.md"
 
+
+# %% ../nbs/07b_card.ipynb #4c2a0096
+def _limitations(rp) -> str:
+    """The card's "Limitations and bias" bullets for the run `rp`: its corpus (Donate-a-Cry, the synthetic demo corpus
+    or any other) with the class balance, sources and native sample rates from `data/audit.json`."""
+    a = load_json(rp.audit) if rp.audit.exists() else {}
+    data_dir = rp.done("data").get("params", {}).get("data_dir")
+    demo, dac = bool(data_dir) and Path(data_dir).name == "demo_corpus", corpus_hub_id(rp.root) == DONATE_A_CRY_HUB_ID
+    kept, srcs = a.get("kept_per_class") or {}, a.get("sources_per_class") or a.get("groups_per_class") or {}
+    rates = sorted((a.get("band_limit") or {}).get("native_rates") or [])
+    out = ["- **Synthetic data.** The demo corpus is synthetic cries with a class signal planted "
+           "by babycry; its numbers show that the pipeline runs and say nothing about infant cries." if demo else
+           "- **Labels are parent-reported.** Donate-a-Cry tags are what a parent guessed the reason was, in an app, "
+           "at the time; they are noisy and not verified by anyone." if dac else
+           f"- **Labels are the corpus's own.** The classes are the folder names (or `metadata.csv` labels) of "
+           f"`{Path(data_dir).name if data_dir else 'the corpus'}`; how and by whom they were assigned is for the "
+           "corpus's documentation to say: babycry checks the audio and the sources, not the labels."]
+    out.append("- **Recording devices and rooms.** " + ("Clips come from consumer phones (iOS/Android apps, different "
+               "codecs, 8 kHz sources upsampled to 16 kHz). " if dac else
+               f"Native sample rates in this corpus: {', '.join(f'{r} Hz' for r in rates)}. " if rates else "")
+               + "A model can learn the device or the room instead of the cry; splitting by recording source limits, "
+               "but does not remove, that shortcut.")
+    if kept:
+        big, few = max(kept, key=kept.get), min(srcs or kept, key=(srcs or kept).get)
+        out.append(f"- **Class balance.** `{big}` holds {kept[big] / max(sum(kept.values()), 1):.0%} of the clips "
+                   + "kept; " + (f"the fewest recording sources in a class is {srcs[few]} (`{few}`), " if srcs else "")
+                   + "so per-class numbers of the small classes rest on few sources and their intervals are wide.")
+    out.append("- **Small test set.** The intervals above are the honest summary; a single accuracy number is not.")
+    out.append("- **Population.** " + ("Nothing is known about the babies' ages, health, language environment or "
+               "geography beyond the self-reported tags; performance on other populations is unknown." if dac else
+               "babycry knows nothing of who was recorded beyond the labels; performance on other populations, "
+               "devices and rooms is unknown."))
+    return "\n".join(out)
 
 # %% ../nbs/07b_card.ipynb #f3d8b1c6
 def card_metadata(model_dir, metrics: dict, run_dir, cv: dict | None = None) -> dict:
