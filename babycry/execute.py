@@ -7,11 +7,16 @@ from __future__ import annotations
 import os, subprocess, sys, time
 from pathlib import Path
 
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+from papermill.log import logger
+
 from .rundir import RunPaths
 from .plan import record_stage
 
 # %% auto #0
-__all__ = ['SKIP_TAG', 'stage_copy', 'sync_stage_notebooks', 'StageKernel', 'StageFailed', 'run_stage']
+__all__ = ['SKIP_TAG', 'stage_copy', 'sync_stage_notebooks', 'empty_namespace', 'StageKernel', 'ThrottledSaves', 'StageEngine',
+           'StageFailed', 'run_stage']
 
 # %% ../nbs/09b_execute.ipynb #160f3e0c
 SKIP_TAG = "skip-execution"          # nbclient's tag: papermill runs past these cells; nbdev_test and Jupyter run them
@@ -45,18 +50,28 @@ def sync_stage_notebooks(nbs_dir=None) -> list:
             p.write_text(json.dumps(d, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"); changed.append(nb)
     return changed
 
+# %% ../nbs/09b_execute.ipynb #801c858f
+def empty_namespace(shell=None):
+    """Delete every name the notebooks defined in IPython `shell` (default: this kernel's) and its output cache; collect
+    garbage and empty torch's cache only where a GPU holds memory."""
+    import sys
+    ip = shell or get_ipython()  # noqa: F821 (IPython's builtin in a kernel)
+    for name in [n for n in ip.user_ns if n not in ip.user_ns_hidden]: del ip.user_ns[name]
+    ip.user_ns["_oh"].clear()
+    ip.displayhook._, ip.displayhook.__, ip.displayhook.___ = "", "", ""
+    ip.user_ns.update(_="", __="", ___="")
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        import gc; gc.collect(); torch.cuda.empty_cache()
+
 # %% ../nbs/09b_execute.ipynb #b7c67c99
 class StageKernel:
-    """One Jupyter kernel for the consecutive stage notebooks of a run: started once, emptied between notebooks, shut
-    down at the end (its own messages to `log`)."""
+    """One Jupyter kernel and one connected client for the consecutive stage notebooks of a run: started once, emptied
+    between notebooks, shut down at the end (its own messages to `log`)."""
     def __init__(self, kernel_name: str = "python3", cwd=None, log=None):
-        self.kernel_name, self.cwd, self.log, self.km, self.notebooks = (
-            kernel_name,
-            str(cwd or os.getcwd()),
-            log,
-            None,
-            0,
-        )
+        self.kernel_name, self.cwd, self.log = kernel_name, str(cwd or os.getcwd()), log
+        self.km = self.kc = None
+        self.notebooks = 0
 
     def __enter__(self):
         from jupyter_client.manager import AsyncKernelManager
@@ -68,26 +83,71 @@ class StageKernel:
             Path(self.log).parent.mkdir(parents=True, exist_ok=True)
             out = dict(stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         run_sync(self.km.start_kernel)(cwd=self.cwd, **out)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        run_sync(self.kc.wait_for_ready)(timeout=60)
         return self
 
-    def fresh(self):
-        "The kernel manager, for the next notebook; the kernel's namespace emptied if a notebook ran in it before."
+    def fresh(self) -> dict:
+        """The kernel manager and client (`km`, `kc`) for the next notebook; the kernel's namespace emptied if a
+        notebook ran in it before."""
         if self.notebooks:
             import nbformat
             from nbclient import NotebookClient
-            NotebookClient(
-                nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%reset -f")]), km=self.km
-            ).execute()
+            c = NotebookClient(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+                "__import__('babycry.execute', fromlist=['empty_namespace']).empty_namespace()")]), km=self.km)
+            c.kc = self.kc
+            c.execute()
         self.notebooks += 1
-        return self.km
+        return dict(km=self.km, kc=self.kc)
 
     def __exit__(self, *exc):
         from jupyter_core.utils import run_sync
         try:
+            if self.kc is not None: self.kc.stop_channels()
             if self.km is not None and run_sync(self.km.is_alive)(): run_sync(self.km.shutdown_kernel)(now=True)
         except RuntimeError:
             pass  # already shut down (an interrupt stops it on the way out)
         return False
+
+# %% ../nbs/09b_execute.ipynb #dce8e030
+class ThrottledSaves(NotebookExecutionManager):
+    """papermill's execution manager, writing the executed notebook at most every `every` seconds while it runs, and
+    always when it ends."""
+    every = 5.0
+
+    def save(self, **kwargs):
+        if self.end_time is None and (self.now() - self.last_save_time).total_seconds() < self.every: return
+        super().save(**kwargs)
+
+# %% ../nbs/09b_execute.ipynb #da575adb
+class StageEngine(NBClientEngine):
+    """papermill's nbclient engine with `ThrottledSaves`, run through the kernel client `kc` if given (a
+    `StageKernel`'s, connected once); registered as papermill's engine `babycry`."""
+    @classmethod
+    def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False,
+                         autosave_cell_every=30, **kwargs):
+        nb_man = ThrottledSaves(nb, output_path=output_path, progress_bar=progress_bar, log_output=log_output,
+                                autosave_cell_every=autosave_cell_every)
+        nb_man.notebook_start()
+        try: cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+        finally:
+            nb_man.cleanup_pbar()
+            nb_man.notebook_complete()
+        return nb_man.nb
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None,
+                                 start_timeout=60, execution_timeout=None, kc=None, **kwargs):
+        drop = ("input_path", "timeout", "startup_timeout")                # as papermill's own engine
+        kwargs = {k: v for k, v in kwargs.items() if k not in drop}
+        client = PapermillNotebookClient(nb_man, kernel_name=kernel_name, log=logger, log_output=log_output,
+                                         stdout_file=stdout_file, stderr_file=stderr_file,
+                                         startup_timeout=start_timeout, timeout=execution_timeout, **kwargs)
+        client.kc = kc                                                      # None: nbclient connects its own
+        return client.execute()
+
+papermill_engines.register("babycry", StageEngine)
 
 # %% ../nbs/09b_execute.ipynb #9f5a512a
 class StageFailed(RuntimeError):
@@ -104,9 +164,9 @@ def run_stage(nb: str, params: dict, run_dir, nbs_dir, log_output: bool = False,
     t0 = time.time()
     try:
         pm.execute_notebook(stage_copy(Path(nbs_dir)/f"{nb}.ipynb"), str(out), parameters=params, kernel_name="python3",
-                            cwd=os.getcwd(), log_output=log_output,
+                            engine_name="babycry", cwd=os.getcwd(), log_output=log_output,
                             progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
-                            **({"km": kernel.fresh()} if kernel is not None else {}))
+                            **(kernel.fresh() if kernel is not None else {}))
     except pm.PapermillExecutionError as e:
         raise StageFailed(
             f"stage {nb} failed: {e.ename}: {e.evalue}\n  the executed notebook with the traceback: {out}"

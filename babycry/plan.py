@@ -4,7 +4,7 @@
 
 # %% ../nbs/09a_plan.ipynb #6b896b49
 from __future__ import annotations
-import dataclasses, datetime, os
+import dataclasses, datetime, os, sys
 from pathlib import Path
 
 from .core import save_json
@@ -23,8 +23,8 @@ from .rundir import RunPaths, is_done, params_hash, read_record, verify_stage
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGE_DIRS', 'LADDER_NOTEBOOK', 'ALL_NOTEBOOKS', 'STAGE_ALIASES', 'stage_name', 'parse_value',
            'split_params', 'notebook_params', 'declared_params', 'notebook_dirs', 'find_notebooks', 'stage_record',
-           'recipe_params', 'stage_status', 'stage_damage', 'record_stage', 'run_folds', 'plan', 'check_processes',
-           'check_evaluation', 'check_plan', 'format_plan']
+           'recipe_params', 'stage_status', 'stage_damage', 'record_stage', 'run_folds', 'plan', 'gpu_possible',
+           'check_processes', 'check_evaluation', 'check_plan', 'format_plan']
 
 # %% ../nbs/09a_plan.ipynb #33b71549
 STAGE_NOTEBOOKS = ("01_data", "02_dataset", "03_model", "04_phase1", "05_class_removal", "06_phase2", "07_evaluation")
@@ -194,16 +194,22 @@ def plan(run_dir, params: dict, stages=STAGE_NOTEBOOKS, nbs_dir=None) -> list:
         raise ValueError(f"no stage notebook has a parameter {', '.join(sorted(unused))} (a typo?)")
     return rows
 
+# %% ../nbs/09a_plan.ipynb #918566c0
+def gpu_possible() -> bool:
+    "Could torch see a GPU here? False only on Linux with neither an NVIDIA nor an AMD GPU driver loaded."
+    return not sys.platform.startswith("linux") or any(Path(p).exists() for p in ("/proc/driver/nvidia", "/dev/kfd"))
+
 # %% ../nbs/09a_plan.ipynb #aa5d3819
 def check_processes(r):
     "Phases 1 and 2 split their batch evenly over the training processes: plan row `r` of either, checked first."
     nb = r["notebook"]
     if nb not in ("04_phase1", "06_phase2"): return
-    from babycry.launch import per_device_batch, resolve_nproc
     rec = migrate_params(RunPaths(r["params"]["run_dir"]).done(STAGE_DIRS[nb]).get("params"))   # a resumed one keeps it
     given = {k: v for k, v in r["params"].items() if k in stage_fields(nb)}
     if given.get("speed") not in (None, rec.get("speed")): rec.pop("batch_size", None)    # the batch of the old speed
     cfg = make_config(STAGE_SETTINGS[nb][0], nb, recorded=rec, **given)
+    if (cfg.nproc or 1) == 1 and not gpu_possible(): return            # one process: any batch splits
+    from babycry.launch import per_device_batch, resolve_nproc
     try: per_device_batch(cfg.batch_size or SPEEDS[cfg.speed]["batch_size"], resolve_nproc(cfg.nproc))
     except ValueError as e: raise ValueError(f"{nb}: {e}") from None
 
