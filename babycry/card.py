@@ -322,6 +322,9 @@ def _limitations(rp) -> str:
            f"- **Labels are the corpus's own.** The classes are the folder names (or `metadata.csv` labels) of "
            f"`{Path(data_dir).name if data_dir else 'the corpus'}`; how and by whom they were assigned is for the "
            "corpus's documentation to say: babycry checks the audio and the sources, not the labels."]
+    if rp.done("phase1").get("params", {}).get("backbone") == "tiny":
+        out.append("- **Random weights.** The `tiny` backbone is a small HuBERT with random weights, not a pretrained "
+                   "one: every number in this card comes from random weights and is no measure of the recipe.")
     out.append("- **Recording devices and rooms.** " + ("Clips come from consumer phones (iOS/Android apps, different "
                "codecs, 8 kHz sources upsampled to 16 kHz). " if dac else
                f"Native sample rates in this corpus: {', '.join(f'{r} Hz' for r in rates)}. " if rates else "")
