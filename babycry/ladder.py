@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from .core import atomic_write, load_json, n_workers, parallel_map, save_json
+from .core import POOL_IDLE_S, atomic_write, load_json, n_workers, parallel_map, save_json
 from babycry.config import (
     LadderConfig,
     Phase1Config,
@@ -146,7 +146,7 @@ def oof_predictions(rung, X, df, classes, n_trials: int, seed: int, inner_k: int
     fold."""
     y = df.label.map({c: i for i, c in enumerate(classes)}).to_numpy()
     fs = sorted(df.fold.unique())
-    res = Parallel(n_jobs=min(n_workers(workers), len(fs)))(
+    res = Parallel(n_jobs=min(n_workers(workers), len(fs)), idle_worker_timeout=POOL_IDLE_S)(
         delayed(fit_fold)(rung, X, y, df, f, len(classes), n_trials, seed, inner_k) for f in fs)
     return oof_frame(df, stack_folds(res, len(df), len(classes)), classes, rung), [
         dict(fold=r["fold"], **r["params"]) for r in res
