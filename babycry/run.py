@@ -79,7 +79,7 @@ def _parser():
         epilog="Example: babycry-run --demo;  babycry-run --data-dir data --name full -p phase2.epochs 62",
     )
     ap.add_argument(
-        "--demo", action="store_true", help="synthetic demo corpus and the tiny backbone (a few minutes on a CPU)"
+        "--demo", action="store_true", help="synthetic demo corpus and the tiny backbone (about 30 s on a 2-core CPU)"
     )
     ap.add_argument("--data-dir", default=None, help="the corpus folder (default: data/; ignored with --demo)")
     ap.add_argument("--name", default=None, help="name of the new run folder under runs/ (default: a timestamp)")
