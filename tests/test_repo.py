@@ -81,6 +81,16 @@ def test_notebooks_clean_and_library_in_sync(tmp_path):
     assert not changed, f"run nbdev_export and nbdev_clean, then commit: {changed}"
 
 
+def test_the_docs_build_processes_every_notebook(tmp_path):
+    """nbdev_proc_nbs (what the docs workflow runs before quarto) succeeds on a copy of the repo, and no cell mixes
+    imports with other code: nbdev executes such a cell while building the docs, out of its notebook's order."""
+    work = tmp_path/"repo"
+    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".git", "runs", "_docs", "_proc", "*.egg-info", "__pycache__", ".nbsrc", "benchmarks"))
+    r = subprocess.run([str(Path(sys.executable).parent/"nbdev_proc_nbs")], cwd=work, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Found cells containing imports and other code" not in r.stderr, r.stderr[-3000:]
+
+
 def test_papermill_reads_every_parameter():
     "papermill parses each line of every stage notebook's parameters cell (an unparsed line prints a warning on every run)."
     from papermill.translators import PythonTranslator
