@@ -156,15 +156,16 @@ class StageFailed(RuntimeError):
 # %% ../nbs/09b_execute.ipynb #0d6697ff
 def run_stage(nb: str, params: dict, run_dir, nbs_dir, log_output: bool = False, progress_bar: bool | None = None,
               kernel: StageKernel | None = None) -> float:
-    """Execute stage notebook `nb` (its stage copy) with papermill, in `kernel` if given; return its wall time in
-    seconds."""
+    """Execute stage notebook `nb` (its stage copy) with papermill, in `kernel` if given (`log_output`: what it prints,
+    to this process's stdout and stderr); return its wall time in seconds."""
     import papermill as pm
+    stream = dict(stdout_file=sys.stdout, stderr_file=sys.stderr) if log_output else {}
     out = RunPaths(run_dir).notebooks/f"{nb}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     try:
         pm.execute_notebook(stage_copy(Path(nbs_dir)/f"{nb}.ipynb"), str(out), parameters=params, kernel_name="python3",
-                            engine_name="babycry", cwd=os.getcwd(), log_output=log_output,
+                            engine_name="babycry", cwd=os.getcwd(), **stream,
                             progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
                             **(kernel.fresh() if kernel is not None else {}))
     except pm.PapermillExecutionError as e:
