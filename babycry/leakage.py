@@ -14,7 +14,7 @@ from .config import (ClassRemovalConfig, DataConfig, PROTOCOLS, Phase1Config, Ph
                             config_record, make_config, migrate_params)
 from .rundir import RunPaths, mark_done, params_hash, slug
 from .data import build_split, save_split
-from .splits import split_groups
+from .splits import assign_folds, split_groups
 from .phase1 import run_phase1
 from .class_removal import run_class_removal
 from .phase2 import run_phase2
@@ -22,7 +22,6 @@ from .metrics import predictions_frame
 from .evaluate import clip_predictions, predict_split, restrict_probs, split_rows
 from .audio import band_limit, load_audio
 from .augment import augment, item_rng
-from .splits import assign_folds
 from .features import clip_features, features_for, run_band_limit
 from .cnn import cnn_fold
 from .ladder import TUNED, ladder_row, load_ladder, oof_frame, oof_predictions, stack_folds
@@ -256,7 +255,8 @@ def run_leakage(run_dir, df, classes, cfg, cnn=None, workers=None) -> pd.DataFra
         if recipe:
             backbone = str(_settings(run_dir, "phase1", Phase1Config).get("backbone"))
             for r, (oof, sec) in leaky_recipe_oofs(run_dir, p, df, classes, cfg, workers).items():
-                oof.to_csv(rp.leaky_protocol(p)/f"oof_{slug(r)}.csv", index=False)
+                with atomic_write(rp.leaky_protocol(p)/f"oof_{slug(r)}.csv", "w", newline="") as f:
+                    oof.to_csv(f, index=False)
                 row = dict(ladder_row(oof, sec, backbone == "tiny", n_bootstrap=cfg.n_bootstrap, seed=cfg.seed),
                            protocol=p)
                 rows.append(row); seconds[f"{p} {r}"] = round(sec, 1)
