@@ -332,9 +332,11 @@ def _limitations(rp) -> str:
                "but does not remove, that shortcut.")
     if kept:
         big, few = max(kept, key=kept.get), min(srcs or kept, key=(srcs or kept).get)
-        out.append(f"- **Class balance.** `{big}` holds {kept[big] / max(sum(kept.values()), 1):.0%} of the clips "
-                   + "kept; " + (f"the fewest recording sources in a class is {srcs[few]} (`{few}`), " if srcs else "")
-                   + "so per-class numbers of the small classes rest on few sources and their intervals are wide.")
+        share = kept[big] / max(sum(kept.values()), 1)
+        out.append("- **Class balance.** " + (f"`{big}` holds {share:.0%} of the clips kept" if share > 1.25 / len(kept)
+                   else f"The {len(kept)} classes are about balanced (the largest holds {share:.0%} of the clips kept)")
+                   + (f"; the fewest recording sources in a class is {srcs[few]} (`{few}`)" if srcs else "")
+                   + ": a class's numbers rest on that few sources, and their intervals are wide.")
     out.append("- **Small test set.** The intervals above are the honest summary; a single accuracy number is not.")
     out.append("- **Population.** " + ("Nothing is known about the babies' ages, health, language environment or "
                "geography beyond the self-reported tags; performance on other populations is unknown." if dac else
